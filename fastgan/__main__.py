@@ -1,0 +1,5 @@
+import sys
+
+from fastgan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""`fastgan train | sample | doctor | bench | data` — the command line.
+
+Bad input ends with one line on stderr and exit code 2; a diverged run with exit code 3; Ctrl-C
+saves a checkpoint and exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from fastgan.variants import DEFAULT_VARIANT, VARIANTS
+    g = p.add_argument_group("what to train")
+    g.add_argument("--variant", help=f"one of {', '.join(VARIANTS)} (default {DEFAULT_VARIANT}, "
+                   "or the resumed run's)")
+    g.add_argument("--dataset", help="mnist | fashion-mnist | demo | folder:PATH (default mnist)")
+    g.add_argument("--data-dir", help="where the dataset files are (default: $FASTGAN_DATA, "
+                   "then the user cache)")
+    g.add_argument("--download", action="store_true", help="download the dataset if missing")
+    g.add_argument("--max-images", type=int, help="use at most this many images")
+    g.add_argument("--image-size", type=int, help="image size the networks make (dcgan)")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="1 gray, 3 RGB (default: data's)")
+    g.add_argument("--ngf", type=int, help="dcgan: generator width")
+    g.add_argument("--ndf", type=int, help="dcgan: discriminator width")
+    g.add_argument("--kernel", type=int, choices=(4, 5), help="dcgan: 4 (PyTorch) or 5 (TF seed)")
+    g.add_argument("--final", choices=("conv", "linear"), help="dcgan: D's last layer")
+    g = p.add_argument_group("how long and how")
+    g.add_argument("--batch-size", type=int, help="default: the seed's")
+    g.add_argument("--steps", type=int, help="total iterations of the run (default 1000)")
+    g.add_argument("--epochs", type=float, help="passes over the data instead of --steps")
+    g.add_argument("--d-steps", type=int, help="D updates per G update (default 1)")
+    g.add_argument("--label-smoothing", type=float, help="real target = 1 - this (default 0)")
+    g.add_argument("--lr-d", type=float, help="D learning rate (default: the seed's)")
+    g.add_argument("--lr-g", type=float, help="G learning rate (default: the seed's)")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("where it runs")
+    g.add_argument("--backend", choices=("auto", "reference", "triton", "cuda"),
+                   help="ops implementation (default auto: see `fastgan doctor`)")
+    g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 = autocast (default fp32)")
+    g.add_argument("--no-tf32", dest="tf32", action="store_false",
+                   help="keep fp32 matmuls/convs in full fp32 on the GPU")
+    g.add_argument("--cuda-graphs", action="store_true",
+                   help="capture the iteration in a CUDA graph and replay it (GPU only)")
+    g.add_argument("--graph-unroll", type=int, default=1, help="iterations per captured graph")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--out", help="run directory (default runs/<variant>)")
+    g.add_argument("--resume", help="run directory (or checkpoint.pt) to continue from")
+    g.add_argument("--log-every", type=int, default=50)
+    g.add_argument("--sample-every", type=int, default=500, help="0: only at the end")
+    g.add_argument("--checkpoint-every", type=int, default=1000, help="0: only at the end")
+    g.add_argument("--n-samples", type=int, default=64)
+    g.add_argument("--quiet", action="store_true")
+
+
+def cmd_train(a) -> int:
+    from fastgan.engine import Diverged, TrainConfig, UserError, train
+    vopts = {k: getattr(a, k) for k in ("ngf", "ndf", "kernel", "final")
+             if getattr(a, k) is not None}
+    cfg = TrainConfig(
+        variant=a.variant, dataset=a.dataset, data_dir=a.data_dir, download=a.download,
+        max_images=a.max_images, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs,
+        backend=a.backend, device=a.device, seed=a.seed, out=a.out, resume=a.resume,
+        cuda_graphs=a.cuda_graphs, graph_unroll=a.graph_unroll, precision=a.precision,
+        tf32=a.tf32, d_steps=a.d_steps, label_smoothing=a.label_smoothing, lr_d=a.lr_d,
+        lr_g=a.lr_g, image_size=a.image_size, channels=a.channels, variant_options=vopts,
+        log_every=a.log_every, sample_every=a.sample_every,
+        checkpoint_every=a.checkpoint_every, n_samples=a.n_samples, quiet=a.quiet)
+    try:
+        res = train(cfg)
+    except UserError as e:
+        return _fail(str(e))
+    except Diverged as e:
+        print(f"fastgan: error: {e}", file=sys.stderr)
+        return 3
+    if res["interrupted"]:
+        return 130
+    print(f"fastgan: done at step {res['step']}; samples, metrics and checkpoint in "
+          f"{res['out']}", file=sys.stderr)
+    return 0
+
+
+def cmd_sample(a) -> int:
+    import torch
+
+    from fastgan.engine import checkpoint as ckpt
+    from fastgan.engine.sampling import fixed_noise, generate
+    from fastgan.engine.trainer import UserError, pick_device
+    from fastgan.variants import get_variant
+    from fastgan.viz import save_grid
+    try:
+        state = ckpt.load_checkpoint(a.checkpoint)
+        device = pick_device(a.device)
+        h = state["hyper"]
+        v = get_variant(state["variant"], image_size=h["image_size"], channels=h["channels"],
+                        z_dim=h["z_dim"], **h["extra"])
+        if a.label is not None:
+            if not v.needs_labels:
+                raise UserError(f"--label: variant {v.name!r} is not conditional (only gancls "
+                                "takes a label)")
+            if not 0 <= a.label <= 9:
+                raise UserError(f"--label must be a class 0..9, not {a.label}")
+        if a.n < 1:
+            raise UserError(f"--n must be at least 1, not {a.n}")
+        nets = {k: m.to(device) for k, m in v.build({}).items()}
+        ckpt.check_compatible(state, v.name, nets)
+        for role, net in nets.items():
+            net.load_state_dict(state["nets"][role])
+    except (UserError, ckpt.CheckpointError, ValueError) as e:
+        return _fail(str(e))
+    z, labels, nrow = fixed_noise(v, a.n, a.seed, device, a.label)
+    with torch.no_grad():
+        imgs = generate(v, nets, z, labels, bn=a.bn)
+    save_grid(imgs, a.out, nrow)
+    print(f"fastgan: wrote {imgs.shape[0]} samples of {v.name} (step {state['step']}) to "
+          f"{a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_doctor(a) -> int:
+    from fastgan.doctor import report
+    print(report())
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from fastgan.bench_cli import main as bench_main
+    return bench_main(a)
+
+
+def cmd_data(a) -> int:
+    from fastgan.data import DataError, download
+    try:
+        path = download(a.name, a.data_dir)
+    except DataError as e:
+        return _fail(str(e))
+    print(f"fastgan: {a.name} is in {path}", file=sys.stderr)
+    return 0
+
+
+def _fail(msg: str) -> int:
+    print(f"fastgan: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastgan", description="Train GANs fast on NVIDIA GPUs.")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    t = sub.add_parser("train", help="train a variant")
+    _add_train_args(t)
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sample", help="write a grid of samples from a checkpoint")
+    s.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", default="samples.png")
+    s.add_argument("--label", type=int, help="gancls: generate this class only")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device")
+    s.add_argument("--bn", choices=("batch", "running"), default="batch",
+                   help="BatchNorm statistics: the sample batch's (default) or the running ones")
+    s.set_defaults(fn=cmd_sample)
+
+    d = sub.add_parser("doctor", help="what is installed and which backend auto picks")
+    d.set_defaults(fn=cmd_doctor)
+
+    b = sub.add_parser("bench", help="iterations/s of fastgan vs eager PyTorch and torch.compile")
+    b.add_argument("--variant", action="append", help="repeatable; default all")
+    b.add_argument("--quick", action="store_true", help="fewer sizes and repetitions")
+    b.add_argument("--batch-size", type=int, action="append")
+    b.add_argument("--device")
+    b.add_argument("--json", help="write results to this JSON file")
+    b.add_argument("--md", help="write the table to this markdown file")
+    b.add_argument("--paths", help="comma-separated subset of paths to run")
+    b.set_defaults(fn=cmd_bench)
+
+    dd = sub.add_parser("data", help="dataset utilities")
+    dsub = dd.add_subparsers(dest="data_cmd", metavar="ACTION")
+    dl = dsub.add_parser("download", help="download mnist or fashion-mnist into the cache")
+    dl.add_argument("name", choices=("mnist", "fashion-mnist"))
+    dl.add_argument("--data-dir")
+    dl.set_defaults(fn=cmd_data)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    if not getattr(a, "fn", None):
+        p.print_help()
+        return 2
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""`fastgan doctor`: what this machine has, and what `--backend auto` picks."""
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+
+
+def _nvcc() -> str:
+    import os
+    cands = [os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc"),
+             shutil.which("nvcc") or ""]
+    for c in cands:
+        if c and os.path.exists(c):
+            try:
+                out = subprocess.run([c, "--version"], capture_output=True, text=True,
+                                     timeout=20).stdout.strip().splitlines()
+                return f"{c} ({out[-1] if out else '?'})"
+            except Exception as e:  # pragma: no cover
+                return f"{c} (does not run: {e})"
+    return "not found (the CUDA extension builds CPU-only)"
+
+
+def report() -> str:
+    import torch
+
+    from fastgan import __version__, ops
+    lines = [f"fastgan      {__version__}",
+             f"python       {platform.python_version()} ({platform.machine()})",
+             f"torch        {torch.__version__} (CUDA build {torch.version.cuda})"]
+    try:
+        import triton
+        lines.append(f"triton       {triton.__version__}")
+    except Exception as e:
+        lines.append(f"triton       not importable: {e}")
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        lines.append(f"GPU          {p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} "
+                     f"SMs, {p.total_memory / 2**30:.0f} GiB")
+    else:
+        lines.append("GPU          none (torch.cuda.is_available() is False)")
+    lines.append(f"nvcc         {_nvcc()}")
+    for b in ("triton", "cuda"):
+        ok = ops.ensure_loaded(b)
+        err = ops.load_error(b)
+        lines.append(f"backend {b:<6} {'loaded' if ok else 'unavailable: ' + str(err)}")
+    for dev in (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]):
+        lines.append(f"auto on {dev:<5} {ops.auto_backend(dev)} "
+                     f"(complete backends: {', '.join(ops.available_backends(dev))})")
+    return "\n".join(lines)

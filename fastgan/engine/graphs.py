@@ -1,0 +1,55 @@
+"""Capture the engine's iteration into a CUDA graph and replay it.
+
+PyTorch's whole-network capture recipe: warm up on a side stream (which also triggers every
+Triton autotune and cuDNN algorithm choice, and creates the optimizers' state), restore the state
+the warm-up changed, capture ``unroll`` iterations on the same side stream, replay.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .iteration import Engine
+
+
+class CudaGraphsUnavailable(RuntimeError):
+    pass
+
+
+def require_cuda_graphs(device: torch.device) -> None:
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise CudaGraphsUnavailable(
+            "--cuda-graphs needs a CUDA GPU (torch.cuda.is_available() is False here or "
+            "--device is not cuda); drop --cuda-graphs to train eagerly")
+
+
+class GraphedIteration:
+    def __init__(self, engine: Engine, warmup: int = 3, unroll: int = 1):
+        require_cuda_graphs(engine.device)
+        self.engine, self.unroll = engine, unroll
+        t0 = time.perf_counter()
+        snap = engine.snapshot()
+        side = torch.cuda.Stream(device=engine.device)
+        side.wait_stream(torch.cuda.current_stream(engine.device))
+        with torch.cuda.stream(side):
+            for _ in range(max(1, warmup)):
+                engine.step()
+        torch.cuda.current_stream(engine.device).wait_stream(side)
+        torch.cuda.synchronize(engine.device)
+        engine.restore(snap)
+
+        self.graph = torch.cuda.CUDAGraph()
+        # The engine draws from its own generator: register it so each replay advances it.
+        self.graph.register_generator_state(engine.gen)
+        for opt in (engine.opt_d, engine.opt_g):
+            opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph, stream=side):
+            for _ in range(unroll):
+                engine.step()
+        torch.cuda.synchronize(engine.device)
+        self.capture_seconds = time.perf_counter() - t0
+
+    def replay(self) -> None:
+        """Run ``unroll`` iterations."""
+        self.graph.replay()

@@ -1,0 +1,209 @@
+"""One training iteration as static, sync-free device work.
+
+The dataset lives on the device as uint8; every iteration draws indices and noise on the device
+into static buffers, runs the D step(s) and the G step, and accumulates the losses into a device
+buffer that the host reads only when it logs. Nothing in ``step()`` reads a value back to the
+host or allocates a tensor whose size depends on data, so the same code runs eagerly (CPU and
+GPU) and is captured into a CUDA graph by ``graphs.GraphedIteration``.
+
+The engine knows nothing of any one variant: it calls the Variant interface only.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from fastgan.variants import Batch, Variant
+
+# Indices into Engine.stats (sums since the host last read them).
+STAT_D_LOSS, STAT_G_LOSS, STAT_D_REAL, STAT_D_FAKE, STAT_COUNT = range(5)
+STAT_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+@dataclass
+class EngineOptions:
+    batch_size: int
+    d_steps: int = 1
+    label_smoothing: float = 0.0
+    precision: str = "fp32"        # "fp32" or "bf16" (autocast; parameters stay fp32)
+    seed: int = 0
+
+
+def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device
+                   ) -> torch.optim.Adam:
+    """Adam as the seeds use it. On CUDA: fused and capturable, with lr in a device tensor so a
+    schedule can change it inside a captured graph."""
+    if device.type == "cuda":
+        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas,
+                                fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+class Engine:
+    def __init__(self, variant: Variant, nets: Dict[str, nn.Module], images: torch.Tensor,
+                 labels: Optional[torch.Tensor], opts: EngineOptions,
+                 device: torch.device):
+        if variant.needs_labels and labels is None:
+            raise ValueError(f"variant {variant.name!r} needs class labels; "
+                             "the dataset has none")
+        self.variant, self.nets, self.opts, self.device = variant, nets, opts, device
+        h = variant.hyper
+        roles = variant.param_roles()
+        self.d_params = [p for r in roles["D"] for p in nets[r].parameters()]
+        self.g_params = [p for r in roles["G"] for p in nets[r].parameters()]
+        self.opt_d = make_optimizer(self.d_params, h.lr_d, h.betas, device)
+        self.opt_g = make_optimizer(self.g_params, h.lr_g, h.betas, device)
+
+        # The dataset, resident on the device as uint8 (MNIST: 47 MB).
+        self.images = images.to(device)
+        self.labels_all = labels.to(device) if labels is not None else None
+        self.n_images = self.images.shape[0]
+
+        # Static buffers: every draw writes into these in place.
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(opts.seed + 1)
+        n_real, n_noise = variant.batch_sizes(opts.batch_size)
+        if n_real != n_noise and variant.needs_labels:
+            raise ValueError("conditional variants need as many noise vectors as real images")
+        self.idx = torch.zeros(n_real, dtype=torch.long, device=device)
+        self.real_u8 = torch.zeros((n_real,) + tuple(self.images.shape[1:]), dtype=torch.uint8,
+                                   device=device)
+        self.real = variant.image_view(torch.zeros(self.real_u8.shape, device=device)).clone()
+        self.z = torch.zeros(variant.noise_shape(n_noise), device=device)
+        self.batch_labels = self.mis_idx = self.mis_labels = None
+        if variant.needs_labels:
+            self.batch_labels = torch.zeros(n_real, dtype=torch.long, device=device)
+            self.mis_idx = torch.zeros(n_real, dtype=torch.long, device=device)
+            self.mis_labels = torch.zeros(n_real, dtype=torch.long, device=device)
+        self.z_g = None
+        if not variant.g_reuses_fake:
+            self.z_g = torch.zeros(variant.noise_shape(variant.g_batch_size(opts.batch_size)),
+                                   device=device)
+        # Scalars that may change during training live on the device (capture-safe).
+        self.real_target = torch.tensor(1.0 - opts.label_smoothing, device=device)
+        self.stats = torch.zeros(5, device=device)
+        # Images in uint8 -> the variant's range: x * scale + shift.
+        if h.data_range == "tanh":
+            self.scale, self.shift = 2.0 / 255.0, -1.0
+        else:
+            self.scale, self.shift = 1.0 / 255.0, 0.0
+        # When False, step() does not draw: a caller (a parity test) fills the static buffers.
+        self.draw_inside = True
+
+    # ---- drawing ------------------------------------------------------------------------
+    def draw(self) -> None:
+        """Fill the static batch buffers from the device RNG, in place."""
+        self.idx.random_(0, self.n_images, generator=self.gen)
+        torch.index_select(self.images, 0, self.idx, out=self.real_u8)
+        self.real.copy_(self.variant.image_view(self.real_u8)).mul_(self.scale).add_(self.shift)
+        if self.batch_labels is not None:
+            torch.index_select(self.labels_all, 0, self.idx, out=self.batch_labels)
+            # Mismatched labels: the labels of another random batch (as the seed does).
+            self.mis_idx.random_(0, self.n_images, generator=self.gen)
+            torch.index_select(self.labels_all, 0, self.mis_idx, out=self.mis_labels)
+        self.variant.fill_noise(self.z, self.batch_labels, self.gen)
+
+    def draw_g_noise(self) -> None:
+        self.variant.fill_noise(self.z_g, None, self.gen)
+
+    def batch(self) -> Batch:
+        return Batch(real=self.real, z=self.z, labels=self.batch_labels,
+                     mis_labels=self.mis_labels)
+
+    # ---- the iteration ------------------------------------------------------------------
+    def _autocast(self):
+        if self.opts.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step(self) -> None:
+        """One iteration: ``d_steps`` D updates then one G update. No host sync."""
+        v, nets = self.variant, self.nets
+        reuse = v.g_reuses_fake
+        gen = None
+        for i in range(self.opts.d_steps):
+            last = i == self.opts.d_steps - 1
+            if self.draw_inside:
+                self.draw()
+            batch = self.batch()
+            with self._autocast():
+                with torch.set_grad_enabled(reuse and last):
+                    gen = v.generate_train(nets, batch)
+                detached = {k: (t.detach() if k in v.gen_keys else t) for k, t in gen.items()}
+                self.opt_d.zero_grad(set_to_none=True)
+                loss_d, d_real, d_fake = v.d_loss(nets, batch, detached, self.real_target)
+            loss_d.backward()
+            self.opt_d.step()
+
+        batch = self.batch()
+        if not reuse:
+            if self.draw_inside:
+                self.draw_g_noise()
+            batch = Batch(real=self.real, z=self.z_g, labels=None, mis_labels=None)
+            with self._autocast():
+                gen = v.generate_train(nets, batch)
+        # Freeze D so the G step computes no D gradients (fixed at capture time too).
+        for p in self.d_params:
+            p.requires_grad_(False)
+        try:
+            self.opt_g.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss_g, _ = v.g_loss(nets, batch, gen)
+            loss_g.backward()
+            self.opt_g.step()
+        finally:
+            for p in self.d_params:
+                p.requires_grad_(True)
+
+        with torch.no_grad():
+            s = self.stats
+            s[STAT_D_LOSS].add_(loss_d.detach().float())
+            s[STAT_G_LOSS].add_(loss_g.detach().float())
+            s[STAT_D_REAL].add_(torch.sigmoid(d_real.detach().float()).mean())
+            s[STAT_D_FAKE].add_(torch.sigmoid(d_fake.detach().float()).mean())
+            s[STAT_COUNT].add_(1.0)
+
+    def read_stats(self) -> Dict[str, float]:
+        """Means since the last read (one host sync), then reset the accumulators."""
+        vals = self.stats.tolist()
+        self.stats.zero_()
+        n = max(vals[STAT_COUNT], 1.0)
+        return {k: vals[i] / n for i, k in enumerate(STAT_NAMES)}
+
+    # ---- state --------------------------------------------------------------------------
+    def state_tensors(self) -> List[torch.Tensor]:
+        """Every tensor that training changes in place: parameters, buffers, Adam state."""
+        out: List[torch.Tensor] = []
+        for net in self.nets.values():
+            out += [t for t in net.parameters()] + [t for t in net.buffers()]
+        for opt in (self.opt_d, self.opt_g):
+            for st in opt.state.values():
+                out += [t for t in st.values() if torch.is_tensor(t)]
+        out += [self.stats]
+        return out
+
+    def snapshot(self):
+        """Copies of all training state and the RNG, restored in place by ``restore``, so that
+        warm-up iterations before a capture leave no trace in training."""
+        tensors = self.state_tensors()
+        return tensors, [t.detach().clone() for t in tensors], self.gen.get_state()
+
+    def restore(self, snap) -> None:
+        tensors, copies, rng = snap
+        live = {id(t) for t in self.state_tensors()}
+        with torch.no_grad():
+            for t, c in zip(tensors, copies):
+                t.copy_(c)
+        # Optimizer state created after the snapshot (first-ever steps) is reset to Adam's
+        # initial values, which is what a fresh optimizer would start from.
+        snap_ids = {id(t) for t in tensors}
+        for opt in (self.opt_d, self.opt_g):
+            for st in opt.state.values():
+                for t in st.values():
+                    if torch.is_tensor(t) and id(t) not in snap_ids and id(t) in live:
+                        t.zero_()
+        self.gen.set_state(rng)

@@ -1,0 +1,310 @@
+"""The training loop: set-up checks, the iteration (eager or graph-replayed), logging, sample
+grids, checkpoints, resume, Ctrl-C and divergence handling."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from fastgan import ops
+from fastgan.variants import DEFAULT_VARIANT, get_variant
+
+from . import checkpoint as ckpt
+from .iteration import Engine, EngineOptions
+from .sampling import fixed_noise, generate
+
+
+# Settings a resumed run takes from its checkpoint unless given again.
+RESUMED_FIELDS = ("variant", "dataset", "data_dir", "image_size", "channels", "variant_options",
+                  "batch_size", "seed", "precision", "backend", "d_steps", "label_smoothing",
+                  "lr_d", "lr_g", "max_images")
+
+
+class UserError(Exception):
+    """Bad input: the CLI prints the message as one line and exits with code 2."""
+
+
+class Diverged(Exception):
+    """A NaN or inf loss: the run stops and the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    variant: Optional[str] = None        # None: the resumed run's, else DEFAULT_VARIANT
+    dataset: Optional[str] = None        # None: the resumed run's, else "mnist"
+    data_dir: Optional[str] = None
+    download: bool = False
+    max_images: Optional[int] = None
+    batch_size: Optional[int] = None
+    steps: Optional[int] = None
+    epochs: Optional[float] = None
+    backend: Optional[str] = None        # None: the resumed run's, else "auto"
+    device: Optional[str] = None          # None: cuda when available, else cpu
+    seed: int = 0
+    out: Optional[str] = None
+    resume: Optional[str] = None
+    cuda_graphs: bool = False
+    graph_unroll: int = 1
+    graph_warmup: int = 3
+    precision: Optional[str] = None      # None: the resumed run's, else "fp32"
+    tf32: bool = True
+    d_steps: Optional[int] = None
+    label_smoothing: Optional[float] = None
+    lr_d: Optional[float] = None
+    lr_g: Optional[float] = None
+    image_size: Optional[int] = None
+    channels: Optional[int] = None
+    variant_options: Dict[str, Any] = field(default_factory=dict)  # e.g. dcgan ngf/kernel
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    n_samples: int = 64
+    quiet: bool = False
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def pick_device(name: Optional[str]) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UserError(f"unknown device {name!r}; use cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is available "
+                        f"(torch {torch.__version__}, torch.cuda.is_available() is False); "
+                        "use --device cpu")
+    return torch.device(name)
+
+
+class Run:
+    """Everything a training run holds once its inputs are checked."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        state = None
+        if cfg.resume:
+            try:
+                state = ckpt.load_checkpoint(cfg.resume)
+            except ckpt.CheckpointError as e:
+                raise UserError(str(e)) from None
+            saved = state["config"]
+            # A resumed run keeps its variant and architecture unless told otherwise.
+            for k in RESUMED_FIELDS:
+                if getattr(cfg, k) in (None, {}) and saved.get(k) is not None:
+                    setattr(cfg, k, saved[k])
+            if cfg.variant is not None and cfg.variant != state["variant"]:
+                raise UserError(f"the checkpoint in {cfg.resume!r} is of variant "
+                                f"{state['variant']!r}, not {cfg.variant!r}; drop --variant or "
+                                f"use --variant {state['variant']}")
+            if cfg.out is None:
+                cfg.out = os.path.dirname(ckpt.checkpoint_path(cfg.resume))
+        cfg.variant = cfg.variant or DEFAULT_VARIANT
+        cfg.dataset = cfg.dataset or "mnist"
+        cfg.backend = cfg.backend or "auto"
+        cfg.precision = cfg.precision or "fp32"
+        self.device = pick_device(cfg.device)
+        if cfg.cuda_graphs and self.device.type != "cuda":
+            raise UserError("--cuda-graphs needs a CUDA GPU and --device cuda "
+                            f"(this run is on {self.device.type}); drop --cuda-graphs")
+        if cfg.precision not in ("fp32", "bf16"):
+            raise UserError(f"unknown precision {cfg.precision!r}; use fp32 or bf16")
+        if self.device.type == "cpu" and cfg.backend == "triton":
+            os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton on CPU = its interpreter
+        try:
+            self.backend = ops.resolve_backend(cfg.backend, self.device.type)
+        except (ValueError, ops.BackendUnavailable) as e:
+            raise UserError(str(e)) from None
+
+        try:
+            self.variant = get_variant(
+                cfg.variant, batch_size=cfg.batch_size, d_steps=cfg.d_steps,
+                label_smoothing=cfg.label_smoothing, lr_d=cfg.lr_d, lr_g=cfg.lr_g,
+                image_size=cfg.image_size, channels=cfg.channels, **cfg.variant_options)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        h = self.variant.hyper
+
+        # Data first: a dataset that cannot be found or read fails before anything is written.
+        from fastgan.data import DataError, load_dataset
+        channels = cfg.channels
+        try:
+            data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, split="train",
+                                image_size=h.image_size, channels=channels,
+                                download=cfg.download, max_images=cfg.max_images)
+        except DataError as e:
+            raise UserError(str(e)) from None
+        if cfg.channels is None:
+            h.channels = int(data.images.shape[1])
+        try:
+            self.variant.check_image_size(int(data.images.shape[-1]), int(data.images.shape[1]))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        self.data = data
+
+        torch.manual_seed(cfg.seed)
+        if self.device.type == "cuda" and cfg.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.nets = {k: m.to(self.device) for k, m in self.variant.build({}).items()}
+        opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
+                             label_smoothing=h.label_smoothing, precision=cfg.precision,
+                             seed=cfg.seed)
+        try:
+            self.engine = Engine(self.variant, self.nets, data.images, data.labels, opts,
+                                 self.device)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        self.step = 0
+        if state is not None:
+            try:
+                self.step = ckpt.restore_into(state, self.engine)
+            except ckpt.CheckpointError as e:
+                raise UserError(str(e)) from None
+
+        n_real = self.variant.batch_sizes(h.batch_size)[0]
+        if cfg.steps is not None:
+            self.total = int(cfg.steps)
+        elif cfg.epochs is not None:
+            self.total = int(math.ceil(cfg.epochs * data.images.shape[0] / n_real))
+        else:
+            self.total = 1000
+        if self.total <= 0:
+            raise UserError(f"--steps/--epochs must give at least one step, not {self.total}")
+        self.out = cfg.out or os.path.join("runs", cfg.variant)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _log(self, msg: str) -> None:
+        if not self.cfg.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _finite_state(self) -> bool:
+        with torch.no_grad():
+            flags = [torch.isfinite(p).all() for net in self.nets.values()
+                     for p in net.parameters()]
+            return bool(torch.stack(flags).all())
+
+    def save(self) -> str:
+        return ckpt.save_checkpoint(self.out, self.engine, self.step, self.cfg.to_dict())
+
+    def write_samples(self, z, labels, nrow, name: str) -> str:
+        from fastgan.viz import save_grid
+        imgs = generate(self.variant, self.nets, z, labels)
+        path = os.path.join(self.out, "samples", name)
+        save_grid(imgs, path, nrow)
+        save_grid(imgs, os.path.join(self.out, "samples", "latest.png"), nrow)
+        return path
+
+    # ---- the loop -----------------------------------------------------------------------
+    def train(self) -> Dict[str, Any]:
+        cfg, eng = self.cfg, self.engine
+        os.makedirs(self.out, exist_ok=True)
+        with open(os.path.join(self.out, "config.json"), "w") as f:
+            json.dump({**cfg.to_dict(), "resolved_backend": self.backend,
+                       "device": str(self.device), "dataset_source": self.data.source,
+                       "hyper": dataclasses.asdict(self.variant.hyper)}, f, indent=2)
+        ops.set_backend(self.backend)
+        self._log(f"fastgan: {self.variant.name} on {self.device} with backend "
+                  f"{self.backend}{' + CUDA graphs' if cfg.cuda_graphs else ''}, batch "
+                  f"{self.variant.hyper.batch_size}, {self.data.images.shape[0]} images "
+                  f"from {self.data.source}; steps {self.step}->{self.total}; out {self.out}")
+        z_fixed, labels_fixed, nrow = fixed_noise(self.variant, cfg.n_samples, cfg.seed + 2,
+                                                  self.device)
+        unroll = max(1, cfg.graph_unroll) if cfg.cuda_graphs else 1
+        runner = eng.step
+        if cfg.cuda_graphs:
+            from .graphs import GraphedIteration
+            g = GraphedIteration(eng, warmup=cfg.graph_warmup, unroll=unroll)
+            runner = g.replay
+            self._log(f"fastgan: captured {unroll} iteration(s) in a CUDA graph in "
+                      f"{g.capture_seconds:.2f}s")
+        log_every = max(unroll, cfg.log_every - cfg.log_every % unroll)
+
+        stop = {"sig": False}
+
+        def on_sigint(signum, frame):
+            stop["sig"] = True
+
+        old_handler = signal.signal(signal.SIGINT, on_sigint)
+        metrics_path = os.path.join(self.out, "metrics.jsonl")
+        # A resumed run forgets what was logged after its checkpoint.
+        rows: List[Dict[str, Any]] = [r for r in _read_rows(metrics_path)
+                                      if r.get("step", 0) <= self.step]
+        with open(metrics_path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        last_good = self.step if cfg.resume else None
+        t_last, s_last = time.perf_counter(), self.step
+        interrupted = False
+        try:
+            while self.step < self.total:
+                runner()
+                self.step += unroll
+                at_end = self.step >= self.total
+                if self.step % log_every == 0 or at_end or stop["sig"]:
+                    st = eng.read_stats()
+                    now = time.perf_counter()
+                    its = (self.step - s_last) / max(now - t_last, 1e-9)
+                    t_last, s_last = now, self.step
+                    row = {"step": self.step, **st, "it_s": its,
+                           "img_s": its * self.variant.hyper.batch_size, "time": time.time()}
+                    if not all(math.isfinite(st[k]) for k in ("d_loss", "g_loss")):
+                        raise Diverged(
+                            f"training diverged at step {self.step}: d_loss={st['d_loss']} "
+                            f"g_loss={st['g_loss']}; " + (
+                                f"the last good checkpoint (step {last_good}) is kept in "
+                                f"{self.out}" if last_good is not None else
+                                "no checkpoint had been written yet") +
+                            "; try a lower learning rate (--lr-d/--lr-g) or fp32")
+                    rows.append(row)
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    self._log(f"step {self.step}/{self.total} | {its:8.1f} it/s | d_loss "
+                              f"{st['d_loss']:.4f} g_loss {st['g_loss']:.4f} | D(x) "
+                              f"{st['d_real']:.3f} D(G(z)) {st['d_fake']:.3f}")
+                    want_ckpt = (cfg.checkpoint_every and self.step % cfg.checkpoint_every
+                                 < log_every) or at_end or stop["sig"]
+                    if want_ckpt:
+                        if not self._finite_state():
+                            raise Diverged(f"parameters became NaN/inf by step {self.step}; "
+                                           f"the last good checkpoint (step {last_good}) is "
+                                           f"kept in {self.out}")
+                        self.save()
+                        last_good = self.step
+                if cfg.sample_every and (self.step % cfg.sample_every < unroll or at_end):
+                    self.write_samples(z_fixed, labels_fixed, nrow, f"step_{self.step:07d}.png")
+                if stop["sig"]:
+                    interrupted = True
+                    break
+        finally:
+            signal.signal(signal.SIGINT, old_handler)
+            from fastgan.viz import save_loss_curve
+            save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
+        if interrupted:
+            self._log(f"fastgan: interrupted; checkpoint at step {self.step} saved in "
+                      f"{self.out} (resume with --resume {self.out})")
+        return {"step": self.step, "out": self.out, "interrupted": interrupted,
+                "last": rows[-1] if rows else None}
+
+
+def _read_rows(path: str) -> List[Dict[str, Any]]:
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass
+    return rows
+
+
+def train(cfg: TrainConfig) -> Dict[str, Any]:
+    return Run(cfg).train()

@@ -1,0 +1,87 @@
+"""Layers the variants are written with. Each forward is one call into the op registry, so the
+active backend decides how it runs; parameters and buffers are laid out like torch.nn's own
+(``weight``, ``bias``, ``running_mean``...), so state dicts read like PyTorch's."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fastgan import ops
+
+
+class FusedLinearAct(nn.Linear):
+    """act(x @ W.T + b) as one op. ``slope``: None identity, 0 ReLU, else LeakyReLU(slope)."""
+
+    def __init__(self, in_features: int, out_features: int, slope: Optional[float] = None,
+                 bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        self.slope = slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.linear_act(x, self.weight, self.bias, self.slope)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", slope={self.slope}"
+
+
+class BatchNormAct(nn.Module):
+    """Training-mode BatchNorm over N(,H,W) followed by an activation, as one op.
+
+    ``affine="gamma_beta"`` (PyTorch), ``"beta"`` (TF-slim's default: no scale), or ``"none"``.
+    ``momentum`` is PyTorch's convention (Keras momentum m is 1 - m here).
+    """
+
+    def __init__(self, num_features: int, slope: Optional[float] = None, momentum: float = 0.1,
+                 eps: float = 1e-5, affine: str = "gamma_beta"):
+        super().__init__()
+        if affine not in ("gamma_beta", "beta", "none"):
+            raise ValueError(f"BatchNormAct: affine must be gamma_beta, beta or none, not {affine!r}")
+        self.num_features, self.slope, self.momentum, self.eps = num_features, slope, momentum, eps
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine == "gamma_beta" else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine != "none" else None
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.bn_act(x, self.weight, self.bias, self.running_mean, self.running_var,
+                          self.training, self.momentum, self.eps, self.slope)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, slope={self.slope}, momentum={self.momentum}, "
+                f"eps={self.eps}, gamma={self.weight is not None}")
+
+
+class ConvBNAct(nn.Module):
+    """Conv2d or ConvTranspose2d, then BatchNorm + activation (one op) or bias + activation.
+
+    The convolution itself stays with cuDNN; what follows it is fused. Without BN the conv's bias
+    is applied in the activation epilogue (``bias_act``), not by the convolution.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, output_padding: int = 0, transposed: bool = False,
+                 bias: bool = True, bn: bool = False, slope: Optional[float] = None,
+                 bn_momentum: float = 0.1, bn_eps: float = 1e-5, bn_affine: str = "gamma_beta"):
+        super().__init__()
+        if transposed:
+            self.conv = nn.ConvTranspose2d(in_ch, out_ch, kernel_size, stride, padding,
+                                           output_padding, bias=bias)
+        else:
+            self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias)
+        self.transposed = transposed
+        self.slope = slope
+        self.bn = BatchNormAct(out_ch, slope, bn_momentum, bn_eps, bn_affine) if bn else None
+
+    def _conv(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        c = self.conv
+        if self.transposed:
+            return F.conv_transpose2d(x, c.weight, bias, c.stride, c.padding, c.output_padding)
+        return F.conv2d(x, c.weight, bias, c.stride, c.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bn is not None:
+            return self.bn(self._conv(x, self.conv.bias))
+        return ops.bias_act(self._conv(x, None), self.conv.bias, self.slope, 1)

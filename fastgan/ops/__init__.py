@@ -1,0 +1,63 @@
+"""Hot-path ops of fastgan, dispatched through the registry to the active backend.
+
+    linear_act(x, weight, bias, slope)          act(x @ weight.T + bias)
+    bias_act(x, bias, slope, dim=1)             act(x + bias along dim)   (conv epilogue)
+    bn_act(x, weight, bias, running_mean, running_var, training, momentum, eps, slope)
+                                                act(batchnorm(x)), running stats updated in place
+    gan_loss(logits, target, kind, reduction)   BCE-with-logits or LSGAN on sigmoid(logits)
+
+``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope).
+"""
+from __future__ import annotations
+
+from . import reference  # noqa: F401  (registers the reference backend)
+from .registry import (BACKENDS, OPS, BackendUnavailable, active_backend, add_loader,
+                       auto_backend, available_backends, ensure_loaded, has_impl, load_error,
+                       lookup, register, set_backend, unregister_backend, use_backend)
+
+
+def _load_triton() -> None:
+    from fastgan.kernels import register_triton  # noqa: F401
+
+
+def _load_cuda() -> None:
+    from fastgan import _cuda_backend  # noqa: F401
+
+
+add_loader("triton", _load_triton)
+add_loader("cuda", _load_cuda)
+
+
+def linear_act(x, weight, bias=None, slope=None):
+    return lookup("linear_act", x.device.type)(x, weight, bias, slope)
+
+
+def bias_act(x, bias=None, slope=None, dim=1):
+    return lookup("bias_act", x.device.type)(x, bias, slope, dim)
+
+
+def bn_act(x, weight, bias, running_mean, running_var, training=True, momentum=0.1, eps=1e-5,
+           slope=None):
+    return lookup("bn_act", x.device.type)(x, weight, bias, running_mean, running_var, training,
+                                           momentum, eps, slope)
+
+
+def gan_loss(logits, target, kind="bce", reduction="mean"):
+    return lookup("gan_loss", logits.device.type)(logits, target, kind, reduction)
+
+
+def resolve_backend(name: str, device_type: str) -> str:
+    """Turn ``auto`` into a concrete backend name for ``device_type``; check others exist."""
+    if name == "auto":
+        return auto_backend(device_type)
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose auto, {', '.join(BACKENDS)}")
+    if not ensure_loaded(name):
+        raise BackendUnavailable(f"backend {name!r} is not available here: {load_error(name)}")
+    return name
+
+
+__all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "register", "lookup", "use_backend",
+           "set_backend", "active_backend", "available_backends", "auto_backend",
+           "resolve_backend", "BACKENDS", "OPS", "BackendUnavailable", "has_impl",
+           "unregister_backend", "load_error", "ensure_loaded"]

@@ -1,0 +1,154 @@
+"""The op registry: each hot-path op has one name and several implementations.
+
+An implementation is registered for a (backend, device type) pair. Layers call the op by name
+(``fastgan.ops.linear_act(...)``); the registry picks the implementation of the *active* backend
+for the device of the op's first tensor argument. An op a backend lacks on a device falls back to
+the reference implementation with one warning per (op, backend, device), never silently.
+
+Models know nothing of backends: the trainer selects one with ``use_backend(name)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from typing import Callable, Dict, Iterator, Optional, Tuple
+
+OPS = ("linear_act", "bias_act", "bn_act", "gan_loss")
+BACKENDS = ("reference", "triton", "cuda")
+
+_impls: Dict[Tuple[str, str, str], Callable] = {}
+_warned: set = set()
+_state = threading.local()
+# Backends register themselves lazily: importing triton or building the extension is not free,
+# and a missing backend must never break the reference path.
+_loaders: Dict[str, Callable[[], None]] = {}
+_load_errors: Dict[str, str] = {}
+_loaded: set = set()
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (not installed, not built, wrong device)."""
+
+
+def register(op: str, backend: str, device_types, fn: Optional[Callable] = None):
+    """Register ``fn`` as ``op`` for ``backend`` on each of ``device_types`` ('cpu', 'cuda').
+
+    Usable as a decorator: ``@register("linear_act", "triton", ("cuda",))``.
+    """
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; ops are {', '.join(OPS)}")
+    if isinstance(device_types, str):
+        device_types = (device_types,)
+
+    def deco(f: Callable) -> Callable:
+        for dev in device_types:
+            _impls[(op, backend, dev)] = f
+        return f
+
+    return deco(fn) if fn is not None else deco
+
+
+def unregister_backend(backend: str) -> None:
+    """Remove every implementation of ``backend`` (used by tests that register a dummy)."""
+    for key in [k for k in _impls if k[1] == backend]:
+        del _impls[key]
+    _loaded.discard(backend)
+
+
+def add_loader(backend: str, loader: Callable[[], None]) -> None:
+    """``loader()`` imports the backend's module, which registers its implementations."""
+    _loaders[backend] = loader
+
+
+def ensure_loaded(backend: str) -> bool:
+    """Load ``backend`` once; return whether it is usable. The reason for a failure is kept."""
+    if backend == "reference" or backend in _loaded:
+        return True
+    if backend in _load_errors:
+        return False
+    loader = _loaders.get(backend)
+    if loader is None:
+        return any(k[1] == backend for k in _impls)
+    try:
+        loader()
+    except Exception as e:  # ImportError, build errors, missing toolchains...
+        _load_errors[backend] = f"{type(e).__name__}: {e}"
+        return False
+    _loaded.add(backend)
+    return True
+
+
+def load_error(backend: str) -> Optional[str]:
+    return _load_errors.get(backend)
+
+
+def has_impl(op: str, backend: str, device_type: str) -> bool:
+    ensure_loaded(backend)
+    return (op, backend, device_type) in _impls
+
+
+def active_backend() -> str:
+    return getattr(_state, "backend", "reference")
+
+
+def set_backend(name: str) -> None:
+    if name not in BACKENDS and not any(k[1] == name for k in _impls):
+        raise ValueError(f"unknown backend {name!r}; backends are {', '.join(BACKENDS)}")
+    if not ensure_loaded(name):
+        raise BackendUnavailable(f"backend {name!r} is not available: {load_error(name)}")
+    _state.backend = name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    old = active_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        _state.backend = old
+
+
+def lookup(op: str, device_type: str, backend: Optional[str] = None) -> Callable:
+    """The implementation of ``op`` for ``backend`` (default: active) on ``device_type``."""
+    backend = backend or active_backend()
+    ensure_loaded(backend)
+    fn = _impls.get((op, backend, device_type))
+    if fn is not None:
+        return fn
+    key = (op, backend, device_type)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(
+            f"fastgan: op {op!r} has no {backend!r} implementation on {device_type}; "
+            "using the reference implementation",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return _impls[(op, "reference", device_type if (op, "reference", device_type) in _impls else "cpu")]
+
+
+def available_backends(device_type: str) -> list:
+    """Backends that implement every op on ``device_type``, in preference order."""
+    out = []
+    extra = sorted({k[1] for k in _impls} - set(BACKENDS))
+    for b in list(BACKENDS) + extra:
+        if ensure_loaded(b) and all((op, b, device_type) in _impls for op in OPS):
+            out.append(b)
+    return out
+
+
+def auto_backend(device_type: str) -> str:
+    """The backend ``--backend auto`` picks: the fastest measured on the device type.
+
+    On CUDA: triton (fused matmul epilogues and one-pass BN/loss kernels), then cuda, then
+    reference. On CPU: the C++ extension when built (its kernels are the fast CPU path), else the
+    reference; Triton on CPU is the interpreter, for tests only.
+    """
+    order = ("triton", "cuda", "reference") if device_type == "cuda" else ("cuda", "reference")
+    avail = available_backends(device_type)
+    for b in order:
+        if b in avail:
+            return b
+    return "reference"

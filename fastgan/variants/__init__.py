@@ -1,0 +1,42 @@
+"""The five variants of VARIANTS.md, by name."""
+from __future__ import annotations
+
+import copy
+from typing import Dict, Type
+
+from .base import Batch, Hyper, Variant, count_bn_buffers, count_params
+from .bigan import BiGAN
+from .convgan import ConvGAN
+from .dcgan import DCGAN
+from .gancls import GANCLS
+from .mlp import MLP
+
+VARIANTS: Dict[str, Type[Variant]] = {v.name: v for v in (MLP, BiGAN, GANCLS, DCGAN, ConvGAN)}
+DEFAULT_VARIANT = "mlp"
+
+
+class UnknownVariant(ValueError):
+    pass
+
+
+def get_variant(name: str, **overrides) -> Variant:
+    """A variant instance with its own copy of the seed hyperparameters, ``overrides`` applied
+    (fields of Hyper, or keys of Hyper.extra such as dcgan's ngf/kernel)."""
+    if name not in VARIANTS:
+        raise UnknownVariant(f"unknown variant {name!r}; choose one of: {', '.join(VARIANTS)}")
+    v = VARIANTS[name]()
+    v.hyper = copy.deepcopy(type(v).hyper)
+    for k, val in overrides.items():
+        if val is None:
+            continue
+        if hasattr(v.hyper, k) and k != "extra":
+            setattr(v.hyper, k, val)
+        elif k in v.hyper.extra:
+            v.hyper.extra[k] = val
+        else:
+            raise ValueError(f"variant {name!r} has no option {k!r}")
+    return v
+
+
+__all__ = ["VARIANTS", "DEFAULT_VARIANT", "get_variant", "Variant", "Hyper", "Batch",
+           "count_params", "count_bn_buffers", "UnknownVariant"]

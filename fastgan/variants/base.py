@@ -1,0 +1,127 @@
+"""What a variant is, as far as the engine is concerned.
+
+A variant builds its networks, says how a batch is drawn (how many real images, which noise),
+computes the generators' outputs and the two losses. The engine owns everything else (optimizers,
+the step order, capture); it never looks at a variant's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class Hyper:
+    """A variant's seed hyperparameters; every field is a default the CLI may override."""
+    batch_size: int
+    lr_d: float
+    lr_g: float
+    betas: Tuple[float, float] = (0.9, 0.999)
+    z_dim: int = 100
+    image_size: int = 28
+    channels: int = 1
+    data_range: str = "tanh"          # "tanh": images in [-1, 1]; "sigmoid": in [0, 1]
+    d_steps: int = 1                  # D updates per G update
+    label_smoothing: float = 0.0      # real target = 1 - label_smoothing
+    extra: Dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """Everything one D/G step consumes; all tensors live on the training device.
+
+    ``real`` is in the variant's input range and layout; ``labels`` the real images' classes;
+    ``z`` the noise for the fake batch; ``mis_labels`` mismatched classes (GAN-cls).
+    """
+    real: torch.Tensor
+    z: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+    mis_labels: Optional[torch.Tensor] = None
+
+
+class Variant:
+    name: str = ""
+    seed_doc: str = ""
+    hyper: Hyper
+    needs_labels: bool = False
+    # True: the G step reuses the D step's fake batch (one G forward per iteration, as the PyTorch
+    # DCGAN example does); False: the G step draws fresh noise and runs G again (as the seed does).
+    g_reuses_fake: bool = True
+    # Keys of ``generate_train`` output that the D step must see detached.
+    gen_keys: Tuple[str, ...] = ("fake",)
+
+    # ---- construction -------------------------------------------------------------------
+    def build(self, cfg: Dict[str, object]) -> Dict[str, nn.Module]:
+        """Return the networks by role: "G" and "D", and "E" where the variant has an encoder."""
+        raise NotImplementedError
+
+    def param_roles(self) -> Dict[str, List[str]]:
+        """Which networks each optimizer trains: {"D": [...], "G": [...]}."""
+        return {"D": ["D"], "G": ["G"]}
+
+    def check_image_size(self, image_size: int, channels: int) -> None:
+        """Raise ValueError with a clear message when the networks cannot make this size."""
+        if (image_size, channels) != (self.hyper.image_size, self.hyper.channels):
+            raise ValueError(
+                f"variant {self.name!r} makes {self.hyper.channels}x{self.hyper.image_size}x"
+                f"{self.hyper.image_size} images, not {channels}x{image_size}x{image_size}; "
+                f"use --image-size {self.hyper.image_size} or the dcgan variant")
+
+    # ---- batches ------------------------------------------------------------------------
+    def batch_sizes(self, batch_size: int) -> Tuple[int, int]:
+        """(real images per D step, noise vectors per D step)."""
+        return batch_size, batch_size
+
+    def g_batch_size(self, batch_size: int) -> int:
+        """Noise vectors per G step when ``g_reuses_fake`` is False."""
+        return batch_size
+
+    def fill_noise(self, z: torch.Tensor, labels: Optional[torch.Tensor],
+                   generator: Optional[torch.Generator]) -> None:
+        """Draw noise into the static buffer ``z`` in place (labels for conditional G)."""
+        z.normal_(generator=generator)
+
+    def noise_shape(self, n: int) -> Tuple[int, ...]:
+        return (n, self.hyper.z_dim)
+
+    def image_view(self, images: torch.Tensor) -> torch.Tensor:
+        """Layout the networks take: NCHW by default; flat vectors for the MLP variants."""
+        return images
+
+    # ---- the two losses -----------------------------------------------------------------
+    def generate_train(self, nets, batch: Batch) -> Dict[str, torch.Tensor]:
+        """The generators' outputs for one step (with grad). Keys in ``gen_keys`` get detached
+        for the D step."""
+        return {"fake": nets["G"](batch.z)}
+
+    def d_loss(self, nets, batch: Batch, gen: Dict[str, torch.Tensor], real_target
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, D(real) logits, D(fake) logits)."""
+        raise NotImplementedError
+
+    def g_loss(self, nets, batch: Batch, gen: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor,
+                                                                                torch.Tensor]:
+        """(loss, D(fake) logits as seen by the G step)."""
+        raise NotImplementedError
+
+    # ---- sampling -----------------------------------------------------------------------
+    def sample(self, nets, z: torch.Tensor, labels: Optional[torch.Tensor] = None
+               ) -> torch.Tensor:
+        """Images in [0, 1], NCHW, for grids and metrics (G in eval mode is the caller's job)."""
+        x = nets["G"](z)
+        if self.hyper.data_range == "tanh":
+            x = (x + 1) / 2
+        return x.reshape(x.shape[0], self.hyper.channels, self.hyper.image_size,
+                         self.hyper.image_size).clamp(0, 1)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def count_bn_buffers(module: nn.Module) -> int:
+    return sum(b.numel() for n, b in module.named_buffers()
+               if n.endswith("running_mean") or n.endswith("running_var"))

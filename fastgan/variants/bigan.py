@@ -1,0 +1,89 @@
+"""`bigan` — seed 000 (TensorFlow, MNIST): BiGAN / ALI with an encoder Q and a joint D(x, z)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from fastgan.nn import FusedLinearAct, bce
+
+from .base import Hyper, Variant
+
+
+def xavier_(module: nn.Module) -> nn.Module:
+    """The seed's init: N(0, 1/sqrt(fan_in/2)) weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(m.in_features / 2.0))
+            nn.init.zeros_(m.bias)
+    return module
+
+
+class Encoder(nn.Module):
+    def __init__(self, x_dim=784, h_dim=128, z_dim=64):
+        super().__init__()
+        self.net = nn.Sequential(FusedLinearAct(x_dim, h_dim, 0.0), FusedLinearAct(h_dim, z_dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim=64, h_dim=128, x_dim=784):
+        super().__init__()
+        self.net = nn.Sequential(FusedLinearAct(z_dim, h_dim, 0.0), FusedLinearAct(h_dim, x_dim))
+
+    def forward(self, z):
+        return torch.sigmoid(self.net(z))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, x_dim=784, z_dim=64, h_dim=128):
+        super().__init__()
+        self.net = nn.Sequential(FusedLinearAct(x_dim + z_dim, h_dim, 0.0),
+                                 FusedLinearAct(h_dim, 1))
+
+    def forward(self, x, z):
+        return self.net(torch.cat([x, z], 1))
+
+
+class BiGAN(Variant):
+    name = "bigan"
+    seed_doc = "seed 000: TensorFlow BiGAN/ALI on MNIST"
+    hyper = Hyper(batch_size=32, lr_d=1e-3, lr_g=1e-3, z_dim=64, data_range="sigmoid")
+    gen_keys = ("fake", "z_hat")
+
+    def build(self, cfg):
+        h = self.hyper
+        return {"G": xavier_(Generator(h.z_dim)), "E": xavier_(Encoder(z_dim=h.z_dim)),
+                "D": xavier_(Discriminator(z_dim=h.z_dim))}
+
+    def param_roles(self):
+        return {"D": ["D"], "G": ["G", "E"]}
+
+    def fill_noise(self, z, labels, generator):
+        z.uniform_(-1.0, 1.0, generator=generator)
+
+    def image_view(self, images):
+        return images.reshape(images.shape[0], -1)
+
+    def generate_train(self, nets, batch):
+        return {"fake": nets["G"](batch.z), "z_hat": nets["E"](batch.real)}
+
+    def _both(self, nets, batch, gen):
+        n = batch.real.shape[0]
+        # D has no BatchNorm: score (x, Q(x)) and (P(z), z) in one pass.
+        logits = nets["D"](torch.cat([batch.real, gen["fake"]], 0),
+                           torch.cat([gen["z_hat"], batch.z], 0))
+        return logits[:n], logits[n:]
+
+    def d_loss(self, nets, batch, gen, real_target):
+        real, fake = self._both(nets, batch, gen)
+        # -mean(log D(x,Q(x)) + log(1 - D(P(z),z))), in logit space.
+        return bce(real, real_target) + bce(fake, 0.0), real, fake
+
+    def g_loss(self, nets, batch, gen):
+        real, fake = self._both(nets, batch, gen)
+        # -mean(log D(P(z),z) + log(1 - D(x,Q(x)))): trains P and Q together.
+        return bce(fake, 1.0) + bce(real, 0.0), fake

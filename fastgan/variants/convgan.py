@@ -1,0 +1,58 @@
+"""`convgan` — seed 004 (PyTorch, MNIST): a conv D with average pooling and a conv G that
+works at 56x56 and halves to 28x28 at the end."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct, bce
+
+from .base import Hyper, Variant
+
+
+class Discriminator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = ConvBNAct(1, 32, 5, padding=2, slope=0.2)
+        self.conv2 = ConvBNAct(32, 64, 5, padding=2, slope=0.2)
+        self.pool = nn.AvgPool2d(2, stride=2)
+        self.fc = FusedLinearAct(64 * 7 * 7, 1024, slope=0.2)
+        self.out = FusedLinearAct(1024, 1)
+
+    def forward(self, x):
+        h = self.pool(self.conv2(self.pool(self.conv1(x))))
+        return self.out(self.fc(h.flatten(1)))
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim: int = 100):
+        super().__init__()
+        self.fc = FusedLinearAct(z_dim, 56 * 56)
+        self.br = BatchNormAct(1, slope=0.0)
+        self.down1 = ConvBNAct(1, 50, 3, padding=1, bn=True, slope=0.0)
+        self.down2 = ConvBNAct(50, 25, 3, padding=1, bn=True, slope=0.0)
+        self.down3 = ConvBNAct(25, 1, 2, stride=2, slope=None)
+
+    def forward(self, z):
+        h = self.br(self.fc(z).view(-1, 1, 56, 56))
+        return torch.tanh(self.down3(self.down2(self.down1(h))))
+
+
+class ConvGAN(Variant):
+    name = "convgan"
+    seed_doc = "seed 004: PyTorch conv GAN on MNIST"
+    hyper = Hyper(batch_size=16, lr_d=3e-4, lr_g=3e-4, z_dim=100)
+    g_reuses_fake = False  # the seed draws new noise for the G step
+
+    def build(self, cfg):
+        return {"G": Generator(self.hyper.z_dim), "D": Discriminator()}
+
+    def d_loss(self, nets, batch, gen, real_target):
+        n = batch.real.shape[0]
+        logits = nets["D"](torch.cat([batch.real, gen["fake"]], 0))  # no BN in D: one pass
+        real, fake = logits[:n], logits[n:]
+        return bce(real, real_target) + bce(fake, 0.0), real, fake
+
+    def g_loss(self, nets, batch, gen):
+        fake = nets["D"](gen["fake"])
+        return bce(fake, 1.0), fake

@@ -1,0 +1,126 @@
+"""`dcgan` — seed 003 (TensorFlow DCGAN on 96x96 faces) and the DCGAN paper / PyTorch example.
+
+Defaults equal the PyTorch DCGAN example: 64x64, ngf = ndf = 64, 4x4 kernels, no conv biases,
+a final 4x4 conv to one logit. Any size 4·2^k or 6·2^k (32, 64, 96, 128...) with 1 or 3 channels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct, bce
+
+from .base import Hyper, Variant
+
+
+def base_and_doublings(size: int):
+    """(4 or 6, k) with size = base·2^k, k >= 1; None if the networks cannot make ``size``."""
+    for base in (4, 6):
+        if size % base == 0:
+            q = size // base
+            if q >= 2 and q & (q - 1) == 0:
+                return base, q.bit_length() - 1
+    return None
+
+
+def _pad(kernel: int):
+    """(padding, output_padding) giving exact halving/doubling at stride 2 ("SAME")."""
+    if kernel == 4:
+        return 1, 0
+    if kernel == 5:
+        return 2, 1
+    raise ValueError(f"dcgan: kernel must be 4 (PyTorch example) or 5 (TF seed), not {kernel}")
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim=100, image_size=64, channels=3, ngf=64, kernel=4):
+        super().__init__()
+        base, n = base_and_doublings(image_size)
+        p, op = _pad(kernel)
+        ch = ngf * 2 ** (n - 1)
+        layers = [ConvBNAct(z_dim, ch, base, 1, 0, transposed=True, bias=False, bn=True,
+                            slope=0.0)]
+        for _ in range(n - 1):
+            layers.append(ConvBNAct(ch, ch // 2, kernel, 2, p, op, transposed=True, bias=False,
+                                    bn=True, slope=0.0))
+            ch //= 2
+        layers.append(ConvBNAct(ch, channels, kernel, 2, p, op, transposed=True, bias=False))
+        self.net = nn.Sequential(*layers)
+        self.z_dim = z_dim
+
+    def forward(self, z):
+        return torch.tanh(self.net(z.view(z.shape[0], self.z_dim, 1, 1)))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, image_size=64, channels=3, ndf=64, kernel=4, final="conv"):
+        super().__init__()
+        base, n = base_and_doublings(image_size)
+        p, _ = _pad(kernel)
+        layers = [ConvBNAct(channels, ndf, kernel, 2, p, bias=False, slope=0.2)]
+        ch = ndf
+        for _ in range(n - 1):
+            layers.append(ConvBNAct(ch, ch * 2, kernel, 2, p, bias=False, bn=True, slope=0.2))
+            ch *= 2
+        self.body = nn.Sequential(*layers)
+        if final == "conv":   # the PyTorch example
+            self.out = ConvBNAct(ch, 1, base, 1, 0, bias=False)
+        elif final == "linear":  # the TF seed
+            self.out = FusedLinearAct(ch * base * base, 1)
+        else:
+            raise ValueError(f"dcgan: final layer must be conv or linear, not {final!r}")
+        self.final = final
+
+    def forward(self, x):
+        h = self.body(x)
+        if self.final == "linear":
+            h = h.flatten(1)
+        return self.out(h).view(-1, 1)
+
+
+def dcgan_init_(module: nn.Module) -> nn.Module:
+    """DCGAN paper init: conv (and linear) weights N(0, 0.02); BN gamma N(1, 0.02), beta 0."""
+    for m in module.modules():
+        if isinstance(m, BatchNormAct):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
+class DCGAN(Variant):
+    name = "dcgan"
+    seed_doc = "seed 003 (TF DCGAN, faces) / the PyTorch DCGAN example"
+    hyper = Hyper(batch_size=128, lr_d=2e-4, lr_g=2e-4, betas=(0.5, 0.999), z_dim=100,
+                  image_size=64, channels=3,
+                  extra={"ngf": 64, "ndf": 64, "kernel": 4, "final": "conv"})
+
+    def check_image_size(self, image_size, channels):
+        if base_and_doublings(image_size) is None:
+            raise ValueError(f"dcgan cannot make {image_size}x{image_size} images: the size must "
+                             "be 4·2^k or 6·2^k (e.g. 32, 64, 96, 128); use --image-size 64")
+        if channels not in (1, 3):
+            raise ValueError(f"dcgan makes 1- or 3-channel images, not {channels}")
+
+    def build(self, cfg):
+        h = self.hyper
+        x = h.extra
+        self.check_image_size(h.image_size, h.channels)
+        G = Generator(h.z_dim, h.image_size, h.channels, int(x["ngf"]), int(x["kernel"]))
+        D = Discriminator(h.image_size, h.channels, int(x["ndf"]), int(x["kernel"]),
+                          str(x["final"]))
+        return {"G": dcgan_init_(G), "D": dcgan_init_(D)}
+
+    def d_loss(self, nets, batch, gen, real_target):
+        # D has BatchNorm: real and fake are scored in separate passes (batch statistics of
+        # each), as in the PyTorch example.
+        real = nets["D"](batch.real)
+        fake = nets["D"](gen["fake"])
+        return bce(real, real_target) + bce(fake, 0.0), real, fake
+
+    def g_loss(self, nets, batch, gen):
+        fake = nets["D"](gen["fake"])
+        return bce(fake, 1.0), fake

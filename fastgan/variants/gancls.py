@@ -1,0 +1,84 @@
+"""`gancls` — seed 002 (TensorFlow, MNIST): conditional GAN with a matching-aware D (GAN-CLS)
+and LSGAN losses summed over the batch."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct, lsgan
+
+from .base import Hyper, Variant
+
+N_CLASSES = 10
+# TF-slim batch_norm defaults: no gamma (beta only), epsilon 1e-3, decay 0.999.
+BN = dict(momentum=0.001, eps=1e-3, affine="beta")
+
+
+class Generator(nn.Module):
+    """The InfoGAN generator of the book (Linear→BN→ReLU ×2, two 4x4 stride-2 deconvs)."""
+
+    def __init__(self, z_dim: int = 48):
+        super().__init__()
+        # TF-slim layers followed by a normalizer have no bias.
+        self.fc1 = FusedLinearAct(z_dim, 1024, bias=False)
+        self.bn1 = BatchNormAct(1024, slope=0.0, **BN)
+        self.fc2 = FusedLinearAct(1024, 7 * 7 * 128, bias=False)
+        self.bn2 = BatchNormAct(7 * 7 * 128, slope=0.0, **BN)
+        self.up1 = ConvBNAct(128, 64, 4, 2, 1, transposed=True, bias=False, bn=True, slope=0.0,
+                             bn_momentum=BN["momentum"], bn_eps=BN["eps"], bn_affine="beta")
+        self.up2 = ConvBNAct(64, 1, 4, 2, 1, transposed=True, bias=True, slope=None)
+
+    def forward(self, z):
+        h = self.bn2(self.fc2(self.bn1(self.fc1(z))))
+        return torch.sigmoid(self.up2(self.up1(h.view(-1, 128, 7, 7))))
+
+
+class Discriminator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = FusedLinearAct(N_CLASSES, 784, slope=0.01)
+        self.conv1 = ConvBNAct(2, 64, 4, 2, 1, slope=0.01)
+        self.conv2 = ConvBNAct(64, 128, 4, 2, 1, slope=0.01)
+        self.fc = FusedLinearAct(128 * 7 * 7, 1024, slope=0.01)
+        self.out = FusedLinearAct(1024, 1)
+
+    def forward(self, x, y_onehot):
+        y = self.embed(y_onehot).view(-1, 1, 28, 28)
+        h = torch.cat([x.view(-1, 1, 28, 28), y], 1)
+        h = self.conv2(self.conv1(h))
+        return self.out(self.fc(h.flatten(1)))
+
+
+def one_hot(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels, N_CLASSES).to(dtype)
+
+
+class GANCLS(Variant):
+    name = "gancls"
+    seed_doc = "seed 002: TensorFlow GAN-CLS (conditional, matching-aware D) on MNIST"
+    hyper = Hyper(batch_size=10, lr_d=1e-4, lr_g=1e-3, z_dim=48, data_range="sigmoid")
+    needs_labels = True
+
+    def build(self, cfg):
+        return {"G": Generator(self.hyper.z_dim), "D": Discriminator()}
+
+    def fill_noise(self, z, labels, generator):
+        # z = [one_hot(y), N(0,1)^38], written in place so the buffer can be captured.
+        z.normal_(generator=generator)
+        z[:, :N_CLASSES].copy_(one_hot(labels, z.dtype))
+
+    def d_loss(self, nets, batch, gen, real_target):
+        n = batch.real.shape[0]
+        y = one_hot(batch.labels, batch.real.dtype)
+        ymis = one_hot(batch.mis_labels, batch.real.dtype)
+        # The seed scores the three groups as one batch: (x, y), (G(z), y), (x, y_mis).
+        x = batch.real.view(n, 1, 28, 28)
+        logits = nets["D"](torch.cat([x, gen["fake"], x], 0), torch.cat([y, y, ymis], 0))
+        real, fake, mis = logits[:n], logits[n:2 * n], logits[2 * n:]
+        # sum[(d_real-1)^2 + (d_fake^2 + d_mis^2)/2] / 2
+        loss = (lsgan(real, real_target) / 2 + lsgan(fake, 0.0) / 4 + lsgan(mis, 0.0) / 4)
+        return loss, real, fake
+
+    def g_loss(self, nets, batch, gen):
+        fake = nets["D"](gen["fake"], one_hot(batch.labels, gen["fake"].dtype))
+        return lsgan(fake, 1.0) / 2, fake

@@ -1,0 +1,58 @@
+"""Shared test set-up: markers, the Triton interpreter on machines without a GPU, and where the
+real MNIST test split is (../shared/data/mnist beside the checkout, when present)."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Triton runs on CPU tensors only through its interpreter, which must be chosen before triton is
+# imported anywhere.
+try:
+    import torch
+    _HAS_CUDA = torch.cuda.is_available()
+except Exception:  # pragma: no cover
+    _HAS_CUDA = False
+if not _HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow (make test-slow)")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not _HAS_CUDA:
+            item.add_marker(skip_gpu)
+
+
+def _mnist_candidates():
+    env = os.environ.get("FASTGAN_TEST_MNIST")
+    if env:
+        yield pathlib.Path(env)
+    yield REPO.parent / "shared" / "data" / "mnist"
+    yield REPO / "shared" / "data" / "mnist"
+    yield REPO / ".gpu-data" / "mnist"
+
+
+def find_real_mnist():
+    for p in _mnist_candidates():
+        if p.is_dir() and any(p.glob("*images-idx3-ubyte*")):
+            return p
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    p = find_real_mnist()
+    if p is None:
+        pytest.skip("the real MNIST files (../shared/data/mnist) are not here")
+    return p

@@ -1,0 +1,86 @@
+"""The op registry is a real seam: a backend registered at run time is what the layers call."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from fastgan import ops
+from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct, bce
+from fastgan.ops import registry
+
+
+@pytest.fixture
+def dummy_backend():
+    calls = []
+
+    def spy(op):
+        ref = registry._impls[(op, "reference", "cpu")]
+
+        def fn(*args):
+            calls.append(op)
+            return ref(*args)
+        return fn
+
+    for op in ("linear_act", "bias_act", "bn_act"):   # gan_loss left out on purpose
+        ops.register(op, "dummy", ("cpu",), spy(op))
+    yield calls
+    ops.unregister_backend("dummy")
+
+
+def test_layers_dispatch_to_active_backend(dummy_backend):
+    lin = FusedLinearAct(5, 3, slope=0.2)
+    bn = BatchNormAct(3, slope=0.0)
+    conv = ConvBNAct(1, 2, 3, padding=1, slope=0.2)
+    x = torch.randn(4, 5)
+    with ops.use_backend("dummy"):
+        assert ops.active_backend() == "dummy"
+        bn(lin(x))
+        conv(torch.randn(2, 1, 5, 5))
+    assert dummy_backend == ["linear_act", "bn_act", "bias_act"]
+    assert ops.active_backend() == "reference"
+    lin(x)  # outside the context: the reference, not the dummy
+    assert dummy_backend == ["linear_act", "bn_act", "bias_act"]
+
+
+def test_missing_op_falls_back_with_one_warning(dummy_backend):
+    logits = torch.randn(8, 1)
+    with ops.use_backend("dummy"):
+        with pytest.warns(RuntimeWarning, match="no 'dummy' implementation"):
+            a = bce(logits, 1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")   # a second call does not warn again
+            b = bce(logits, 1.0)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.ones_like(logits)))
+
+
+def test_unknown_backend_and_op():
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        ops.set_backend("nope")
+    with pytest.raises(ValueError, match="unknown op"):
+        ops.register("conv_magic", "dummy", "cpu", lambda: None)
+    with pytest.raises(ValueError, match="choose auto"):
+        ops.resolve_backend("fast", "cpu")
+
+
+def test_lookup_is_per_device():
+    calls = []
+    ops.register("gan_loss", "devtest", ("cuda",), lambda *a: calls.append(1))
+    try:
+        for op in ("linear_act", "bias_act", "bn_act"):
+            ops.register(op, "devtest", ("cuda",), lambda *a: None)
+        assert "devtest" not in ops.available_backends("cpu")
+        assert "devtest" in ops.available_backends("cuda")
+        with ops.use_backend("devtest"):
+            with pytest.warns(RuntimeWarning):
+                bce(torch.randn(3, 1), 0.0)   # CPU tensor: the cuda-only impl is not used
+        assert calls == []
+    finally:
+        ops.unregister_backend("devtest")
+
+
+def test_auto_on_cpu_is_never_the_triton_interpreter():
+    assert ops.auto_backend("cpu") in ("cuda", "reference")
