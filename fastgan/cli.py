@@ -131,16 +131,6 @@ def cmd_bench(a) -> int:
     return bench_main(a)
 
 
-def cmd_data(a) -> int:
-    from fastgan.data import DataError, download
-    try:
-        path = download(a.name, a.data_dir)
-    except DataError as e:
-        return _fail(str(e))
-    print(f"fastgan: {a.name} is in {path}", file=sys.stderr)
-    return 0
-
-
 def _fail(msg: str) -> int:
     print(f"fastgan: error: {msg}", file=sys.stderr)
     return 2
@@ -177,16 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--paths", help="comma-separated subset of paths to run")
     b.set_defaults(fn=cmd_bench)
 
-    dd = sub.add_parser("data", help="dataset utilities")
-    dsub = dd.add_subparsers(dest="data_cmd", metavar="ACTION")
-    dl = dsub.add_parser("download", help="download mnist or fashion-mnist into the cache")
-    dl.add_argument("name", choices=("mnist", "fashion-mnist"))
-    dl.add_argument("--data-dir")
-    dl.set_defaults(fn=cmd_data)
+    sub.add_parser("data", help="dataset utilities: download, info, where (fastgan data -h)",
+                   add_help=False)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["data"]:   # the data layer owns its sub-commands
+        from fastgan.data.cli import main as data_main
+        return data_main(argv[1:])
     p = build_parser()
     a = p.parse_args(argv)
     if not getattr(a, "fn", None):

@@ -1,0 +1,49 @@
+"""The iteration written the way the seed tutorials write it: separate D passes on the real and
+the fake batch, ``zero_grad``/``backward``/``step`` for each optimizer, losses read back to the
+host every iteration. It is the "eager reference" of the benchmarks, and the tests use it to
+check that the engine's static iteration computes the same update.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from fastgan.variants import Batch, Variant
+
+
+class SeedLoop:
+    def __init__(self, variant: Variant, nets: Dict[str, torch.nn.Module], device: torch.device,
+                 opt_kwargs: Optional[dict] = None):
+        self.variant, self.nets, self.device = variant, nets, device
+        h = variant.hyper
+        roles = variant.param_roles()
+        kw = opt_kwargs or {}
+        self.d_params = [p for r in roles["D"] for p in nets[r].parameters()]
+        self.g_params = [p for r in roles["G"] for p in nets[r].parameters()]
+        self.opt_d = torch.optim.Adam(self.d_params, lr=h.lr_d, betas=h.betas, **kw)
+        self.opt_g = torch.optim.Adam(self.g_params, lr=h.lr_g, betas=h.betas, **kw)
+        self.real_target = torch.tensor(1.0 - h.label_smoothing, device=device)
+
+    def step(self, batch: Batch, z_g: Optional[torch.Tensor] = None, read_losses: bool = True):
+        """One D update and one G update on ``batch`` (``z_g``: the G step's fresh noise for
+        variants that draw it). Returns the two losses as Python floats, as the seeds print."""
+        v, nets = self.variant, self.nets
+        gen = v.generate_train(nets, batch)
+        self.opt_d.zero_grad()
+        loss_d, _, _ = v.d_loss(nets, batch, {k: (t.detach() if k in v.gen_keys else t)
+                                              for k, t in gen.items()}, self.real_target)
+        loss_d.backward()
+        self.opt_d.step()
+        if not v.g_reuses_fake:
+            batch = Batch(real=batch.real, z=z_g)
+            gen = v.generate_train(nets, batch)
+        self.opt_g.zero_grad()
+        loss_g, _ = v.g_loss(nets, batch, gen)
+        loss_g.backward()
+        self.opt_g.step()
+        # The D gradients the G step left behind are cleared by the next D zero_grad, as in
+        # the seeds (which do not freeze D).
+        if read_losses:
+            return loss_d.item(), loss_g.item()
+        return None
