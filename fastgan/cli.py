@@ -77,6 +77,8 @@ def cmd_train(a) -> int:
         print(f"fastgan: error: {e}", file=sys.stderr)
         return 3
     if res["interrupted"]:
+        print(f"fastgan: interrupted; checkpoint at step {res['step']} saved in {res['out']} "
+              f"(continue with --resume {res['out']})", file=sys.stderr)
         return 130
     print(f"fastgan: done at step {res['step']}; samples, metrics and checkpoint in "
           f"{res['out']}", file=sys.stderr)

@@ -287,9 +287,6 @@ class Run:
             signal.signal(signal.SIGINT, old_handler)
             from fastgan.viz import save_loss_curve
             save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
-        if interrupted:
-            self._log(f"fastgan: interrupted; checkpoint at step {self.step} saved in "
-                      f"{self.out} (resume with --resume {self.out})")
         return {"step": self.step, "out": self.out, "interrupted": interrupted,
                 "last": rows[-1] if rows else None}
 

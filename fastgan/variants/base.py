@@ -64,11 +64,13 @@ class Variant:
 
     def check_image_size(self, image_size: int, channels: int) -> None:
         """Raise ValueError with a clear message when the networks cannot make this size."""
-        if (image_size, channels) != (self.hyper.image_size, self.hyper.channels):
+        seed = type(self).hyper  # the MLP/conv variants have one fixed architecture
+        if (image_size, channels) != (seed.image_size, seed.channels):
             raise ValueError(
-                f"variant {self.name!r} makes {self.hyper.channels}x{self.hyper.image_size}x"
-                f"{self.hyper.image_size} images, not {channels}x{image_size}x{image_size}; "
-                f"use --image-size {self.hyper.image_size} or the dcgan variant")
+                f"variant {self.name!r} makes {seed.channels}x{seed.image_size}x"
+                f"{seed.image_size} images, not {channels}x{image_size}x{image_size}; "
+                f"use --image-size {seed.image_size} --channels {seed.channels} or the dcgan "
+                "variant")
 
     # ---- batches ------------------------------------------------------------------------
     def batch_sizes(self, batch_size: int) -> Tuple[int, int]:

@@ -1,0 +1,173 @@
+"""The command line: every kind of bad input gives one clear line, exit code 2 and nothing
+written; sample/doctor work; Ctrl-C saves a checkpoint and exits cleanly."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fastgan.cli import main
+from fastgan.data import write_idx
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    rng = np.random.default_rng(1)
+    d = tmp_path / "data"
+    d.mkdir()
+    write_idx(d / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (128, 28, 28), np.uint8))
+    write_idx(d / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, (128,), np.uint8))
+    return str(d)
+
+
+def run_cli(args, capsys):
+    rc = main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def train_args(data_dir, out, *extra):
+    return ["train", "--data-dir", data_dir, "--out", str(out), "--device", "cpu",
+            "--backend", "reference", "--quiet", "--log-every", "5", "--batch-size", "8",
+            *extra]
+
+
+def one_error_line(err):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("fastgan: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--variant", "wgan"], "unknown variant 'wgan'; choose one of: mlp, bigan, gancls, dcgan"),
+    (["--variant", "mlp", "--image-size", "64"], "use --image-size 28 --channels 1 or the dcgan variant"),
+    (["--variant", "dcgan", "--image-size", "28"], "4·2^k or 6·2^k"),
+    (["--variant", "mlp", "--ngf", "32"], "has no option 'ngf'"),
+    (["--device", "cuda"], "no CUDA GPU is available"),
+    (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU"),
+    (["--steps", "0"], "at least one step"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(data_dir, tmp_path, capsys, extra, needle):
+    if "cuda" in " ".join(extra) and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "run"
+    args = train_args(data_dir, out)
+    if "--device" in extra:
+        args = [a for a in args if a not in ("--device", "cpu")]
+    rc, _, err = run_cli(args + extra, capsys)
+    assert rc == 2
+    assert needle in one_error_line(err)
+    assert not out.exists()
+
+
+def test_missing_dataset(tmp_path, capsys):
+    rc, _, err = run_cli(train_args(str(tmp_path / "nowhere"), tmp_path / "run"), capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert "mnist" in line and ("--data-dir" in line or "FASTGAN_DATA" in line)
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_dataset(tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    (d / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    rc, _, err = run_cli(train_args(str(d), tmp_path / "run"), capsys)
+    assert rc == 2
+    assert "train-images-idx3-ubyte.gz" in one_error_line(err)
+
+
+def test_train_sample_and_resume_checks(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, _, err = run_cli(train_args(data_dir, out, "--variant", "gancls", "--steps", "10",
+                                    "--sample-every", "5"), capsys)
+    assert rc == 0, err
+    for f in ("checkpoint.pt", "metrics.jsonl", "config.json", "loss_curve.svg",
+              "samples/latest.png", "samples/step_0000005.png", "samples/step_0000010.png"):
+        assert (out / f).exists(), f
+    from PIL import Image
+    im = Image.open(out / "samples" / "latest.png")
+    # one row per class: 10 rows of 6 digits, 28 px + 2 px padding
+    assert im.size == (6 * 30 + 2, 10 * 30 + 2)
+
+    grid = tmp_path / "g.png"
+    rc, _, err = run_cli(["sample", "--checkpoint", str(out), "--n", "16", "--out", str(grid),
+                          "--label", "3", "--device", "cpu"], capsys)
+    assert rc == 0, err
+    assert Image.open(grid).size == (4 * 30 + 2, 4 * 30 + 2)
+
+    rc, _, err = run_cli(["sample", "--checkpoint", str(out), "--label", "12", "--out",
+                          str(grid), "--device", "cpu"], capsys)
+    assert rc == 2 and "class 0..9" in one_error_line(err)
+
+    # a checkpoint of another variant
+    rc, _, err = run_cli(train_args(data_dir, tmp_path / "r2", "--resume", str(out),
+                                    "--variant", "mlp", "--steps", "20"), capsys)
+    assert rc == 2 and "is of variant 'gancls', not 'mlp'" in one_error_line(err)
+
+    # a missing checkpoint
+    rc, _, err = run_cli(train_args(data_dir, tmp_path / "r3", "--resume",
+                                    str(tmp_path / "nope")), capsys)
+    assert rc == 2 and "no checkpoint" in one_error_line(err)
+
+    # a corrupt checkpoint
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    rc, _, err = run_cli(["sample", "--checkpoint", str(bad), "--out", str(grid)], capsys)
+    assert rc == 2 and "corrupt" in one_error_line(err)
+
+
+def test_resume_with_other_architecture(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    d = tmp_path / "data"
+    d.mkdir()
+    write_idx(d / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (32, 28, 28), np.uint8))
+    write_idx(d / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, (32,), np.uint8))
+    out = tmp_path / "run"
+    common = ["--variant", "dcgan", "--image-size", "32", "--ndf", "8", "--steps", "2"]
+    rc, _, err = run_cli(train_args(str(d), out, *common, "--ngf", "8"), capsys)
+    assert rc == 0, err
+    rc, _, err = run_cli(train_args(str(d), out, "--resume", str(out), *common, "--ngf", "16",
+                                    "--steps", "4"), capsys)
+    assert rc == 2
+    assert "networks differ" in one_error_line(err)
+
+
+def test_doctor(capsys):
+    rc, out, _ = run_cli(["doctor"], capsys)
+    assert rc == 0
+    for needle in ("torch", "triton", "GPU", "nvcc", "backend cuda", "auto on cpu"):
+        assert needle in out
+
+
+def test_ctrl_c_saves_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-m", "fastgan"] + train_args(data_dir, out,
+                         "--steps", "1000000", "--log-every", "10"),
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or (out / "metrics.jsonl").stat().st_size == 0:
+        assert p.poll() is None, p.communicate()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted; checkpoint" in err
+    from fastgan.engine import checkpoint as ckpt
+    st = ckpt.load_checkpoint(str(out))
+    assert st["step"] > 0
