@@ -12,6 +12,19 @@ import torch.nn.functional as F
 from fastgan import ops
 
 
+def _autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype autocast would compute a matmul in, or None outside autocast. Custom ops are not
+    autocast by PyTorch, so the layers cast their inputs themselves (same policy as F.linear)."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return None
+
+
+def _cast(t: Optional[torch.Tensor], dtype: Optional[torch.dtype]) -> Optional[torch.Tensor]:
+    return t if t is None or dtype is None or t.dtype == dtype else t.to(dtype)
+
+
 class FusedLinearAct(nn.Linear):
     """act(x @ W.T + b) as one op. ``slope``: None identity, 0 ReLU, else LeakyReLU(slope)."""
 
@@ -21,7 +34,9 @@ class FusedLinearAct(nn.Linear):
         self.slope = slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.linear_act(x, self.weight, self.bias, self.slope)
+        dt = _autocast_dtype(x)
+        return ops.linear_act(_cast(x, dt), _cast(self.weight, dt), _cast(self.bias, dt),
+                              self.slope)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", slope={self.slope}"
@@ -84,4 +99,5 @@ class ConvBNAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn is not None:
             return self.bn(self._conv(x, self.conv.bias))
-        return ops.bias_act(self._conv(x, None), self.conv.bias, self.slope, 1)
+        y = self._conv(x, None)
+        return ops.bias_act(y, _cast(self.conv.bias, y.dtype), self.slope, 1)
