@@ -90,7 +90,7 @@ def test_snapshot_restore_leaves_no_trace():
     torch.manual_seed(0)
     e = Engine(v, v.build({}), imgs, labels, EngineOptions(batch_size=16), torch.device("cpu"))
     e.step()
-    before = [t.clone() for t in e.state_tensors()]
+    before = [t.detach().clone() for t in e.state_tensors()]
     rng = e.gen.get_state()
     snap = e.snapshot()
     for _ in range(3):

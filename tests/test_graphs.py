@@ -113,7 +113,9 @@ def test_warmup_leaves_no_trace():
     v, nets, imgs, labels = _setup("dcgan", "reference")
     e = _engine(v, nets, imgs, labels)
     e.step()   # create optimizer state first
-    before = [t.clone() for t in e.state_tensors()]
+    # detach: a clone of a parameter would keep its AccumulateGrad node (and the stream it ran
+    # on) alive through the capture
+    before = [t.detach().clone() for t in e.state_tensors()]
     GraphedIteration(e, warmup=3)
     for a, b in zip(e.state_tensors(), before):
         assert torch.equal(a, b)

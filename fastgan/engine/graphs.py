@@ -6,6 +6,7 @@ the warm-up changed, capture ``unroll`` iterations on the same side stream, repl
 """
 from __future__ import annotations
 
+import gc
 import time
 
 import torch
@@ -29,6 +30,9 @@ class GraphedIteration:
         require_cuda_graphs(engine.device)
         self.engine, self.unroll = engine, unroll
         t0 = time.perf_counter()
+        # Autograd nodes of earlier eager steps, if any are still alive, remember the stream
+        # they ran on and would make the capture depend on it.
+        gc.collect()
         snap = engine.snapshot()
         side = torch.cuda.Stream(device=engine.device)
         side.wait_stream(torch.cuda.current_stream(engine.device))

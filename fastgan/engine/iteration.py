@@ -86,6 +86,7 @@ class Engine:
         # Scalars that may change during training live on the device (capture-safe).
         self.real_target = torch.tensor(1.0 - opts.label_smoothing, device=device)
         self.stats = torch.zeros(5, device=device)
+        self._one = torch.ones((), device=device)
         # Images in uint8 -> the variant's range: x * scale + shift.
         if h.data_range == "tanh":
             self.scale, self.shift = 2.0 / 255.0, -1.0
@@ -136,7 +137,7 @@ class Engine:
                 detached = {k: (t.detach() if k in v.gen_keys else t) for k, t in gen.items()}
                 self.opt_d.zero_grad(set_to_none=True)
                 loss_d, d_real, d_fake = v.d_loss(nets, batch, detached, self.real_target)
-            loss_d.backward()
+            loss_d.backward(inputs=self.d_params)
             self.opt_d.step()
 
         batch = self.batch()
@@ -146,26 +147,19 @@ class Engine:
             batch = Batch(real=self.real, z=self.z_g, labels=None, mis_labels=None)
             with self._autocast():
                 gen = v.generate_train(nets, batch)
-        # Freeze D so the G step computes no D gradients (fixed at capture time too).
-        for p in self.d_params:
-            p.requires_grad_(False)
-        try:
-            self.opt_g.zero_grad(set_to_none=True)
-            with self._autocast():
-                loss_g, _ = v.g_loss(nets, batch, gen)
-            loss_g.backward()
-            self.opt_g.step()
-        finally:
-            for p in self.d_params:
-                p.requires_grad_(True)
+        # The G step differentiates with respect to G's parameters only (``inputs=``): D is
+        # frozen without toggling requires_grad, and which gradients exist is fixed at capture.
+        self.opt_g.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss_g, _ = v.g_loss(nets, batch, gen)
+        loss_g.backward(inputs=self.g_params)
+        self.opt_g.step()
 
         with torch.no_grad():
-            s = self.stats
-            s[STAT_D_LOSS].add_(loss_d.detach().float())
-            s[STAT_G_LOSS].add_(loss_g.detach().float())
-            s[STAT_D_REAL].add_(torch.sigmoid(d_real.detach().float()).mean())
-            s[STAT_D_FAKE].add_(torch.sigmoid(d_fake.detach().float()).mean())
-            s[STAT_COUNT].add_(1.0)
+            self.stats.add_(torch.stack([
+                loss_d.detach().float(), loss_g.detach().float(),
+                torch.sigmoid(d_real.detach().float()).mean(),
+                torch.sigmoid(d_fake.detach().float()).mean(), self._one]))
 
     def read_stats(self) -> Dict[str, float]:
         """Means since the last read (one host sync), then reset the accumulators."""

@@ -59,10 +59,18 @@ class BatchNormAct(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine != "none" else None
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
+        # Without a learnable gamma (or beta) the op still gets a constant tensor: every backend
+        # then sees one signature, and torch 2.11's CUDA autograd fails on a None BN weight.
+        if self.weight is None:
+            self.register_buffer("gamma_const", torch.ones(num_features), persistent=False)
+        if self.bias is None:
+            self.register_buffer("beta_const", torch.zeros(num_features), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.bn_act(x, self.weight, self.bias, self.running_mean, self.running_var,
-                          self.training, self.momentum, self.eps, self.slope)
+        w = self.weight if self.weight is not None else self.gamma_const
+        b = self.bias if self.bias is not None else self.beta_const
+        return ops.bn_act(x, w, b, self.running_mean, self.running_var, self.training,
+                          self.momentum, self.eps, self.slope)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, slope={self.slope}, momentum={self.momentum}, "

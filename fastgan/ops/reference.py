@@ -47,7 +47,10 @@ def bn_act(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch
 @register("gan_loss", "reference", _ALL)
 def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str = "bce",
              reduction: str = "mean") -> torch.Tensor:
-    t = torch.as_tensor(target, dtype=logits.dtype, device=logits.device).expand_as(logits)
+    if torch.is_tensor(target):
+        t = target.to(logits.dtype).expand_as(logits)
+    else:  # a fill, not a host-to-device copy: capturable in a CUDA graph
+        t = torch.full_like(logits, float(target))
     if kind == "bce":
         per = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
     elif kind == "lsgan":
