@@ -43,6 +43,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 = autocast (default fp32)")
     g.add_argument("--no-tf32", dest="tf32", action="store_false",
                    help="keep fp32 matmuls/convs in full fp32 on the GPU")
+    g.add_argument("--data-on", choices=("auto", "device", "host"), default="auto",
+                   help="keep the data set on the GPU (default when it fits in a quarter of "
+                   "free GPU memory) or in pinned host memory")
     g.add_argument("--cuda-graphs", action="store_true",
                    help="capture the iteration in a CUDA graph and replay it (GPU only)")
     g.add_argument("--graph-unroll", type=int, default=1, help="iterations per captured graph")
@@ -64,7 +67,7 @@ def cmd_train(a) -> int:
         variant=a.variant, dataset=a.dataset, data_dir=a.data_dir, download=a.download,
         max_images=a.max_images, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs,
         backend=a.backend, device=a.device, seed=a.seed, out=a.out, resume=a.resume,
-        cuda_graphs=a.cuda_graphs, graph_unroll=a.graph_unroll, precision=a.precision,
+        data_on=a.data_on, cuda_graphs=a.cuda_graphs, graph_unroll=a.graph_unroll, precision=a.precision,
         tf32=a.tf32, d_steps=a.d_steps, label_smoothing=a.label_smoothing, lr_d=a.lr_d,
         lr_g=a.lr_g, image_size=a.image_size, channels=a.channels, variant_options=vopts,
         log_every=a.log_every, sample_every=a.sample_every,

@@ -197,3 +197,41 @@ def test_every_variant_trains_on_real_mnist(name, mnist_dir, tmp_path):
     for r in rows:
         assert math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"])
         assert 0 <= r["d_real"] <= 1 and 0 <= r["d_fake"] <= 1
+
+
+@pytest.mark.parametrize("name", ["gancls", "mlp"])
+def test_host_resident_data(name):
+    """The host loader (for data sets too large for the GPU) draws valid batches, and a run
+    with it trains; its RNG state round-trips for resume."""
+    v = _variant(name)
+    imgs, labels = _fake_data(v, 40)
+    torch.manual_seed(0)
+    e = Engine(v, v.build({}), imgs, labels, EngineOptions(batch_size=10, seed=3),
+               torch.device("cpu"), resident=False)
+    assert not e.resident and e.host is not None
+    st = e.rng_state()
+    e.draw()
+    first = (e.idx.clone(), e.real.clone())
+    n = e.real.shape[0]
+    torch.testing.assert_close(e.real.view(n, -1), imgs[e.idx].view(n, -1).float()
+                               * e.scale + e.shift, rtol=0, atol=1e-6)
+    if e.batch_labels is not None:
+        assert torch.equal(e.batch_labels, labels[e.idx])
+    e.set_rng_state(st)
+    e.draw()
+    assert torch.equal(e.idx, first[0]) and torch.equal(e.real, first[1])
+    for _ in range(3):
+        e.step()
+    assert all(math.isfinite(x) for x in e.read_stats().values())
+
+
+def test_bf16_autocast_trains_on_cpu():
+    v = _variant("convgan")
+    imgs, labels = _fake_data(v)
+    e = Engine(v, v.build({}), imgs, labels, EngineOptions(batch_size=8, precision="bf16"),
+               torch.device("cpu"))
+    for _ in range(3):
+        e.step()
+    st = e.read_stats()
+    assert all(math.isfinite(x) for x in st.values())
+    assert all(p.dtype == torch.float32 for p in e.g_params)

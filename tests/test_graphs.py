@@ -151,3 +151,22 @@ def test_trainer_cuda_graphs(tmp_path, name, opts):
                        **{k: v for k, v in opts.items() if k in ("graph_unroll",)})
     res2 = Run(cfg2).train()
     assert res2["step"] == 48
+
+
+def test_host_resident_data_with_graphs(tmp_path):
+    """A data set kept in pinned host memory: fetched outside the graph before each replay."""
+    import numpy as np
+
+    from fastgan.data import write_idx
+    d = tmp_path / "data"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    write_idx(d / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (256, 28, 28), np.uint8))
+    write_idx(d / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, (256,), np.uint8))
+    cfg = TrainConfig(variant="gancls", data_dir=str(d), out=str(tmp_path / "run"),
+                      device="cuda", backend="reference", cuda_graphs=True, data_on="host",
+                      steps=20, log_every=5, sample_every=0, checkpoint_every=0, quiet=True)
+    run = Run(cfg)
+    assert not run.engine.resident
+    res = run.train()
+    assert res["step"] == 20 and math.isfinite(res["last"]["d_loss"])

@@ -75,7 +75,7 @@ def save_checkpoint(run_dir: str, engine, step: int, config: Dict[str, Any]) -> 
         "opt_g": _opt_state(engine.opt_g),
         "step": step,
         "rng": {
-            "engine": engine.gen.get_state(),
+            "engine": engine.rng_state(),
             "engine_device": engine.device.type,
             "torch_cpu": torch.get_rng_state(),
             "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -155,7 +155,7 @@ def restore_into(state: Dict[str, Any], engine) -> int:
     _load_opt(engine.opt_g, state["opt_g"])
     rng = state["rng"]
     if rng.get("engine_device") == engine.device.type:
-        engine.gen.set_state(rng["engine"])
+        engine.set_rng_state(rng["engine"])
     torch.set_rng_state(rng["torch_cpu"])
     if rng.get("torch_cuda") is not None and torch.cuda.is_available():
         try:

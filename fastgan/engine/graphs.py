@@ -28,7 +28,13 @@ def require_cuda_graphs(device: torch.device) -> None:
 class GraphedIteration:
     def __init__(self, engine: Engine, warmup: int = 3, unroll: int = 1):
         require_cuda_graphs(engine.device)
+        if engine.host is not None and (unroll > 1 or engine.opts.d_steps > 1):
+            raise CudaGraphsUnavailable(
+                "a data set kept in host memory is fetched outside the graph, one batch per "
+                "replay: use --graph-unroll 1 and --d-steps 1, or a smaller data set")
         self.engine, self.unroll = engine, unroll
+        # A host-resident data set is gathered on the host and copied in before each replay.
+        engine.fetch_outside = engine.host is not None
         t0 = time.perf_counter()
         # Autograd nodes of earlier eager steps, if any are still alive, remember the stream
         # they ran on and would make the capture depend on it.
@@ -38,6 +44,8 @@ class GraphedIteration:
         side.wait_stream(torch.cuda.current_stream(engine.device))
         with torch.cuda.stream(side):
             for _ in range(max(1, warmup)):
+                if engine.fetch_outside:
+                    engine.fetch()
                 engine.step()
         torch.cuda.current_stream(engine.device).wait_stream(side)
         torch.cuda.synchronize(engine.device)
@@ -56,4 +64,6 @@ class GraphedIteration:
 
     def replay(self) -> None:
         """Run ``unroll`` iterations."""
+        if self.engine.fetch_outside:
+            self.engine.fetch()
         self.graph.replay()

@@ -19,6 +19,8 @@ import torch.nn as nn
 
 from fastgan.variants import Batch, Variant
 
+from .host_loader import HostBatchLoader, fits_on_device
+
 # Indices into Engine.stats (sums since the host last read them).
 STAT_D_LOSS, STAT_G_LOSS, STAT_D_REAL, STAT_D_FAKE, STAT_COUNT = range(5)
 STAT_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -46,7 +48,7 @@ def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.d
 class Engine:
     def __init__(self, variant: Variant, nets: Dict[str, nn.Module], images: torch.Tensor,
                  labels: Optional[torch.Tensor], opts: EngineOptions,
-                 device: torch.device):
+                 device: torch.device, resident: Optional[bool] = None):
         if variant.needs_labels and labels is None:
             raise ValueError(f"variant {variant.name!r} needs class labels; "
                              "the dataset has none")
@@ -58,19 +60,28 @@ class Engine:
         self.opt_d = make_optimizer(self.d_params, h.lr_d, h.betas, device)
         self.opt_g = make_optimizer(self.g_params, h.lr_g, h.betas, device)
 
-        # The dataset, resident on the device as uint8 (MNIST: 47 MB).
-        self.images = images.to(device)
+        # The dataset, resident on the device as uint8 (MNIST: 47 MB), unless it is too large
+        # for the GPU: then it stays in pinned host memory (HostBatchLoader).
+        n_real, n_noise = variant.batch_sizes(opts.batch_size)
+        self.resident = fits_on_device(images, device) if resident is None else resident
+        self.host = None
+        if self.resident:
+            self.images = images.to(device)
+        else:
+            self.images = images
+            self.host = HostBatchLoader(images, n_real, device, opts.seed + 3)
         self.labels_all = labels.to(device) if labels is not None else None
-        self.n_images = self.images.shape[0]
+        self.n_images = images.shape[0]
+        # Graph mode with a host loader fetches outside the graph (GraphedIteration does it).
+        self.fetch_outside = False
 
         # Static buffers: every draw writes into these in place.
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(opts.seed + 1)
-        n_real, n_noise = variant.batch_sizes(opts.batch_size)
         if n_real != n_noise and variant.needs_labels:
             raise ValueError("conditional variants need as many noise vectors as real images")
         self.idx = torch.zeros(n_real, dtype=torch.long, device=device)
-        self.real_u8 = torch.zeros((n_real,) + tuple(self.images.shape[1:]), dtype=torch.uint8,
+        self.real_u8 = torch.zeros((n_real,) + tuple(images.shape[1:]), dtype=torch.uint8,
                                    device=device)
         self.real = variant.image_view(torch.zeros(self.real_u8.shape, device=device)).clone()
         self.z = torch.zeros(variant.noise_shape(n_noise), device=device)
@@ -96,10 +107,20 @@ class Engine:
         self.draw_inside = True
 
     # ---- drawing ------------------------------------------------------------------------
+    def fetch(self) -> None:
+        """Draw the real images' indices and gather them into ``real_u8``: on the device from
+        its RNG, or on the host for a data set kept in host memory."""
+        if self.host is not None:
+            self.host.fetch_into(self.real_u8, self.idx)
+        else:
+            self.idx.random_(0, self.n_images, generator=self.gen)
+            torch.index_select(self.images, 0, self.idx, out=self.real_u8)
+
     def draw(self) -> None:
-        """Fill the static batch buffers from the device RNG, in place."""
-        self.idx.random_(0, self.n_images, generator=self.gen)
-        torch.index_select(self.images, 0, self.idx, out=self.real_u8)
+        """Fill the static batch buffers, in place (device work only, unless the data set is
+        host-resident and ``fetch_outside`` is False)."""
+        if not self.fetch_outside:
+            self.fetch()
         self.real.copy_(self.variant.image_view(self.real_u8)).mul_(self.scale).add_(self.shift)
         if self.batch_labels is not None:
             torch.index_select(self.labels_all, 0, self.idx, out=self.batch_labels)
@@ -180,11 +201,22 @@ class Engine:
         out += [self.stats]
         return out
 
+    def rng_state(self) -> Dict[str, torch.Tensor]:
+        st = {"device": self.gen.get_state()}
+        if self.host is not None:
+            st["host"] = self.host.gen.get_state()
+        return st
+
+    def set_rng_state(self, st: Dict[str, torch.Tensor]) -> None:
+        self.gen.set_state(st["device"])
+        if self.host is not None and "host" in st:
+            self.host.gen.set_state(st["host"])
+
     def snapshot(self):
         """Copies of all training state and the RNG, restored in place by ``restore``, so that
         warm-up iterations before a capture leave no trace in training."""
         tensors = self.state_tensors()
-        return tensors, [t.detach().clone() for t in tensors], self.gen.get_state()
+        return tensors, [t.detach().clone() for t in tensors], self.rng_state()
 
     def restore(self, snap) -> None:
         tensors, copies, rng = snap
@@ -200,4 +232,4 @@ class Engine:
                 for t in st.values():
                     if torch.is_tensor(t) and id(t) not in snap_ids and id(t) in live:
                         t.zero_()
-        self.gen.set_state(rng)
+        self.set_rng_state(rng)

@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     out: Optional[str] = None
     resume: Optional[str] = None
+    data_on: str = "auto"                # "device", "host" (pinned, double-buffered) or "auto"
     cuda_graphs: bool = False
     graph_unroll: int = 1
     graph_warmup: int = 3
@@ -159,8 +160,11 @@ class Run:
                              label_smoothing=h.label_smoothing, precision=cfg.precision,
                              seed=cfg.seed)
         try:
+            if cfg.data_on not in ("auto", "device", "host"):
+                raise ValueError(f"--data-on must be auto, device or host, not {cfg.data_on!r}")
+            resident = None if cfg.data_on == "auto" else cfg.data_on == "device"
             self.engine = Engine(self.variant, self.nets, data.images, data.labels, opts,
-                                 self.device)
+                                 self.device, resident=resident)
         except ValueError as e:
             raise UserError(str(e)) from None
         self.step = 0
@@ -216,6 +220,11 @@ class Run:
                   f"{self.backend}{' + CUDA graphs' if cfg.cuda_graphs else ''}, batch "
                   f"{self.variant.hyper.batch_size}, {self.data.images.shape[0]} images "
                   f"from {self.data.source}; steps {self.step}->{self.total}; out {self.out}")
+        if not eng.resident:
+            gb = self.data.images.numel() / 2**30
+            self._log(f"fastgan: the data set ({gb:.2f} GiB) stays in pinned host memory"
+                      f"{' (too large for the GPU)' if cfg.data_on == 'auto' else ''}: batches "
+                      "are gathered on the host, double-buffered, and copied in each iteration")
         z_fixed, labels_fixed, nrow = fixed_noise(self.variant, cfg.n_samples, cfg.seed + 2,
                                                   self.device)
         unroll = max(1, cfg.graph_unroll) if cfg.cuda_graphs else 1
