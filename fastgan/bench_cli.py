@@ -1,0 +1,80 @@
+"""`fastgan bench`: the benchmark matrix on this machine, printed as a table and written as JSON.
+
+    fastgan bench                          every variant × batch × path (GPU: minutes to an hour)
+    fastgan bench --quick                  the quick matrix (GPU: ~5 min; CPU: tiny, seconds)
+    fastgan bench --variant mlp --batch-size 64 --batch-size 1024 --paths 'eager-*,fastgan-*'
+    fastgan bench --quick --json out.json --md out.md
+
+Without --json the results go to ./fastgan-bench-<date>-<gpu>.json. The run's total time budget
+is FASTGAN_BENCH_BUDGET_S seconds (quick default 420 on a GPU); rows that do not fit are listed
+as "skipped: budget". Exit codes: 0 ran (failed paths are rows of the table, with their error),
+2 bad arguments.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _fail(msg: str) -> int:
+    print(f"fastgan: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(args) -> int:
+    import torch
+
+    from fastgan.benchmark import make_config, run_matrix, to_markdown, write_json, write_markdown
+
+    device = getattr(args, "device", None)
+    if device not in (None, "auto"):
+        if device != "cpu" and not device.startswith("cuda"):
+            return _fail(f"unknown device {device!r}; use cpu or cuda")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            return _fail("--device cuda was asked for but no CUDA GPU is available "
+                         f"(torch {torch.__version__}); use --device cpu")
+    else:
+        device = None
+    try:
+        cfg = make_config(device=device, quick=bool(getattr(args, "quick", False)),
+                          variants=getattr(args, "variant", None),
+                          batch_sizes=getattr(args, "batch_size", None),
+                          paths=getattr(args, "paths", None))
+        from fastgan.benchmark import plan
+        items = plan(cfg)   # checks --paths before anything runs
+    except ValueError as e:
+        return _fail(str(e))
+    if not items:
+        return _fail("nothing to run")
+
+    json_path = getattr(args, "json", None)
+    md_path = getattr(args, "md", None)
+    if not json_path:
+        from fastgan.benchmark import gpu_slug
+        import datetime
+        slug = gpu_slug() if cfg.device.startswith("cuda") else "cpu"
+        json_path = f"fastgan-bench-{datetime.date.today().isoformat()}-{slug}.json"
+
+    def on_update(doc):
+        write_json(doc, json_path)
+        if md_path:
+            write_markdown(doc, md_path)
+
+    n_run = sum(1 for i in items if not i.skip)
+    budget = cfg.total_budget_s
+    print(f"fastgan bench: {len(items)} rows ({n_run} to measure) on {cfg.device}"
+          f"{' (quick)' if cfg.quick else ''}"
+          f"{'' if budget == float('inf') else f', budget {budget:.0f} s'}; "
+          f"results -> {json_path}" + (f", {md_path}" if md_path else ""),
+          file=sys.stderr, flush=True)
+    try:
+        doc = run_matrix(cfg, on_update=on_update)
+    except RuntimeError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        print(f"fastgan bench: interrupted; partial results in {json_path}", file=sys.stderr)
+        return 130
+    print(to_markdown(doc))
+    print(f"fastgan bench: wrote {os.path.abspath(json_path)}"
+          + (f" and {os.path.abspath(md_path)}" if md_path else ""), file=sys.stderr)
+    return 0
