@@ -304,8 +304,8 @@ def environment(device: str) -> dict:
     env["auto_backend"] = ops.auto_backend(dt)
     env["backend_errors"] = {b: ops.load_error(b) for b in ops.BACKENDS if ops.load_error(b)}
     env["tf32"] = dt == "cuda"
-    env["cudnn_benchmark"] = bool(dt == "cuda"
-                                  and os.environ.get("FASTGAN_BENCH_CUDNN_BENCHMARK") == "1")
+    from .paths import cudnn_benchmark
+    env["cudnn_benchmark"] = bool(dt == "cuda" and cudnn_benchmark())
     env["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
     return env
 

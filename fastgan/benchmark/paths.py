@@ -10,7 +10,7 @@
                               (``torch.compile`` of a function that calls ``opt.step()``);
                               modes: default, reduce-overhead, max-autotune
     fastgan-<backend>         ``Engine.step()`` eagerly with that op backend
-                              (static buffers, device-side draws, fused capturable Adam, no sync)
+                              (static buffers, device-side draws, fused Adam (capturable for graphs), no sync)
     fastgan-<backend>-graph   the same iteration captured once in a CUDA graph
                               (``GraphedIteration``) and replayed
 
@@ -92,13 +92,17 @@ def make_dataset(variant, n_real: int, device: torch.device, seed: int = 0
 
 
 def set_math_mode(device: torch.device) -> None:
-    """fp32 matmuls/convs in TF32 on the GPU, for every path alike (what ``fastgan train`` does).
-    cuDNN's algorithm search (``cudnn.benchmark``) stays off as in ``fastgan train``, unless
-    FASTGAN_BENCH_CUDNN_BENCHMARK=1 (then on for every path)."""
+    """fp32 matmuls/convs in TF32 and cuDNN's algorithm search (``cudnn.benchmark``) on the GPU,
+    for every path alike, as ``fastgan train`` does; FASTGAN_BENCH_CUDNN_BENCHMARK=0 turns the
+    search off for every path."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = os.environ.get("FASTGAN_BENCH_CUDNN_BENCHMARK") == "1"
+        torch.backends.cudnn.benchmark = cudnn_benchmark()
+
+
+def cudnn_benchmark() -> bool:
+    return os.environ.get("FASTGAN_BENCH_CUDNN_BENCHMARK", "1") != "0"
 
 
 def sync(device: torch.device) -> None:
@@ -228,7 +232,7 @@ class EngineRunner(Runner):
         nets = self._build_nets()
         opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
                              label_smoothing=h.label_smoothing, precision=self.precision,
-                             seed=self.seed)
+                             seed=self.seed, capturable=self.graph)
         self.engine = Engine(self.v, nets, self.images,
                              self.labels if self.v.needs_labels else None, opts, self.device)
         self.replay = None

@@ -28,6 +28,9 @@ def require_cuda_graphs(device: torch.device) -> None:
 class GraphedIteration:
     def __init__(self, engine: Engine, warmup: int = 3, unroll: int = 1):
         require_cuda_graphs(engine.device)
+        if not engine.opts.capturable:
+            raise CudaGraphsUnavailable("the engine's optimizers are not capturable: build it "
+                                        "with EngineOptions(capturable=True)")
         if engine.host is not None and (unroll > 1 or engine.opts.d_steps > 1):
             raise CudaGraphsUnavailable(
                 "a data set kept in host memory is fetched outside the graph, one batch per "

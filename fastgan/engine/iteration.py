@@ -33,15 +33,20 @@ class EngineOptions:
     label_smoothing: float = 0.0
     precision: str = "fp32"        # "fp32" or "bf16" (autocast; parameters stay fp32)
     seed: int = 0
+    # Optimizer state and lr on the device, so the step can be captured in a CUDA graph.
+    # Eager training on a GPU runs the (faster) fused Adam that counts steps on the host.
+    capturable: bool = True
 
 
-def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device
-                   ) -> torch.optim.Adam:
-    """Adam as the seeds use it. On CUDA: fused and capturable, with lr in a device tensor so a
-    schedule can change it inside a captured graph."""
-    if device.type == "cuda":
+def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device,
+                   capturable: bool = True) -> torch.optim.Adam:
+    """Adam as the seeds use it. On CUDA: fused; when ``capturable``, with its step counter
+    and lr in device tensors so a schedule can change lr inside a captured graph."""
+    if device.type == "cuda" and capturable:
         return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas,
                                 fused=True, capturable=True)
+    if device.type == "cuda":
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
@@ -57,8 +62,8 @@ class Engine:
         roles = variant.param_roles()
         self.d_params = [p for r in roles["D"] for p in nets[r].parameters()]
         self.g_params = [p for r in roles["G"] for p in nets[r].parameters()]
-        self.opt_d = make_optimizer(self.d_params, h.lr_d, h.betas, device)
-        self.opt_g = make_optimizer(self.g_params, h.lr_g, h.betas, device)
+        self.opt_d = make_optimizer(self.d_params, h.lr_d, h.betas, device, opts.capturable)
+        self.opt_g = make_optimizer(self.g_params, h.lr_g, h.betas, device, opts.capturable)
 
         # The dataset, resident on the device as uint8 (MNIST: 47 MB), unless it is too large
         # for the GPU: then it stays in pinned host memory (HostBatchLoader).

@@ -152,13 +152,17 @@ class Run:
         self.data = data
 
         torch.manual_seed(cfg.seed)
-        if self.device.type == "cuda" and cfg.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        if self.device.type == "cuda":
+            # Fixed shapes every iteration: let cuDNN pick its fastest algorithms once (during
+            # the first iterations, or the warm-up before a graph capture).
+            torch.backends.cudnn.benchmark = True
+            if cfg.tf32:
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
         self.nets = {k: m.to(self.device) for k, m in self.variant.build({}).items()}
         opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
                              label_smoothing=h.label_smoothing, precision=cfg.precision,
-                             seed=cfg.seed)
+                             seed=cfg.seed, capturable=cfg.cuda_graphs)
         try:
             if cfg.data_on not in ("auto", "device", "host"):
                 raise ValueError(f"--data-on must be auto, device or host, not {cfg.data_on!r}")
