@@ -1,0 +1,39 @@
+// bias + activation epilogue (pairs with cuBLAS/cuDNN matmul and convolution) and its backward:
+// the activation mask applied to the incoming gradient, fused with the bias-gradient reduction.
+#pragma once
+#include "common.h"
+
+namespace fastgan {
+
+struct BiasActParams {
+  DType dtype = DType::kFloat32;
+  const void* x = nullptr;     // T, dense [outer, C, inner]
+  const void* bias = nullptr;  // acc [C] or null
+  void* y = nullptr;           // T, same layout as x (may equal x: in-place epilogue)
+  Geom g;
+  ActMode act = ActMode::kIdentity;
+  double slope = 0.0;
+};
+
+struct BiasActBwdParams {
+  DType dtype = DType::kFloat32;
+  const void* grad = nullptr;  // T, same layout as y
+  const void* y = nullptr;     // T, the forward output (its sign is the activation mask)
+  void* gx = nullptr;          // T, grad * act'(y)
+  void* db = nullptr;          // T [C], sum of gx over outer and inner; null: not wanted
+  void* workspace = nullptr;   // CUDA only: bias_act_bwd_workspace_bytes() bytes
+  Geom g;
+  ActMode act = ActMode::kIdentity;
+  double slope = 0.0;
+};
+
+// CUDA (bias_act.cu). Return 0 or a cudaError_t value.
+int launch_bias_act_fwd(const BiasActParams& p, cudaStream_t stream);
+int launch_bias_act_bwd(const BiasActBwdParams& p, cudaStream_t stream);
+size_t bias_act_bwd_workspace_bytes(const BiasActBwdParams& p);
+
+// CPU (cpu_kernels.cpp).
+void cpu_bias_act_fwd(const BiasActParams& p);
+void cpu_bias_act_bwd(const BiasActBwdParams& p);
+
+}  // namespace fastgan

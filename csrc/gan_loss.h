@@ -1,0 +1,31 @@
+// GAN losses on logits, reduced, with d(loss)/d(logits) written in the same pass.
+//   bce:   max(l, 0) - l * t + log1p(exp(-|l|))        grad: sigmoid(l) - t
+//   lsgan: (sigmoid(l) - t)^2                           grad: 2 (s - t) s (1 - s)
+// both multiplied by `scale` (1/n for mean, 1 for sum).
+#pragma once
+#include "common.h"
+
+namespace fastgan {
+
+enum class GanLossKind : int32_t { kBCE = 0, kLSGAN = 1 };
+
+struct GanLossParams {
+  DType dtype = DType::kFloat32;
+  const void* logits = nullptr;   // T [n], contiguous
+  int64_t n = 0;
+  const void* target = nullptr;   // acc: [1] (a device scalar) or [n]; null: use target_value
+  bool target_per_element = false;
+  double target_value = 0.0;
+  GanLossKind kind = GanLossKind::kBCE;
+  double scale = 1.0;
+  void* loss = nullptr;           // T, one element
+  void* grad = nullptr;           // acc [n] (float32 for bfloat16 logits: one rounding, later)
+};
+
+// CUDA (gan_loss.cu): one block-reduction kernel. Returns 0 or a cudaError_t value.
+int launch_gan_loss(const GanLossParams& p, cudaStream_t stream);
+
+// CPU (cpu_kernels.cpp).
+void cpu_gan_loss(const GanLossParams& p);
+
+}  // namespace fastgan
