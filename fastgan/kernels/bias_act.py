@@ -1,0 +1,225 @@
+"""bias_act: ``y = act(x + bias[c])`` along ``dim`` (the epilogue of a convolution), fused.
+
+The tensor is walked as [A, C, B] (A = dims before ``dim``, B = dims after; for channels_last
+A and B merge and C is the contiguous axis). Forward: one elementwise kernel. Backward: one
+kernel that writes ``dX = dY * act'(y)`` (the mask from the saved output's sign) and reduces
+``db`` in the same pass, to per-program partials summed in a fixed order (deterministic).
+Without an activation dX is dY itself and the kernel only reduces db.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from . import config
+from ._common import (acc_torch, acc_type, check_float, is_dense, split_for, sum_dim0, tile3,
+                      view3)
+
+Tensor = torch.Tensor
+
+
+@triton.jit
+def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, A, C, B, sA, sC, sB, slope,
+                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr,
+                         BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
+    pid = tl.program_id(0)
+    nb = tl.cdiv(B, BLOCK_B)
+    nc = tl.cdiv(C, BLOCK_C)
+    pid_b = pid % nb
+    pid_c = (pid // nb) % nc
+    pid_a = pid // (nb * nc)
+    oa = pid_a * BLOCK_A + tl.arange(0, BLOCK_A)
+    oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    ob = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    m = (oa[:, None, None] < A) & (oc[None, :, None] < C) & (ob[None, None, :] < B)
+    off = oa[:, None, None] * sA + oc[None, :, None] * sC + ob[None, None, :] * sB
+    v = tl.load(x_ptr + off, mask=m, other=0.0).to(ACC)
+    if HAS_BIAS:
+        v += tl.load(b_ptr + oc, mask=oc < C, other=0.0).to(ACC)[None, :, None]
+    if ACT:
+        v = tl.where(v > 0, v, v * slope)
+    tl.store(y_ptr + off, v.to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _bias_act_bwd_kernel(g_ptr, y_ptr, dx_ptr, pdb_ptr, A, C, B, sA, sC, sB, a_per_split, slope,
+                         ACT: tl.constexpr, WRITE_DX: tl.constexpr, NEED_DB: tl.constexpr,
+                         ACC: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr,
+                         BLOCK_B: tl.constexpr):
+    """Program (c-block, split s): rows a in [s*a_per_split, (s+1)*a_per_split) of its channels.
+    dX = dY * act'(y); pdb[s, c] = sum of dX over its rows (db partial)."""
+    pid = tl.program_id(0)
+    nc = tl.cdiv(C, BLOCK_C)
+    pid_c = pid % nc
+    pid_s = pid // nc
+    oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mc = oc < C
+    acc = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
+    a_lo = pid_s * a_per_split
+    a_hi = tl.minimum(a_lo + a_per_split, A)
+    for a0 in range(a_lo, a_hi, BLOCK_A):
+        oa = a0 + tl.arange(0, BLOCK_A)
+        for b0 in range(0, B, BLOCK_B):
+            ob = b0 + tl.arange(0, BLOCK_B)
+            m = (oa[:, None, None] < a_hi) & mc[None, :, None] & (ob[None, None, :] < B)
+            off = oa[:, None, None] * sA + oc[None, :, None] * sC + ob[None, None, :] * sB
+            g = tl.load(g_ptr + off, mask=m, other=0.0).to(ACC)
+            if ACT:
+                yv = tl.load(y_ptr + off, mask=m, other=0.0)
+                g = tl.where(yv > 0, g, g * slope)
+            if WRITE_DX:
+                tl.store(dx_ptr + off, g.to(dx_ptr.dtype.element_ty), mask=m)
+            if NEED_DB:
+                acc += g
+    if NEED_DB:
+        db = tl.sum(tl.sum(acc, axis=2), axis=0)
+        tl.store(pdb_ptr + pid_s * C + oc, db.to(pdb_ptr.dtype.element_ty), mask=mc)
+
+
+def _norm_dim(x: Tensor, dim: int) -> int:
+    d = dim + x.dim() if dim < 0 else dim
+    if not 0 <= d < x.dim():
+        raise IndexError(f"bias_act: dim {dim} out of range for a {x.dim()}-d tensor")
+    return d
+
+
+def _prepare(x: Tensor, dim: int):
+    """x itself when it is dense and viewable as [A, C, B], else a contiguous copy."""
+    v = view3(x, dim) if is_dense(x) else None
+    if v is None:
+        x = x.contiguous()
+        v = view3(x, dim)
+    return x, v
+
+
+def bias_act_forward(x: Tensor, bias: Optional[Tensor], slope: Optional[float], dim: int) -> Tensor:
+    x, (A, C, B, sA, sC, sB) = _prepare(x, dim)
+    y = torch.empty_like(x)   # same strides as x (dense)
+    if x.numel() == 0:
+        return y
+    ba, bc, bb = tile3(A, C, B, sC)
+    grid = (triton.cdiv(A, ba) * triton.cdiv(C, bc) * triton.cdiv(B, bb),)
+    _bias_act_fwd_kernel[grid](x, bias if bias is not None else x, y, A, C, B, sA, sC, sB,
+                               0.0 if slope is None else float(slope),
+                               HAS_BIAS=bias is not None, ACT=slope is not None,
+                               ACC=acc_type(x.dtype), BLOCK_A=ba, BLOCK_C=bc, BLOCK_B=bb)
+    return y
+
+
+def bias_act_backward(grad: Tensor, y: Tensor, slope: Optional[float], dim: int,
+                      need_dx: bool, need_db: bool) -> Tuple[Tensor, Tensor]:
+    """(dX, db) — db in fp32/fp64 accumulation type (the caller casts); empty if not needed."""
+    act = slope is not None
+    y, (A, C, B, sA, sC, sB) = _prepare(y, dim)
+    if grad.stride() != y.stride() or not is_dense(grad):
+        grad = torch.empty_like(y).copy_(grad)
+    write_dx = need_dx and act
+    dx = torch.empty_like(y) if write_dx else grad.new_empty(0)
+    acc_dt = acc_torch(y.dtype)
+    if y.numel() == 0:
+        db = torch.zeros(C if need_db else 0, device=y.device, dtype=acc_dt)
+        return (dx if write_dx else grad.new_empty(0)), db
+    ba, bc, bb = tile3(A, C, B, sC)
+    n_c = triton.cdiv(C, bc)
+    S = split_for(n_c, triton.cdiv(A, ba), y.device, cap=1024)
+    a_per = triton.cdiv(triton.cdiv(A, S), ba) * ba
+    S = triton.cdiv(A, a_per)
+    pdb = torch.empty((S, C), device=y.device, dtype=acc_dt) if need_db else grad.new_empty(0)
+    if write_dx or need_db:
+        _bias_act_bwd_kernel[(n_c * S,)](
+            grad, y, dx if write_dx else grad, pdb if need_db else grad, A, C, B, sA, sC, sB,
+            a_per, 0.0 if slope is None else float(slope), ACT=act, WRITE_DX=write_dx,
+            NEED_DB=need_db, ACC=acc_type(y.dtype), BLOCK_A=ba, BLOCK_C=bc, BLOCK_B=bb)
+    if need_db and S > 1:
+        db = sum_dim0(pdb, torch.empty(C, device=y.device, dtype=acc_dt))
+    else:
+        db = pdb.view(-1) if need_db else grad.new_empty(0)
+    if need_dx and not act:
+        dx = grad.clone()  # custom ops may not return an alias of an input
+    return dx, db
+
+
+@torch.library.custom_op("fastgan_triton::bias_act", mutates_args=())
+def bias_act_op(x: Tensor, bias: Optional[Tensor], slope: Optional[float], dim: int) -> Tensor:
+    return bias_act_forward(x, bias, slope, dim)
+
+
+@bias_act_op.register_fake
+def _(x, bias, slope, dim):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("fastgan_triton::bias_act_backward", mutates_args=())
+def bias_act_backward_op(grad: Tensor, y: Tensor, slope: Optional[float], dim: int,
+                         need_dx: bool, need_db: bool) -> Tuple[Tensor, Tensor]:
+    return bias_act_backward(grad, y, slope, dim, need_dx, need_db)
+
+
+@bias_act_backward_op.register_fake
+def _(grad, y, slope, dim, need_dx, need_db):
+    acc_dt = acc_torch(y.dtype)
+    return (torch.empty_like(y) if need_dx else grad.new_empty(0),
+            y.new_empty((y.shape[dim],), dtype=acc_dt) if need_db else y.new_empty(0, dtype=acc_dt))
+
+
+def _setup_context(ctx, inputs, output):
+    x, bias, slope, dim = inputs
+    ctx.slope, ctx.dim = slope, dim
+    ctx.has_bias = bias is not None
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+    ctx.save_for_backward(output if slope is not None else None)
+
+
+def _backward(ctx, grad):
+    return _backward_with(bias_act_backward_op, ctx, grad)
+
+
+def _backward_with(bwd, ctx, grad):
+    (y,) = ctx.saved_tensors
+    need_dx = ctx.needs_input_grad[0]
+    need_db = ctx.has_bias and ctx.needs_input_grad[1]
+    if not need_dx and not need_db:
+        return None, None, None, None
+    if ctx.slope is None:
+        if not need_db:
+            return grad, None, None, None
+        # no activation: dX is dY itself (no copy); the kernel only reduces db
+        _, db = bwd(grad, grad, None, ctx.dim, False, True)
+        return grad if need_dx else None, db.to(ctx.bias_dtype), None, None
+    dx, db = bwd(grad, y, ctx.slope, ctx.dim, need_dx, need_db)
+    return (dx if need_dx else None, db.to(ctx.bias_dtype) if need_db else None, None, None)
+
+
+bias_act_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _BiasActFn(torch.autograd.Function):
+    """The eager path (config.EAGER_FAST_PATH): the same launchers without the dispatcher."""
+
+    @staticmethod
+    def forward(x, bias, slope, dim):
+        return bias_act_forward(x, bias, slope, dim)
+
+    setup_context = staticmethod(_setup_context)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _backward_with(bias_act_backward, ctx, grad)
+
+
+def bias_act(x: Tensor, bias: Optional[Tensor] = None, slope: Optional[float] = None,
+             dim: int = 1) -> Tensor:
+    """Registry entry: act(x + bias along ``dim``)."""
+    check_float("bias_act", x)
+    dim = _norm_dim(x, dim)
+    if bias is None and slope is None:
+        return x
+    if bias is not None and bias.shape != (x.shape[dim],):
+        raise ValueError(f"bias_act: bias of shape {tuple(bias.shape)} for {x.shape[dim]} channels")
+    slope = None if slope is None else float(slope)
+    if config.use_custom_op():
+        return bias_act_op(x, bias, slope, dim)
+    return _BiasActFn.apply(x, bias, slope, dim)

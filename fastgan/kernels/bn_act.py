@@ -1,0 +1,501 @@
+"""bn_act: training-mode BatchNorm fused with ReLU/LeakyReLU, and its backward.
+
+The input is walked as [A, C, B] (``fastgan.kernels._common.view3``): [N, C] inputs and
+channels_last [N, C, H, W] inputs become [rows, C] (C contiguous), NCHW inputs [N, C, H*W].
+Statistics are reduced per channel with a shift (the channel's first element) for accuracy,
+in a fixed order (deterministic):
+
+* forward, when one program per channel block can reduce all rows (``split == 1``): a single
+  kernel computes mean/var, updates the running stats in place (unbiased variance, PyTorch's
+  momentum convention), and writes ``y = act(gamma * (x - mean) * rstd + beta)``;
+* otherwise a stats kernel writes per-split partial sums and an apply kernel combines them
+  (programs of split 0 write mean/rstd and the running stats) and normalises its rows.
+
+Backward: ``dY' = dY * act'(pre)``, the mask recomputed from x and the saved mean/rstd (only x,
+mean and rstd are kept; the output is not), then
+``dX = gamma * rstd * (dY' - mean(dY') - xhat * mean(dY' * xhat))``, ``dgamma = sum(dY' * xhat)``,
+``dbeta = sum(dY')`` — one reduce pass and one dX pass, fused into a single kernel when
+``split == 1``. ``training=False`` normalises with the running stats (dX = gamma*rstd*dY').
+
+BN-after-activation (``mlp``: linear_act then bn) is ``bn_act(..., slope=None)`` after a
+``linear_act`` with the slope.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from . import config
+from ._common import acc_torch, acc_type, check_float, is_dense, next_pow2, split_for, view3
+
+Tensor = torch.Tensor
+
+# Tests set this to force the two-kernel (split) paths on small inputs.
+FORCE_SPLIT: Optional[int] = None
+
+
+@triton.jit
+def _chunk_sums(x_ptr, oc, mc, shift, a_lo, a_hi, B, sA, sC, sB, ACC: tl.constexpr,
+                BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
+    """sum(x - shift), sum((x - shift)^2) over rows [a_lo, a_hi) x all of B, per channel."""
+    s1 = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
+    s2 = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
+    for a0 in range(a_lo, a_hi, BLOCK_A):
+        oa = a0 + tl.arange(0, BLOCK_A)
+        for b0 in range(0, B, BLOCK_B):
+            ob = b0 + tl.arange(0, BLOCK_B)
+            m = (oa[:, None, None] < a_hi) & mc[None, :, None] & (ob[None, None, :] < B)
+            off = oa[:, None, None] * sA + oc[None, :, None] * sC + ob[None, None, :] * sB
+            v = tl.load(x_ptr + off, mask=m, other=0.0).to(ACC)
+            d = tl.where(m, v - shift[None, :, None], 0.0)
+            s1 += d
+            s2 += d * d
+    return tl.sum(tl.sum(s1, axis=2), axis=0), tl.sum(tl.sum(s2, axis=2), axis=0)
+
+
+@triton.jit
+def _finalize_stats(s1, s2, shift, count, eps, oc, mc, mean_ptr, rstd_ptr, rm_ptr, rv_ptr,
+                    momentum, WRITE, HAS_RUNNING: tl.constexpr):
+    m1 = s1 / count
+    var = tl.maximum(s2 / count - m1 * m1, 0.0)
+    mean = shift + m1
+    rstd = 1.0 / tl.sqrt(var + eps)
+    if WRITE:
+        tl.store(mean_ptr + oc, mean, mask=mc)
+        tl.store(rstd_ptr + oc, rstd, mask=mc)
+        if HAS_RUNNING:
+            rm = tl.load(rm_ptr + oc, mask=mc, other=0.0)
+            rv = tl.load(rv_ptr + oc, mask=mc, other=0.0)
+            unbiased = var * (count / (count - 1.0))
+            tl.store(rm_ptr + oc, ((1.0 - momentum) * rm.to(mean.dtype) + momentum * mean)
+                     .to(rm_ptr.dtype.element_ty), mask=mc)
+            tl.store(rv_ptr + oc, ((1.0 - momentum) * rv.to(var.dtype) + momentum * unbiased)
+                     .to(rv_ptr.dtype.element_ty), mask=mc)
+    return mean, rstd
+
+
+@triton.jit
+def _apply_chunk(x_ptr, y_ptr, w_ptr, b_ptr, oc, mc, mean, rstd, a_lo, a_hi, B, sA, sC, sB,
+                 slope, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+                 ACC: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr,
+                 BLOCK_B: tl.constexpr):
+    if HAS_W:
+        scale = tl.load(w_ptr + oc, mask=mc, other=0.0).to(ACC) * rstd
+    else:
+        scale = rstd
+    if HAS_B:
+        beta = tl.load(b_ptr + oc, mask=mc, other=0.0).to(ACC)
+    else:
+        beta = tl.zeros((BLOCK_C,), dtype=ACC)
+    shift = beta - mean * scale
+    for a0 in range(a_lo, a_hi, BLOCK_A):
+        oa = a0 + tl.arange(0, BLOCK_A)
+        for b0 in range(0, B, BLOCK_B):
+            ob = b0 + tl.arange(0, BLOCK_B)
+            m = (oa[:, None, None] < a_hi) & mc[None, :, None] & (ob[None, None, :] < B)
+            off = oa[:, None, None] * sA + oc[None, :, None] * sC + ob[None, None, :] * sB
+            v = tl.load(x_ptr + off, mask=m, other=0.0).to(ACC)
+            v = v * scale[None, :, None] + shift[None, :, None]
+            if ACT:
+                v = tl.where(v > 0, v, v * slope)
+            tl.store(y_ptr + off, v.to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _bn_fwd_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_ptr, ps1_ptr, ps2_ptr,
+                   A, C, B, sA, sC, sB, a_per_split, count, eps, momentum, slope,
+                   SPLIT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                   HAS_RUNNING: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr,
+                   BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Training forward. SPLIT == 1: stats + running update + normalise in one program per
+    channel block. SPLIT > 1: this program only writes its partial sums (apply kernel next)."""
+    pid = tl.program_id(0)
+    nc = tl.cdiv(C, BLOCK_C)
+    pid_c = pid % nc
+    pid_s = pid // nc
+    oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mc = oc < C
+    shift = tl.load(x_ptr + oc * sC, mask=mc, other=0.0).to(ACC)   # x[0, c, 0]
+    a_lo = pid_s * a_per_split
+    a_hi = tl.minimum(a_lo + a_per_split, A)
+    s1, s2 = _chunk_sums(x_ptr, oc, mc, shift, a_lo, a_hi, B, sA, sC, sB, ACC, BLOCK_A, BLOCK_C,
+                         BLOCK_B)
+    if SPLIT == 1:
+        mean, rstd = _finalize_stats(s1, s2, shift, count, eps, oc, mc, mean_ptr, rstd_ptr, rm_ptr,
+                                     rv_ptr, momentum, True, HAS_RUNNING)
+        _apply_chunk(x_ptr, y_ptr, w_ptr, b_ptr, oc, mc, mean, rstd, 0, A, B, sA, sC, sB, slope,
+                     HAS_W, HAS_B, ACT, ACC, BLOCK_A, BLOCK_C, BLOCK_B)
+    else:
+        tl.store(ps1_ptr + pid_s * C + oc, s1, mask=mc)
+        tl.store(ps2_ptr + pid_s * C + oc, s2, mask=mc)
+
+
+@triton.jit
+def _bn_apply_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_ptr, ps1_ptr,
+                     ps2_ptr, A, C, B, sA, sC, sB, a_per_split, count, eps, momentum, slope,
+                     SPLIT: tl.constexpr, TRAINING: tl.constexpr, HAS_W: tl.constexpr,
+                     HAS_B: tl.constexpr, HAS_RUNNING: tl.constexpr, ACT: tl.constexpr,
+                     ACC: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr,
+                     BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
+    """TRAINING: combine the SPLIT partials of its channels (split 0 writes mean/rstd and the
+    running stats), then normalise its rows. Not TRAINING: normalise with the running stats."""
+    pid = tl.program_id(0)
+    nc = tl.cdiv(C, BLOCK_C)
+    pid_c = pid % nc
+    pid_s = pid // nc
+    oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mc = oc < C
+    if TRAINING:
+        shift = tl.load(x_ptr + oc * sC, mask=mc, other=0.0).to(ACC)
+        os_ = tl.arange(0, BLOCK_S)
+        pm = (os_[:, None] < SPLIT) & mc[None, :]
+        s1 = tl.sum(tl.load(ps1_ptr + os_[:, None] * C + oc[None, :], mask=pm, other=0.0), axis=0)
+        s2 = tl.sum(tl.load(ps2_ptr + os_[:, None] * C + oc[None, :], mask=pm, other=0.0), axis=0)
+        mean, rstd = _finalize_stats(s1, s2, shift, count, eps, oc, mc, mean_ptr, rstd_ptr, rm_ptr,
+                                     rv_ptr, momentum, pid_s == 0, HAS_RUNNING)
+    else:
+        mean = tl.load(rm_ptr + oc, mask=mc, other=0.0).to(ACC)
+        rstd = 1.0 / tl.sqrt(tl.load(rv_ptr + oc, mask=mc, other=1.0).to(ACC) + eps)
+        if pid_s == 0:
+            tl.store(mean_ptr + oc, mean, mask=mc)
+            tl.store(rstd_ptr + oc, rstd, mask=mc)
+    a_lo = pid_s * a_per_split
+    a_hi = tl.minimum(a_lo + a_per_split, A)
+    _apply_chunk(x_ptr, y_ptr, w_ptr, b_ptr, oc, mc, mean, rstd, a_lo, a_hi, B, sA, sC, sB, slope,
+                 HAS_W, HAS_B, ACT, ACC, BLOCK_A, BLOCK_C, BLOCK_B)
+
+
+@triton.jit
+def _bwd_chunk_sums(x_ptr, g_ptr, oc, mc, mean, rstd, gamma, beta, a_lo, a_hi, B, sA, sC, sB,
+                    slope, ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_A: tl.constexpr,
+                    BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
+    """sum(dY'), sum(dY' * xhat) over rows [a_lo, a_hi), dY' = dY * act'(gamma*xhat + beta)."""
+    s1 = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
+    s2 = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
+    for a0 in range(a_lo, a_hi, BLOCK_A):
+        oa = a0 + tl.arange(0, BLOCK_A)
+        for b0 in range(0, B, BLOCK_B):
+            ob = b0 + tl.arange(0, BLOCK_B)
+            m = (oa[:, None, None] < a_hi) & mc[None, :, None] & (ob[None, None, :] < B)
+            off = oa[:, None, None] * sA + oc[None, :, None] * sC + ob[None, None, :] * sB
+            xh = (tl.load(x_ptr + off, mask=m, other=0.0).to(ACC) - mean[None, :, None]) \
+                * rstd[None, :, None]
+            g = tl.load(g_ptr + off, mask=m, other=0.0).to(ACC)
+            if ACT:
+                pre = xh * gamma[None, :, None] + beta[None, :, None]
+                g = tl.where(pre > 0, g, g * slope)
+            g = tl.where(m, g, 0.0)
+            s1 += g
+            s2 += g * xh
+    return tl.sum(tl.sum(s1, axis=2), axis=0), tl.sum(tl.sum(s2, axis=2), axis=0)
+
+
+@triton.jit
+def _dx_chunk(x_ptr, g_ptr, dx_ptr, oc, mc, mean, rstd, gamma, beta, c1, c2, a_lo, a_hi, B,
+              sA, sC, sB, slope, ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_A: tl.constexpr,
+              BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
+    """dX = gamma*rstd*(dY' - c1 - xhat*c2) (c1 = mean(dY'), c2 = mean(dY'*xhat); 0 in eval)."""
+    k = gamma * rstd
+    for a0 in range(a_lo, a_hi, BLOCK_A):
+        oa = a0 + tl.arange(0, BLOCK_A)
+        for b0 in range(0, B, BLOCK_B):
+            ob = b0 + tl.arange(0, BLOCK_B)
+            m = (oa[:, None, None] < a_hi) & mc[None, :, None] & (ob[None, None, :] < B)
+            off = oa[:, None, None] * sA + oc[None, :, None] * sC + ob[None, None, :] * sB
+            xh = (tl.load(x_ptr + off, mask=m, other=0.0).to(ACC) - mean[None, :, None]) \
+                * rstd[None, :, None]
+            g = tl.load(g_ptr + off, mask=m, other=0.0).to(ACC)
+            if ACT:
+                pre = xh * gamma[None, :, None] + beta[None, :, None]
+                g = tl.where(pre > 0, g, g * slope)
+            dx = k[None, :, None] * (g - c1[None, :, None] - xh * c2[None, :, None])
+            tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _load_affine(w_ptr, b_ptr, oc, mc, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                 ACC: tl.constexpr, BLOCK_C: tl.constexpr):
+    if HAS_W:
+        gamma = tl.load(w_ptr + oc, mask=mc, other=0.0).to(ACC)
+    else:
+        gamma = tl.full((BLOCK_C,), 1.0, ACC)
+    if HAS_B:
+        beta = tl.load(b_ptr + oc, mask=mc, other=0.0).to(ACC)
+    else:
+        beta = tl.zeros((BLOCK_C,), dtype=ACC)
+    return gamma, beta
+
+
+@triton.jit
+def _bn_bwd_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw_ptr, db_ptr,
+                   ps1_ptr, ps2_ptr, A, C, B, sA, sC, sB, a_per_split, count, slope,
+                   SPLIT: tl.constexpr, TRAINING: tl.constexpr, HAS_W: tl.constexpr,
+                   HAS_B: tl.constexpr, ACT: tl.constexpr, NEED_DX: tl.constexpr,
+                   NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, ACC: tl.constexpr,
+                   BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
+    """SPLIT == 1: reduce sum(dY'), sum(dY'*xhat), write dgamma/dbeta and dX in one program
+    per channel block. SPLIT > 1: write this split's partial sums only (dX kernel next)."""
+    pid = tl.program_id(0)
+    nc = tl.cdiv(C, BLOCK_C)
+    pid_c = pid % nc
+    pid_s = pid // nc
+    oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mc = oc < C
+    mean = tl.load(mean_ptr + oc, mask=mc, other=0.0)
+    rstd = tl.load(rstd_ptr + oc, mask=mc, other=0.0)
+    gamma, beta = _load_affine(w_ptr, b_ptr, oc, mc, HAS_W, HAS_B, ACC, BLOCK_C)
+    a_lo = pid_s * a_per_split
+    a_hi = tl.minimum(a_lo + a_per_split, A)
+    s1, s2 = _bwd_chunk_sums(x_ptr, g_ptr, oc, mc, mean, rstd, gamma, beta, a_lo, a_hi, B, sA, sC,
+                             sB, slope, ACT, ACC, BLOCK_A, BLOCK_C, BLOCK_B)
+    if SPLIT == 1:
+        if NEED_DW:
+            tl.store(dw_ptr + oc, s2.to(dw_ptr.dtype.element_ty), mask=mc)
+        if NEED_DB:
+            tl.store(db_ptr + oc, s1.to(db_ptr.dtype.element_ty), mask=mc)
+        if NEED_DX:
+            if TRAINING:
+                c1 = s1 / count
+                c2 = s2 / count
+            else:
+                c1 = tl.zeros((BLOCK_C,), dtype=ACC)
+                c2 = tl.zeros((BLOCK_C,), dtype=ACC)
+            _dx_chunk(x_ptr, g_ptr, dx_ptr, oc, mc, mean, rstd, gamma, beta, c1, c2, 0, A, B,
+                      sA, sC, sB, slope, ACT, ACC, BLOCK_A, BLOCK_C, BLOCK_B)
+    else:
+        tl.store(ps1_ptr + pid_s * C + oc, s1, mask=mc)
+        tl.store(ps2_ptr + pid_s * C + oc, s2, mask=mc)
+
+
+@triton.jit
+def _bn_bwd_dx_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw_ptr, db_ptr,
+                      ps1_ptr, ps2_ptr, A, C, B, sA, sC, sB, a_per_split, count, slope,
+                      SPLIT: tl.constexpr, TRAINING: tl.constexpr, HAS_W: tl.constexpr,
+                      HAS_B: tl.constexpr, ACT: tl.constexpr, NEED_DX: tl.constexpr,
+                      NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, ACC: tl.constexpr,
+                      BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr,
+                      BLOCK_B: tl.constexpr):
+    """Combine the partials (split 0 writes dgamma/dbeta), then dX for this split's rows."""
+    pid = tl.program_id(0)
+    nc = tl.cdiv(C, BLOCK_C)
+    pid_c = pid % nc
+    pid_s = pid // nc
+    oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mc = oc < C
+    os_ = tl.arange(0, BLOCK_S)
+    pm = (os_[:, None] < SPLIT) & mc[None, :]
+    s1 = tl.sum(tl.load(ps1_ptr + os_[:, None] * C + oc[None, :], mask=pm, other=0.0), axis=0)
+    s2 = tl.sum(tl.load(ps2_ptr + os_[:, None] * C + oc[None, :], mask=pm, other=0.0), axis=0)
+    if pid_s == 0:
+        if NEED_DW:
+            tl.store(dw_ptr + oc, s2.to(dw_ptr.dtype.element_ty), mask=mc)
+        if NEED_DB:
+            tl.store(db_ptr + oc, s1.to(db_ptr.dtype.element_ty), mask=mc)
+    if NEED_DX:
+        mean = tl.load(mean_ptr + oc, mask=mc, other=0.0)
+        rstd = tl.load(rstd_ptr + oc, mask=mc, other=0.0)
+        gamma, beta = _load_affine(w_ptr, b_ptr, oc, mc, HAS_W, HAS_B, ACC, BLOCK_C)
+        if TRAINING:
+            c1 = s1 / count
+            c2 = s2 / count
+        else:
+            c1 = tl.zeros((BLOCK_C,), dtype=ACC)
+            c2 = tl.zeros((BLOCK_C,), dtype=ACC)
+        a_lo = pid_s * a_per_split
+        a_hi = tl.minimum(a_lo + a_per_split, A)
+        _dx_chunk(x_ptr, g_ptr, dx_ptr, oc, mc, mean, rstd, gamma, beta, c1, c2, a_lo, a_hi, B,
+                  sA, sC, sB, slope, ACT, ACC, BLOCK_A, BLOCK_C, BLOCK_B)
+
+
+def _blocks(A: int, C: int, B: int, sC: int, device, dtype) -> Tuple[int, int, int, int, int]:
+    """(BLOCK_A, BLOCK_C, BLOCK_B, split, a_per_split) for a per-channel sweep."""
+    from ._common import tile3
+    budget = 1024 if dtype == torch.float64 else 2048
+    ba, bc, bb = tile3(A, C, B, sC, budget)
+    n_c = triton.cdiv(C, bc)
+    split = FORCE_SPLIT if FORCE_SPLIT is not None else split_for(n_c, triton.cdiv(A, ba), device)
+    split = max(1, min(split, 64, A))
+    a_per = triton.cdiv(A, split)
+    if FORCE_SPLIT is None:   # whole blocks per split (a forced split is kept exactly)
+        a_per = triton.cdiv(a_per, ba) * ba
+    split = triton.cdiv(A, a_per)
+    return ba, bc, bb, split, a_per
+
+
+def _prepare(x: Tensor):
+    v = view3(x, 1) if is_dense(x) else None
+    if v is None:
+        x = x.contiguous()
+        v = view3(x, 1)
+    return x, v
+
+
+def bn_act_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                   running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
+                   momentum: float, eps: float, slope: Optional[float]
+                   ) -> Tuple[Tensor, Tensor, Tensor]:
+    """(y, mean, rstd); running stats updated in place when training and given."""
+    x, (A, C, B, sA, sC, sB) = _prepare(x)
+    y = torch.empty_like(x)
+    acc_dt = acc_torch(x.dtype)
+    mean = torch.empty(C, device=x.device, dtype=acc_dt)
+    rstd = torch.empty(C, device=x.device, dtype=acc_dt)
+    count = A * B
+    if x.numel() == 0:
+        return y, mean.zero_(), rstd.zero_()
+    ba, bc, bb, split, a_per = _blocks(A, C, B, sC, x.device, x.dtype)
+    n_c = triton.cdiv(C, bc)
+    has_running = running_mean is not None and running_var is not None
+    dummy = mean
+    args = (x, y, weight if weight is not None else dummy, bias if bias is not None else dummy,
+            running_mean if has_running else dummy, running_var if has_running else dummy,
+            mean, rstd)
+    common = dict(HAS_W=weight is not None, HAS_B=bias is not None, HAS_RUNNING=has_running,
+                  ACT=slope is not None, ACC=acc_type(x.dtype), BLOCK_A=ba, BLOCK_C=bc,
+                  BLOCK_B=bb)
+    s = 0.0 if slope is None else float(slope)
+    if not training:
+        _bn_apply_kernel[(n_c * split,)](*args, dummy, dummy, A, C, B, sA, sC, sB, a_per,
+                                          float(count), float(eps), float(momentum), s,
+                                          SPLIT=split, TRAINING=False, BLOCK_S=next_pow2(split),
+                                          **common)
+        return y, mean, rstd
+    if split == 1:
+        _bn_fwd_kernel[(n_c,)](*args, dummy, dummy, A, C, B, sA, sC, sB, a_per, float(count),
+                               float(eps), float(momentum), s, SPLIT=1, **common)
+        return y, mean, rstd
+    ps1 = torch.empty((split, C), device=x.device, dtype=acc_dt)
+    ps2 = torch.empty((split, C), device=x.device, dtype=acc_dt)
+    _bn_fwd_kernel[(n_c * split,)](*args, ps1, ps2, A, C, B, sA, sC, sB, a_per, float(count),
+                                   float(eps), float(momentum), s, SPLIT=split, **common)
+    _bn_apply_kernel[(n_c * split,)](*args, ps1, ps2, A, C, B, sA, sC, sB, a_per, float(count),
+                                     float(eps), float(momentum), s, SPLIT=split, TRAINING=True,
+                                     BLOCK_S=next_pow2(split), **common)
+    return y, mean, rstd
+
+
+def bn_act_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                    mean: Tensor, rstd: Tensor, training: bool, slope: Optional[float],
+                    need_dx: bool, need_dw: bool, need_db: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    x, (A, C, B, sA, sC, sB) = _prepare(x)
+    if grad.stride() != x.stride() or not is_dense(grad):
+        grad = torch.empty_like(x).copy_(grad)
+    dx = torch.empty_like(x) if need_dx else grad.new_empty(0)
+    dw = torch.empty(C, device=x.device, dtype=weight.dtype) if need_dw else grad.new_empty(0)
+    db = torch.empty(C, device=x.device, dtype=bias.dtype) if need_db else grad.new_empty(0)
+    if x.numel() == 0:
+        return dx, dw.zero_(), db.zero_()
+    ba, bc, bb, split, a_per = _blocks(A, C, B, sC, x.device, x.dtype)
+    n_c = triton.cdiv(C, bc)
+    acc_dt = acc_torch(x.dtype)
+    dummy = mean
+    common = dict(TRAINING=training, HAS_W=weight is not None, HAS_B=bias is not None,
+                  ACT=slope is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db,
+                  ACC=acc_type(x.dtype), BLOCK_A=ba, BLOCK_C=bc, BLOCK_B=bb)
+    args = (x, grad, dx if need_dx else dummy, weight if weight is not None else dummy,
+            bias if bias is not None else dummy, mean, rstd, dw if need_dw else dummy,
+            db if need_db else dummy)
+    s = 0.0 if slope is None else float(slope)
+    if split == 1:
+        _bn_bwd_kernel[(n_c,)](*args, dummy, dummy, A, C, B, sA, sC, sB, a_per, float(A * B), s,
+                               SPLIT=1, **common)
+        return dx, dw, db
+    ps1 = torch.empty((split, C), device=x.device, dtype=acc_dt)
+    ps2 = torch.empty((split, C), device=x.device, dtype=acc_dt)
+    _bn_bwd_kernel[(n_c * split,)](*args, ps1, ps2, A, C, B, sA, sC, sB, a_per, float(A * B), s,
+                                   SPLIT=split, **common)
+    _bn_bwd_dx_kernel[(n_c * split,)](*args, ps1, ps2, A, C, B, sA, sC, sB, a_per, float(A * B),
+                                      s, SPLIT=split, BLOCK_S=next_pow2(split), **common)
+    return dx, dw, db
+
+
+@torch.library.custom_op("fastgan_triton::bn_act_forward",
+                         mutates_args=("running_mean", "running_var"))
+def bn_act_forward_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                      running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                      training: bool, momentum: float, eps: float, slope: Optional[float]
+                      ) -> Tuple[Tensor, Tensor, Tensor]:
+    """(y, mean, rstd); mutates the running stats (so autograd is wired by :class:`_BNAct`)."""
+    return bn_act_forward(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                          slope)
+
+
+@bn_act_forward_op.register_fake
+def _(x, weight, bias, running_mean, running_var, training, momentum, eps, slope):
+    C = x.shape[1]
+    acc_dt = acc_torch(x.dtype)
+    return torch.empty_like(x), x.new_empty((C,), dtype=acc_dt), x.new_empty((C,), dtype=acc_dt)
+
+
+@torch.library.custom_op("fastgan_triton::bn_act_backward", mutates_args=())
+def bn_act_backward_op(grad: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                       mean: Tensor, rstd: Tensor, training: bool, slope: Optional[float],
+                       need_dx: bool, need_dw: bool, need_db: bool
+                       ) -> Tuple[Tensor, Tensor, Tensor]:
+    return bn_act_backward(grad, x, weight, bias, mean, rstd, training, slope, need_dx, need_dw,
+                           need_db)
+
+
+@bn_act_backward_op.register_fake
+def _(grad, x, weight, bias, mean, rstd, training, slope, need_dx, need_dw, need_db):
+    C = x.shape[1]
+    return (torch.empty_like(x) if need_dx else grad.new_empty(0),
+            weight.new_empty((C,)) if need_dw else grad.new_empty(0),
+            bias.new_empty((C,)) if need_db else grad.new_empty(0))
+
+
+class _BNAct(torch.autograd.Function):
+    """Autograd wiring. torch.library refuses autograd formulas on ops that mutate inputs (the
+    running stats), so the two custom ops are joined by an autograd.Function, which
+    torch.compile traces through."""
+
+    @staticmethod
+    def forward(x, weight, bias, running_mean, running_var, training, momentum, eps, slope):
+        fwd = bn_act_forward_op if config.use_custom_op() else bn_act_forward
+        return fwd(x, weight, bias, running_mean, running_var, training, momentum, eps, slope)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, running_mean, running_var, training, momentum, eps, slope = inputs
+        y, mean, rstd = output
+        ctx.training, ctx.slope = training, slope
+        ctx.mark_non_differentiable(mean, rstd)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_mean, grad_rstd):
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        need_dx = ctx.needs_input_grad[0]
+        need_dw = weight is not None and ctx.needs_input_grad[1]
+        need_db = bias is not None and ctx.needs_input_grad[2]
+        if grad_y is None or not (need_dx or need_dw or need_db):
+            return (None,) * 9
+        bwd = bn_act_backward_op if config.use_custom_op() else bn_act_backward
+        dx, dw, db = bwd(grad_y, x, weight, bias, mean, rstd, ctx.training, ctx.slope, need_dx,
+                         need_dw, need_db)
+        return (dx if need_dx else None, dw if need_dw else None, db if need_db else None,
+                None, None, None, None, None, None)
+
+
+def bn_act(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+           running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool = True,
+           momentum: float = 0.1, eps: float = 1e-5, slope: Optional[float] = None) -> Tensor:
+    """Registry entry: act(batch_norm(x)), running stats updated in place (see module doc)."""
+    check_float("bn_act", x)
+    if x.dim() < 2:
+        raise ValueError(f"bn_act: expected [N, C] or [N, C, ...] input, got {tuple(x.shape)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("bn_act: running_mean and running_var must be given when training=False")
+    if training:
+        count = x.numel() // x.shape[1] if x.shape[1] else 0
+        if count <= 1:
+            raise ValueError("Expected more than 1 value per channel when training, got input "
+                             f"size {list(x.shape)}")
+    if momentum is None:
+        raise ValueError("bn_act: momentum=None (cumulative average) is not supported")
+    y, _, _ = _BNAct.apply(x, weight, bias, running_mean, running_var, bool(training),
+                           float(momentum), float(eps), None if slope is None else float(slope))
+    return y

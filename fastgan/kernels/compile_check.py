@@ -1,0 +1,286 @@
+"""Compile every fastgan Triton kernel, with every autotune config, for Hopper (sm_90) on any
+machine (no GPU needed), and report registers, shared memory, spills and whether the PTX uses
+``wgmma``. Used by ``tests/test_triton_hopper_compile.py``; also a tool:
+
+    python -m fastgan.kernels.compile_check [--json] [--filter NAME]
+
+Must run with ``TRITON_INTERPRET`` unset (the interpreter replaces the JIT functions); the test
+runs it in a subprocess for that reason. Works with the ASTSource API of Triton 3.3+ (signature
+dict with ``"constexpr"`` entries, ``constexprs`` keyed by name, ``attrs`` keyed by index tuple).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+_FLOAT_ARGS = {"slope", "eps", "momentum", "count", "scale", "t_val"}
+
+
+@dataclass
+class Case:
+    name: str
+    fn: object                   # a triton JITFunction (not an Autotuner)
+    dtype: str                   # "fp32" or "bf16": the tensor dtype of the data pointers
+    constexprs: Dict[str, object]
+    num_warps: int = 4
+    num_stages: int = 3
+    ptr_types: Dict[str, str] = field(default_factory=dict)  # overrides, e.g. partial buffers
+    expect_wgmma: bool = False
+
+
+@dataclass
+class Result:
+    name: str
+    ok: bool
+    registers: Optional[int] = None
+    shared: Optional[int] = None
+    spill_stores: Optional[int] = None
+    spill_loads: Optional[int] = None
+    stack: Optional[int] = None
+    wgmma: Optional[bool] = None
+    expect_wgmma: bool = False
+    seconds: float = 0.0
+    error: str = ""
+
+
+def _ptxas_path() -> Optional[str]:
+    try:
+        import triton
+        p = triton.knobs.nvidia.ptxas.path
+        if p and os.path.exists(p):
+            return p
+    except Exception:
+        pass
+    try:
+        import triton
+        cand = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+        if os.path.exists(cand):
+            return cand
+    except Exception:
+        pass
+    return shutil.which("ptxas") or (
+        "/usr/local/cuda/bin/ptxas" if os.path.exists("/usr/local/cuda/bin/ptxas") else None)
+
+
+def _ptxas_stats(ptx: str) -> Dict[str, int]:
+    ptxas = _ptxas_path()
+    if ptxas is None:
+        return {}
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        arch = re.search(r"\.target\s+(sm_\w+)", ptx)
+        out = subprocess.run([ptxas, "-v", f"--gpu-name={arch.group(1) if arch else 'sm_90a'}",
+                              src, "-o", os.path.join(d, "k.o")], capture_output=True, text=True)
+    log = out.stdout + out.stderr
+    stats = {}
+    m = re.search(r"Used (\d+) registers", log)
+    if m:
+        stats["registers"] = int(m.group(1))
+    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
+                  log)
+    if m:
+        stats["stack"], stats["spill_stores"], stats["spill_loads"] = map(int, m.groups())
+    return stats
+
+
+def _signature(fn, case: Case) -> Dict[str, str]:
+    sig = {}
+    for name in fn.arg_names:
+        if name in case.constexprs:
+            sig[name] = "constexpr"
+        elif name in case.ptr_types:
+            sig[name] = case.ptr_types[name]
+        elif name.endswith("_ptr"):
+            sig[name] = "*" + case.dtype
+        elif name in _FLOAT_ARGS:
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def compile_case(case: Case, arch: int = 90) -> Result:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = case.fn
+    t0 = time.time()
+    res = Result(case.name, ok=False, expect_wgmma=case.expect_wgmma)
+    try:
+        sig = _signature(fn, case)
+        # Pointers are 16-byte aligned (torch allocations are) and integer sizes/strides are
+        # multiples of 16, as Triton specialises them at launch for the variants' shapes
+        # (1024, 784, 256...): without that, 16-bit loads are not vectorised and not pipelined.
+        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+                 if sig.get(n, "").startswith("*") or sig.get(n) == "i32"}
+        src = ASTSource(fn, sig, constexprs=dict(case.constexprs), attrs=attrs)
+        k = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                           options={"num_warps": case.num_warps, "num_stages": case.num_stages})
+        ptx = k.asm["ptx"]
+        res.wgmma = "wgmma" in ptx
+        md = k.metadata
+        res.shared = md.shared if hasattr(md, "shared") else md["shared"]
+        st = _ptxas_stats(ptx)
+        res.registers = st.get("registers")
+        res.spill_stores = st.get("spill_stores")
+        res.spill_loads = st.get("spill_loads")
+        res.stack = st.get("stack")
+        res.ok = True
+    except Exception as e:  # a compile error is a test failure; keep the message
+        res.error = f"{type(e).__name__}: {str(e)[:2000]}"
+    res.seconds = time.time() - t0
+    return res
+
+
+def _jit(obj):
+    """The JITFunction under an Autotuner (or the function itself)."""
+    while hasattr(obj, "configs") and hasattr(obj, "fn"):   # triton.runtime.Autotuner
+        obj = obj.fn
+    return obj
+
+
+def cases() -> List[Case]:
+    import triton.language as tl
+
+    from . import bias_act as BA
+    from . import bn_act as BN
+    from . import gan_loss as GL
+    from . import linear_act as LA
+    from ._common import _sum_dim0_kernel
+
+    out: List[Case] = []
+    mm = _jit(LA.mm_kernel)
+    # (label, constexprs describing the launch, as the launcher specialises it: strides equal to
+    # 1 become constexpr 1; contiguous x [N, K], W [M, K], y [N, M])
+    modes = [
+        ("fwd", dict(ACT=True, BIAS_MODE=1, GRAD=0, DB=False, s_ak=1, s_bk=1, s_cq=1)),
+        ("fwd_swapped", dict(ACT=True, BIAS_MODE=2, GRAD=0, DB=False, s_ak=1, s_bk=1, s_cp=1)),
+        ("dx", dict(ACT=True, BIAS_MODE=0, GRAD=1, DB=False, s_ak=1, s_bq=1, s_cq=1, s_y1=1)),
+        ("dx_swapped", dict(ACT=True, BIAS_MODE=0, GRAD=2, DB=False, s_ap=1, s_bk=1, s_cp=1,
+                            s_y0=1)),
+        ("dw_db", dict(ACT=True, BIAS_MODE=0, GRAD=1, DB=True, s_ap=1, s_bq=1, s_cq=1, s_y0=1)),
+        ("dw_db_swapped", dict(ACT=True, BIAS_MODE=0, GRAD=2, DB=True, s_ap=1, s_bq=1, s_cp=1,
+                               s_y1=1)),
+    ]
+    for cfg in LA.MM_CONFIGS:
+        kw = cfg.kwargs
+        tag = (f"P{kw['BLOCK_P']}_Q{kw['BLOCK_Q']}_K{kw['BLOCK_K']}"
+               f"_w{cfg.num_warps}_s{cfg.num_stages}")
+        for dt, prec in (("fp32", "tf32"), ("bf16", "ieee")):
+            for label, flags in modes:
+                ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8, **flags)
+                out.append(Case(f"linear_act.mm[{label},{dt},{tag}]", mm, dt, ce,
+                                cfg.num_warps, cfg.num_stages, expect_wgmma=True))
+    for dt in ("fp32", "bf16"):
+        # tiny-M (1-logit layer) kernels: reductions, no tensor cores
+        for bn, bk in ((1, 1024), (16, 256)):
+            out.append(Case(f"linear_act.gemv_fwd[{dt},N{bn},K{bk}]", LA._gemv_fwd_kernel, dt,
+                            dict(ACT=True, HAS_BIAS=True, ACC=tl.float32, BLOCK_N=bn, BLOCK_M=1,
+                                 BLOCK_K=bk, s_xk=1, s_wk=1, s_ym=1)))
+        for direct in (False, True):   # partials (fp32) or dW/db themselves (one row block)
+            pt = {} if direct else {"pdw_ptr": "*fp32", "pdb_ptr": "*fp32"}
+            out.append(Case(f"linear_act.gemv_bwd[{dt},{'direct' if direct else 'partials'}]",
+                            LA._gemv_bwd_kernel, dt,
+                            dict(ACT=True, NEED_DX=True, NEED_DW=True, NEED_DB=True,
+                                 ACC=tl.float32, BLOCK_N=32 if direct else 64, BLOCK_M=1,
+                                 BLOCK_K=128 if direct else 64, s_gm=1, s_ym=1, s_xk=1, s_wk=1,
+                                 s_dxk=1), ptr_types=pt))
+        out.append(Case(f"common.sum_dim0[{dt}]", _sum_dim0_kernel, "fp32",
+                        dict(BLOCK_S=16, BLOCK_L=256, ACC=tl.float32),
+                        ptr_types={"out_ptr": "*" + dt}))
+        # [A, C, B] sweeps: NCHW (dcgan 128x64x32x32) and rows/channels_last ([N*H*W, C])
+        layouts = {"nchw": dict(BLOCK_A=2, BLOCK_C=1, BLOCK_B=1024, sB=1),
+                   "rows": dict(BLOCK_A=32, BLOCK_C=64, BLOCK_B=1, sC=1)}
+        for lay, blk in layouts.items():
+            out.append(Case(f"bias_act.fwd[{dt},{lay}]", BA._bias_act_fwd_kernel, dt,
+                            dict(HAS_BIAS=True, ACT=True, ACC=tl.float32, **blk)))
+            out.append(Case(f"bias_act.bwd[{dt},{lay}]", BA._bias_act_bwd_kernel, dt,
+                            dict(ACT=True, WRITE_DX=True, NEED_DB=True, ACC=tl.float32, **blk),
+                            ptr_types={"pdb_ptr": "*fp32"}))
+            f32 = {n: "*fp32" for n in ("rm_ptr", "rv_ptr", "mean_ptr", "rstd_ptr", "ps1_ptr",
+                                        "ps2_ptr", "w_ptr", "b_ptr")}
+            for split in (1, 8):
+                out.append(Case(f"bn_act.fwd[{dt},{lay},split{split}]", BN._bn_fwd_kernel, dt,
+                                dict(SPLIT=split, HAS_W=True, HAS_B=True, HAS_RUNNING=True,
+                                     ACT=True, ACC=tl.float32, **blk), ptr_types=f32))
+                f32b = dict(f32, dw_ptr="*fp32", db_ptr="*fp32")
+                out.append(Case(f"bn_act.bwd[{dt},{lay},split{split}]", BN._bn_bwd_kernel, dt,
+                                dict(SPLIT=split, TRAINING=True, HAS_W=True, HAS_B=True, ACT=True,
+                                     NEED_DX=True, NEED_DW=True, NEED_DB=True, ACC=tl.float32,
+                                     **blk), ptr_types=f32b))
+            for training in (True, False):
+                out.append(Case(f"bn_act.apply[{dt},{lay},{'train' if training else 'eval'}]",
+                                BN._bn_apply_kernel, dt,
+                                dict(SPLIT=8, TRAINING=training, HAS_W=True, HAS_B=True,
+                                     HAS_RUNNING=True, ACT=True, ACC=tl.float32, BLOCK_S=8,
+                                     **blk), ptr_types=f32))
+            out.append(Case(f"bn_act.bwd_dx[{dt},{lay}]", BN._bn_bwd_dx_kernel, dt,
+                            dict(SPLIT=8, TRAINING=True, HAS_W=True, HAS_B=True, ACT=True,
+                                 NEED_DX=True, NEED_DW=True, NEED_DB=True, ACC=tl.float32,
+                                 BLOCK_S=8, **blk),
+                            ptr_types=dict(f32, dw_ptr="*fp32", db_ptr="*fp32")))
+        for kind in (0, 1):
+            for one in (True, False):
+                out.append(Case(f"gan_loss.loss_grad[{dt},{'bce' if kind == 0 else 'lsgan'},"
+                                f"{'one' if one else 'multi'}]", GL._gan_loss_kernel, dt,
+                                dict(KIND=kind, T_MODE=1, NEED_GRAD=True, ONE_BLOCK=one,
+                                     ACC=tl.float32, BLOCK=2048),
+                                ptr_types={"part_ptr": "*fp32"}))
+        out.append(Case(f"gan_loss.finalize[{dt}]", GL._gan_loss_finalize_kernel, "fp32",
+                        dict(ACC=tl.float32, BLOCK=1024), ptr_types={"loss_ptr": "*" + dt}))
+    return out
+
+
+def run(filter_: str = "", workers: int = 0) -> List[Result]:
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise RuntimeError("compile_check needs TRITON_INTERPRET unset (it compiles real kernels)")
+    cs = [c for c in cases() if filter_ in c.name]
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(workers) as ex:
+            return list(ex.map(compile_case, cs))
+    return [compile_case(c) for c in cs]
+
+
+def format_table(results: List[Result]) -> str:
+    lines = [f"{'kernel':64s} {'ok':>3s} {'regs':>5s} {'smem':>7s} {'spill st/ld':>12s} "
+             f"{'wgmma':>6s} {'s':>5s}"]
+    for r in results:
+        sp = f"{r.spill_stores}/{r.spill_loads}" if r.spill_stores is not None else "-"
+        wg = "-" if r.wgmma is None else ("yes" if r.wgmma else "no")
+        lines.append(f"{r.name:64s} {'ok' if r.ok else 'ERR':>3s} {str(r.registers):>5s} "
+                     f"{str(r.shared):>7s} {sp:>12s} {wg:>6s} {r.seconds:5.1f}")
+        if r.error:
+            lines.append("    " + r.error.replace("\n", "\n    ")[:1500])
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print results as JSON")
+    ap.add_argument("--filter", default="", help="only kernels whose name contains this")
+    ap.add_argument("--workers", type=int, default=0)
+    a = ap.parse_args(argv)
+    res = run(a.filter, a.workers)
+    if a.json:
+        print(json.dumps([asdict(r) for r in res]))
+    else:
+        print(format_table(res))
+    return 0 if all(r.ok for r in res) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

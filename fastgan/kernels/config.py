@@ -1,0 +1,80 @@
+"""Settings shared by the Triton kernels of fastgan.
+
+``DOT_PRECISION``: how ``tl.dot`` multiplies **fp32** operands.
+
+* ``"tf32"`` (default on CUDA): TensorFloat-32 tensor cores, fp32 accumulation; about 1e-3
+  relative error per product, like ``torch.backends.cuda.matmul.allow_tf32 = True``.
+* ``"ieee"`` (default under ``TRITON_INTERPRET=1``): true fp32 products (on a GPU: slower FFMA
+  path, no wgmma).
+* ``"tf32x3"``: three tf32 products, close to fp32 accuracy on tensor cores.
+
+Override with the environment variable ``FASTGAN_TRITON_DOT_PRECISION`` before the first call,
+or with :func:`set_dot_precision` at any time (kernels are specialised on it, so a change only
+costs a compile). bf16 operands always go to the tensor cores as bf16 with fp32 accumulation;
+fp64 operands (tests only) use ``"ieee"``.
+
+``EAGER_FAST_PATH`` (default True): in eager mode the registry entries call the kernels through a
+plain ``torch.autograd.Function`` (about 5 us of Python per call) rather than through the
+``torch.library`` custom ops (about 40 us through the dispatcher, measured with torch 2.14 on
+CPU), which matters for the variants' small layers. Under ``torch.compile`` (and whenever this
+is False) the custom ops are called, so traced graphs see opaque ops with fake implementations.
+Both paths run the same launchers and the same backward.
+
+``INTERPRET``: ``TRITON_INTERPRET=1`` was set when this module was imported (Triton decides at
+decoration time, so the variable must be set before ``fastgan.kernels`` is imported).
+The interpreter's ``tl.dot`` multiplies bf16 operands as raw 16-bit integers (Triton 3.8), so
+under the interpreter bf16 operands are upcast to fp32 just before the dot (exact: every bf16 is
+an fp32), see :func:`dot_upcast`.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+_VALID = ("tf32", "ieee", "tf32x3")
+DOT_PRECISION: str = os.environ.get("FASTGAN_TRITON_DOT_PRECISION",
+                                    "ieee" if INTERPRET else "tf32")
+if DOT_PRECISION not in _VALID:
+    raise ValueError(f"FASTGAN_TRITON_DOT_PRECISION must be one of {_VALID}, not {DOT_PRECISION!r}")
+
+
+def set_dot_precision(p: str) -> None:
+    """Set how fp32 ``tl.dot`` runs: ``tf32``, ``ieee`` or ``tf32x3``."""
+    global DOT_PRECISION
+    if p not in _VALID:
+        raise ValueError(f"dot precision must be one of {_VALID}, not {p!r}")
+    DOT_PRECISION = p
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """The ``input_precision`` passed to ``tl.dot`` for operands of ``dtype``."""
+    return DOT_PRECISION if dtype == torch.float32 else "ieee"
+
+
+def dot_upcast(dtype: torch.dtype) -> bool:
+    """Whether to upcast 16-bit dot operands to fp32 (works around the interpreter's bf16 dot)."""
+    return INTERPRET and dtype in (torch.bfloat16, torch.float16)
+
+
+def uses_tf32(dtype: torch.dtype) -> bool:
+    """True when a matmul on ``dtype`` inputs is rounded to tf32 (for test tolerances)."""
+    return dtype == torch.float32 and DOT_PRECISION != "ieee"
+
+
+EAGER_FAST_PATH: bool = True
+
+
+def use_custom_op() -> bool:
+    """Whether a registry entry should call the torch.library custom op (see EAGER_FAST_PATH)."""
+    if not EAGER_FAST_PATH:
+        return True
+    try:
+        return torch.compiler.is_compiling()
+    except AttributeError:  # torch < 2.3
+        return True
+
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)

@@ -1,0 +1,170 @@
+"""gan_loss: BCE-with-logits or LSGAN (on sigmoid(logit)) against a constant target, with the
+gradient written by the same kernel as the loss.
+
+One pass over the logits computes each element's loss and ``dL/dlogit`` (already scaled by
+1/n for ``mean``); the per-program partial losses are summed in a fixed order by a one-program
+finalize kernel (skipped when one program covers everything), so the loss is deterministic.
+The backward only multiplies the saved gradient by the incoming scalar gradient.
+
+Stable for any |logit| (tested to 100): ``bce = max(z, 0) - z*t + log1p(exp(-|z|))``,
+``sigmoid`` and ``1 - sigmoid`` both computed from ``exp(-|z|)``; log1p is computed as
+``log(u) - ((u - 1) - e) / u`` with ``u = 1 + e`` (exact to an ulp, works in the interpreter).
+
+The target is a Python float or a 0-d tensor (read on the device: no host sync); a tensor with
+more than one element is broadcast to the logits (per-element targets). No gradient flows to the
+target.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+import triton
+import triton.language as tl
+
+from . import config
+from ._common import acc_type, check_float, next_pow2
+
+Tensor = torch.Tensor
+
+_KINDS = {"bce": 0, "lsgan": 1}
+_REDUCTIONS = ("mean", "sum")
+
+
+@triton.jit
+def _gan_loss_kernel(z_ptr, g_ptr, part_ptr, loss_ptr, t_ptr, t_val, n, scale,
+                     KIND: tl.constexpr, T_MODE: tl.constexpr, NEED_GRAD: tl.constexpr,
+                     ONE_BLOCK: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """KIND 0 bce, 1 lsgan. T_MODE 0: target t_val; 1: t_ptr[0]; 2: t_ptr[i] per element."""
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    z = tl.load(z_ptr + offs, mask=m, other=0.0).to(ACC)
+    if T_MODE == 0:
+        t = t_val
+    elif T_MODE == 1:
+        t = tl.load(t_ptr).to(ACC)
+    else:
+        t = tl.load(t_ptr + offs, mask=m, other=0.0).to(ACC)
+    e = tl.exp(-tl.abs(z))                  # in (0, 1]
+    u = 1.0 + e
+    inv = 1.0 / u
+    pos = z >= 0
+    p = tl.where(pos, inv, e * inv)         # sigmoid(z)
+    q = tl.where(pos, e * inv, inv)         # 1 - sigmoid(z), without cancellation
+    d = tl.where(pos, (1.0 - t) - q, p - t)   # sigmoid(z) - t, no cancellation near t = 1
+    if KIND == 0:
+        log1p_e = tl.log(u) - ((u - 1.0) - e) / u
+        loss = tl.maximum(z, 0.0) - z * t + log1p_e
+        grad = d
+    else:
+        loss = d * d
+        grad = 2.0 * d * p * q
+    loss = tl.where(m, loss, 0.0)
+    total = tl.sum(loss, axis=0)
+    if NEED_GRAD:
+        tl.store(g_ptr + offs, (grad * scale).to(g_ptr.dtype.element_ty), mask=m)
+    if ONE_BLOCK:
+        tl.store(loss_ptr, (total * scale).to(loss_ptr.dtype.element_ty))
+    else:
+        tl.store(part_ptr + pid, total)
+
+
+@triton.jit
+def _gan_loss_finalize_kernel(part_ptr, loss_ptr, n_parts, scale, ACC: tl.constexpr,
+                              BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    acc = tl.zeros((BLOCK,), dtype=ACC)
+    for i in range(0, n_parts, BLOCK):
+        acc += tl.load(part_ptr + i + offs, mask=i + offs < n_parts, other=0.0)
+    tl.store(loss_ptr, (tl.sum(acc, axis=0) * scale).to(loss_ptr.dtype.element_ty))
+
+
+def gan_loss_forward(logits: Tensor, target: Optional[Tensor], target_value: float, kind: str,
+                     reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
+    """(loss 0-d, dloss/dlogits shaped like logits, or empty when need_grad is False)."""
+    if kind not in _KINDS:
+        raise ValueError(f"gan_loss: unknown kind {kind!r} (use 'bce' or 'lsgan')")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"gan_loss: unknown reduction {reduction!r} (use 'mean' or 'sum')")
+    z = logits.contiguous()
+    n = z.numel()
+    loss = torch.empty((), device=z.device, dtype=z.dtype)
+    grad = torch.empty_like(z) if need_grad else z.new_empty(0)
+    if target is None:
+        t_mode, t_arg = 0, z
+    elif target.numel() == 1:
+        t_mode, t_arg = 1, target.reshape(())
+    else:
+        t_mode, t_arg = 2, target.to(z.device).expand_as(z).contiguous()
+    if n == 0:
+        loss.fill_(float("nan") if reduction == "mean" else 0.0)
+        return loss, grad
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    BLOCK = 1024 if config.INTERPRET else (2048 if n >= 2048 else max(128, next_pow2(n)))
+    n_blocks = triton.cdiv(n, BLOCK)
+    acc = acc_type(z.dtype)
+    parts = torch.empty(n_blocks, device=z.device,
+                        dtype=torch.float64 if z.dtype == torch.float64 else torch.float32)
+    _gan_loss_kernel[(n_blocks,)](z, grad if need_grad else z, parts, loss, t_arg,
+                                  float(target_value), n, scale, KIND=_KINDS[kind], T_MODE=t_mode,
+                                  NEED_GRAD=need_grad, ONE_BLOCK=n_blocks == 1, ACC=acc,
+                                  BLOCK=BLOCK)
+    if n_blocks > 1:
+        _gan_loss_finalize_kernel[(1,)](parts, loss, n_blocks, scale, ACC=acc,
+                                        BLOCK=min(1024, next_pow2(n_blocks)))
+    return loss, grad
+
+
+@torch.library.custom_op("fastgan_triton::gan_loss", mutates_args=())
+def gan_loss_op(logits: Tensor, target: Optional[Tensor], target_value: float, kind: str,
+                reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
+    return gan_loss_forward(logits, target, target_value, kind, reduction, need_grad)
+
+
+@gan_loss_op.register_fake
+def _(logits, target, target_value, kind, reduction, need_grad):
+    return logits.new_empty(()), (torch.empty_like(logits) if need_grad else logits.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    loss, grad = output
+    ctx.mark_non_differentiable(grad)
+    ctx.save_for_backward(grad)
+
+
+def _backward(ctx, grad_loss, grad_grad):
+    (g,) = ctx.saved_tensors
+    if grad_loss is None or g.numel() == 0 or not ctx.needs_input_grad[0]:
+        return None, None, None, None, None, None
+    return g * grad_loss.to(g.dtype), None, None, None, None, None
+
+
+gan_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _GanLossFn(torch.autograd.Function):
+    """The eager path (config.EAGER_FAST_PATH): the same kernels without the dispatcher."""
+
+    @staticmethod
+    def forward(logits, target, target_value, kind, reduction, need_grad):
+        return gan_loss_forward(logits, target, target_value, kind, reduction, need_grad)
+
+    setup_context = staticmethod(_setup_context)
+    backward = staticmethod(_backward)
+
+
+def gan_loss(logits: Tensor, target: Union[float, Tensor], kind: str = "bce",
+             reduction: str = "mean") -> Tensor:
+    """Registry entry: mean/sum of BCE-with-logits or LSGAN against ``target``."""
+    check_float("gan_loss", logits)
+    need_grad = logits.requires_grad and torch.is_grad_enabled()
+    fn = gan_loss_op if config.use_custom_op() else _GanLossFn.apply
+    if isinstance(target, Tensor):
+        target = target.detach()
+        if target.device != logits.device:
+            target = target.to(logits.device)
+        loss, _ = fn(logits, target, 0.0, kind, reduction, need_grad)
+    else:
+        loss, _ = fn(logits, None, float(target), kind, reduction, need_grad)
+    return loss
