@@ -43,6 +43,10 @@ _MM_CONFIG_TUPLES = [
     (128, 128, 32, 8, 3),   # large batches (mlp at 4096-8192)
 ]
 _INTERP_CONFIG = (32, 32, 32, 4, 1)
+# The interpreter's cost is per program instance: whole-layer products (the variants' 784x1024,
+# 6272x1024...) run with large tiles, the small test shapes with small ones that cross blocks.
+_INTERP_BIG_CONFIG = (256, 256, 128, 4, 1)
+_INTERP_BIG_AT = 256
 
 
 def _make_configs(tuples):
@@ -51,12 +55,16 @@ def _make_configs(tuples):
 
 
 MM_CONFIGS = _make_configs(_MM_CONFIG_TUPLES)
-_ACTIVE_MM_CONFIGS = _make_configs([_INTERP_CONFIG]) if config.INTERPRET else MM_CONFIGS
+_ACTIVE_MM_CONFIGS = (_make_configs([_INTERP_CONFIG, _INTERP_BIG_CONFIG]) if config.INTERPRET
+                      else MM_CONFIGS)
 
 
 def _prune(configs, named_args, **kwargs):
     """Drop configs whose tile is far larger than the problem (keeps at least one)."""
     P, Q = named_args["P"], named_args["Q"]
+    if config.INTERPRET:  # one config, never benchmarked: small tiles unless the product is big
+        big = max(P, Q) > _INTERP_BIG_AT
+        return [c for c in configs if (c.kwargs["BLOCK_P"] == _INTERP_BIG_CONFIG[0]) == big]
     keep = [c for c in configs
             if c.kwargs["BLOCK_P"] <= max(64, next_pow2(P))
             and c.kwargs["BLOCK_Q"] <= max(32, next_pow2(Q))]
