@@ -279,7 +279,9 @@ class Run:
                     rows.append(row)
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(row) + "\n")
-                    self._log(f"step {self.step}/{self.total} | {its:8.1f} it/s | d_loss "
+                    done = int(20 * self.step / self.total)
+                    self._log(f"[{'#' * done}{'.' * (20 - done)}] step {self.step}/{self.total} | "
+                              f"{its:8.1f} it/s | d_loss "
                               f"{st['d_loss']:.4f} g_loss {st['g_loss']:.4f} | D(x) "
                               f"{st['d_real']:.3f} D(G(z)) {st['d_fake']:.3f}")
                     want_ckpt = (cfg.checkpoint_every and self.step % cfg.checkpoint_every
