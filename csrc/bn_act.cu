@@ -13,49 +13,7 @@ namespace {
 
 using namespace cu;
 
-constexpr int kThreads = 256;
-constexpr int kRowsTx = 32, kRowsTy = 8;
 
-struct Plan {
-  bool rows = false;
-  int vec = 1;
-  int64_t grid_x = 1, splits = 1, per_split = 1;
-};
-
-template <typename T>
-Plan plan_reduce(const Geom& g, bool aligned) {
-  Plan p;
-  const int VEC = vec_width<T>();
-  int64_t sms = cuda_num_sms();
-  if (sms <= 0) sms = 132;
-  const int64_t target_blocks = 4 * sms;
-  if (g.inner == 1) {
-    p.rows = true;
-    p.vec = (aligned && g.C % VEC == 0) ? VEC : 1;
-    p.grid_x = ceil_div(g.C / p.vec, kRowsTx);
-    const int64_t R = g.outer;
-    int64_t S = ceil_div(target_blocks, p.grid_x);
-    const int64_t max_s = ceil_div(R, 4 * kRowsTy);
-    if (S > max_s) S = max_s;
-    if (S > 65535) S = 65535;
-    if (S < 1) S = 1;
-    p.per_split = ceil_div(R, S);
-    p.splits = ceil_div(R, p.per_split);
-  } else {
-    p.rows = false;
-    p.vec = (aligned && g.inner % VEC == 0) ? VEC : 1;
-    p.grid_x = g.C;
-    const int64_t total = g.outer * (g.inner / p.vec);
-    int64_t S = ceil_div(target_blocks, g.C);
-    const int64_t max_s = ceil_div(total, 4 * kThreads);
-    if (S > max_s) S = max_s;
-    if (S > 65535) S = 65535;
-    if (S < 1) S = 1;
-    p.per_split = ceil_div(total, S);
-    p.splits = ceil_div(total, p.per_split);
-  }
-  return p;
-}
 
 // The affine part, identical in the forward and the backward (so that the recomputed
 // pre-activation has exactly the forward's sign): z = (x - mean) * scale + shift with

@@ -138,5 +138,51 @@ inline int elementwise_blocks(int64_t work, int threads) {
 
 inline int launch_status() { return static_cast<int>(cudaGetLastError()); }
 
+// ---- launch planning of the per-channel reductions (bias_act's db, bn_act's statistics and
+// backward), shared by each op's workspace query and its launch ----
+constexpr int kThreads = 256;
+constexpr int kRowsTx = 32, kRowsTy = 8;  // rows layout: 32 channel vectors x 8 rows per block
+
+struct Plan {
+  bool rows = false;   // rows layout (inner == 1) vs planar
+  int vec = 1;
+  int64_t grid_x = 1, splits = 1, per_split = 1;
+};
+
+template <typename T>
+Plan plan_reduce(const Geom& g, bool aligned) {
+  Plan p;
+  const int VEC = vec_width<T>();
+  int64_t sms = cuda_num_sms();
+  if (sms <= 0) sms = 132;
+  const int64_t target_blocks = 4 * sms;
+  if (g.inner == 1) {
+    p.rows = true;
+    p.vec = (aligned && g.C % VEC == 0) ? VEC : 1;
+    p.grid_x = ceil_div(g.C / p.vec, kRowsTx);
+    const int64_t R = g.outer;
+    int64_t S = ceil_div(target_blocks, p.grid_x);
+    const int64_t max_s = ceil_div(R, 4 * kRowsTy);  // at least 4 rows per thread
+    if (S > max_s) S = max_s;
+    if (S > 65535) S = 65535;
+    if (S < 1) S = 1;
+    p.per_split = ceil_div(R, S);
+    p.splits = ceil_div(R, p.per_split);
+  } else {
+    p.rows = false;
+    p.vec = (aligned && g.inner % VEC == 0) ? VEC : 1;
+    p.grid_x = g.C;
+    const int64_t total = g.outer * (g.inner / p.vec);
+    int64_t S = ceil_div(target_blocks, g.C);
+    const int64_t max_s = ceil_div(total, 4 * kThreads);  // at least 4 vectors per thread
+    if (S > max_s) S = max_s;
+    if (S > 65535) S = 65535;
+    if (S < 1) S = 1;
+    p.per_split = ceil_div(total, S);
+    p.splits = ceil_div(total, p.per_split);
+  }
+  return p;
+}
+
 }  // namespace cu
 }  // namespace fastgan

@@ -56,3 +56,24 @@ def mnist_dir():
     if p is None:
         pytest.skip("the real MNIST files (../shared/data/mnist) are not here")
     return p
+
+
+@pytest.fixture
+def make_idx_dataset(tmp_path):
+    """A factory: write n random 28x28 digits-shaped images and labels as IDX files into a fresh
+    folder and return its path (real MNIST is used where the test is about real data)."""
+    import numpy as np
+
+    from fastgan.data import write_idx
+    counter = {"n": 0}
+
+    def make(n: int = 256, seed: int = 0) -> str:
+        counter["n"] += 1
+        d = tmp_path / f"idx{counter['n']}"
+        d.mkdir()
+        rng = np.random.default_rng(seed)
+        write_idx(d / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), np.uint8))
+        write_idx(d / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,), np.uint8))
+        return str(d)
+
+    return make

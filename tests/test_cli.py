@@ -8,24 +8,17 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from fastgan.cli import main
-from fastgan.data import write_idx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
-def data_dir(tmp_path):
-    rng = np.random.default_rng(1)
-    d = tmp_path / "data"
-    d.mkdir()
-    write_idx(d / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (128, 28, 28), np.uint8))
-    write_idx(d / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, (128,), np.uint8))
-    return str(d)
+def data_dir(make_idx_dataset):
+    return make_idx_dataset(128, seed=1)
 
 
 def run_cli(args, capsys):
@@ -129,17 +122,13 @@ def test_train_sample_and_resume_checks(data_dir, tmp_path, capsys):
     assert rc == 2 and "corrupt" in one_error_line(err)
 
 
-def test_resume_with_other_architecture(tmp_path, capsys):
-    rng = np.random.default_rng(2)
-    d = tmp_path / "data"
-    d.mkdir()
-    write_idx(d / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (32, 28, 28), np.uint8))
-    write_idx(d / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, (32,), np.uint8))
+def test_resume_with_other_architecture(tmp_path, capsys, make_idx_dataset):
+    d = make_idx_dataset(32, seed=2)
     out = tmp_path / "run"
     common = ["--variant", "dcgan", "--image-size", "32", "--ndf", "8", "--steps", "2"]
-    rc, _, err = run_cli(train_args(str(d), out, *common, "--ngf", "8"), capsys)
+    rc, _, err = run_cli(train_args(d, out, *common, "--ngf", "8"), capsys)
     assert rc == 0, err
-    rc, _, err = run_cli(train_args(str(d), out, "--resume", str(out), *common, "--ngf", "16",
+    rc, _, err = run_cli(train_args(d, out, "--resume", str(out), *common, "--ngf", "16",
                                     "--steps", "4"), capsys)
     assert rc == 2
     assert "networks differ" in one_error_line(err)

@@ -7,11 +7,9 @@ import copy
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
 
-from fastgan.data import write_idx
 from fastgan.engine import Diverged, Engine, EngineOptions, Run, TrainConfig
 from fastgan.engine import checkpoint as ckpt
 from fastgan.engine.seed_loop import SeedLoop
@@ -104,14 +102,8 @@ def test_snapshot_restore_leaves_no_trace():
 # ---- the trainer ------------------------------------------------------------------------------
 
 @pytest.fixture
-def tiny_mnist(tmp_path):
-    """A small IDX data set of random digits-shaped images (real MNIST is used elsewhere)."""
-    rng = np.random.default_rng(0)
-    d = tmp_path / "data"
-    d.mkdir()
-    write_idx(d / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (256, 28, 28), np.uint8))
-    write_idx(d / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, (256,), np.uint8))
-    return str(d)
+def tiny_mnist(make_idx_dataset):
+    return make_idx_dataset(256)
 
 
 def _cfg(data_dir, out, **kw):

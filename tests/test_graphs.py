@@ -124,19 +124,10 @@ def test_warmup_leaves_no_trace():
 @pytest.mark.parametrize("opts", [dict(d_steps=2), dict(precision="bf16"),
                                   dict(graph_unroll=4)])
 @pytest.mark.parametrize("name", ["mlp", "gancls", "dcgan"])
-def test_trainer_cuda_graphs(tmp_path, name, opts):
-    rng = torch.Generator().manual_seed(0)
-    import numpy as np
-
-    from fastgan.data import write_idx
-    d = tmp_path / "data"
-    d.mkdir()
-    write_idx(d / "train-images-idx3-ubyte.gz",
-              torch.randint(0, 256, (256, 28, 28), generator=rng, dtype=torch.uint8).numpy())
-    write_idx(d / "train-labels-idx1-ubyte.gz", np.random.default_rng(0).integers(
-        0, 10, (256,), np.uint8))
+def test_trainer_cuda_graphs(tmp_path, name, opts, make_idx_dataset):
+    d = make_idx_dataset(256)
     vopts = {"ngf": 16, "ndf": 16} if name == "dcgan" else {}
-    cfg = TrainConfig(variant=name, data_dir=str(d), out=str(tmp_path / "run"), device="cuda",
+    cfg = TrainConfig(variant=name, data_dir=d, out=str(tmp_path / "run"), device="cuda",
                       backend="auto", cuda_graphs=True, steps=40, log_every=8,
                       sample_every=0, checkpoint_every=0, quiet=True,
                       image_size=32 if name == "dcgan" else None, variant_options=vopts,
@@ -153,17 +144,10 @@ def test_trainer_cuda_graphs(tmp_path, name, opts):
     assert res2["step"] == 48
 
 
-def test_host_resident_data_with_graphs(tmp_path):
+def test_host_resident_data_with_graphs(tmp_path, make_idx_dataset):
     """A data set kept in pinned host memory: fetched outside the graph before each replay."""
-    import numpy as np
-
-    from fastgan.data import write_idx
-    d = tmp_path / "data"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    write_idx(d / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (256, 28, 28), np.uint8))
-    write_idx(d / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, (256,), np.uint8))
-    cfg = TrainConfig(variant="gancls", data_dir=str(d), out=str(tmp_path / "run"),
+    d = make_idx_dataset(256)
+    cfg = TrainConfig(variant="gancls", data_dir=d, out=str(tmp_path / "run"),
                       device="cuda", backend="reference", cuda_graphs=True, data_on="host",
                       steps=20, log_every=5, sample_every=0, checkpoint_every=0, quiet=True)
     run = Run(cfg)
