@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make train      install, then train the demo (mlp on real MNIST digits) and write a sample grid"
 	@echo "make test       install, then run the test suite (what CI runs)"
-	@echo "make test-slow  the long checks (marked slow), not in CI"
+	@echo "make test-slow  the whole suite with the long checks (marked slow), not in CI"
 	@echo "make bench      the benchmark matrix on this machine"
 	@echo "make gpu-check  on a GPU machine without network: build, GPU tests, quick benchmarks"
 
@@ -51,7 +51,7 @@ test: install
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
 
 test-slow: install
-	$(PYTHON) -m pytest -q -m slow --run-slow $(PYTEST_ARGS)
+	FASTGAN_BENCH_TINY=1 $(PYTHON) -m pytest -q --run-slow $(PYTEST_ARGS)
 
 test-gpu: install
 	$(PYTHON) -m pytest -q -m gpu $(PYTEST_ARGS)
