@@ -89,8 +89,14 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return num if den == 0 else num / den
 
 
-def check(name, out, ref, tol, seed):
+def check(name, out, ref, tol, seed, scale=None):
+    """Relative error below ``tol``; with ``scale``, relative to max(|ref|, scale): for outputs
+    that are small differences of larger terms (BN's dx over a handful of samples), whose fp32
+    rounding is set by the terms, not by the result."""
     e = rel_err(out, ref)
+    if scale is not None and e > 0:
+        e = e * ref.detach().double().norm().item() / max(ref.detach().double().norm().item(),
+                                                          scale)
     assert e < tol, f"{name}: relative error {e:.3g} >= {tol:g} (seed {seed})"
 
 
@@ -327,7 +333,14 @@ def _bn_case(device, dtype, shape, layout, slope, training, affine, seed, wdtype
     yr.backward(g.double())
     tol = tol_for(device, dtype)
     check("y", y, yr, tol, seed)
-    check("dx", x.grad, xr.grad, tol, seed)
+    # dx = gamma*rstd*(g' - mean(g') - xhat*mean(g'*xhat)): with few samples per channel the
+    # projection cancels most of g', so its rounding is measured against gamma*rstd*|g|.
+    red = [d for d in range(x0.dim()) if d != 1]
+    rstd = (xr.detach().var(dim=red, unbiased=False, keepdim=True) + eps).rsqrt() \
+        if training else (rvr.view([-1 if d == 1 else 1 for d in range(x0.dim())]) + eps).rsqrt()
+    gam = wr.detach().view([-1 if d == 1 else 1 for d in range(x0.dim())]) if wr is not None \
+        else 1.0
+    check("dx", x.grad, xr.grad, tol, seed, scale=(g.double() * rstd * gam).norm().item())
     if w is not None:
         check("dgamma", w.grad, wr.grad, tol, seed)
     if b is not None:
