@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("name,steps", [("mlp", 3000), ("convgan", 1500)])
+@pytest.mark.parametrize("name,steps", [("mlp", 3000), ("convgan", 4500)])
 def test_digit_like_samples(name, steps, mnist_dir):
     out = os.path.join(REPO, "runs", "slow", name)
     run = Run(TrainConfig(variant=name, data_dir=str(mnist_dir), out=out, device="cpu",
