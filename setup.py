@@ -50,34 +50,30 @@ class ExtensionBuildError(RuntimeError):
     pass
 
 
-def _which_cmake() -> str:
-    exe = shutil.which("cmake")
+def _find_tool(name: str, module: str, bin_dir_attr: str) -> str | None:
+    """``name`` on PATH, else inside the PyPI package of the same tool (cmake, ninja)."""
+    exe = shutil.which(name)
     if exe:
         return exe
-    try:  # the `cmake` PyPI package
-        import cmake  # type: ignore
-
-        cand = os.path.join(cmake.CMAKE_BIN_DIR, "cmake")
+    try:
+        mod = __import__(module)
+        cand = os.path.join(getattr(mod, bin_dir_attr), name)
         if os.path.exists(cand):
             return cand
-    except ImportError:
+    except (ImportError, AttributeError):
         pass
-    raise ExtensionBuildError("cmake >= 3.18 was not found (apt-get install cmake, or pip install cmake)")
+    return None
+
+
+def _which_cmake() -> str:
+    exe = _find_tool("cmake", "cmake", "CMAKE_BIN_DIR")
+    if exe is None:
+        raise ExtensionBuildError("cmake >= 3.18 was not found (apt-get install cmake, or pip install cmake)")
+    return exe
 
 
 def _which_ninja() -> str | None:
-    exe = shutil.which("ninja")
-    if exe:
-        return exe
-    try:  # the `ninja` PyPI package
-        import ninja  # type: ignore
-
-        cand = os.path.join(ninja.BIN_DIR, "ninja")
-        if os.path.exists(cand):
-            return cand
-    except ImportError:
-        pass
-    return None
+    return _find_tool("ninja", "ninja", "BIN_DIR")
 
 
 def _check_torch() -> str:
