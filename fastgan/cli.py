@@ -1,4 +1,4 @@
-"""`fastgan train | sample | doctor | bench | data` — the command line.
+"""`fastgan train | sample | eval | classifier | doctor | bench | data` — the command line.
 
 Bad input ends with one line on stderr and exit code 2; a diverged run with exit code 3; Ctrl-C
 saves a checkpoint and exits with 130.
@@ -56,6 +56,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sample-every", type=int, default=500, help="0: only at the end")
     g.add_argument("--checkpoint-every", type=int, default=1000, help="0: only at the end")
     g.add_argument("--n-samples", type=int, default=64)
+    g.add_argument("--eval-every", type=int, default=0, help="every N steps and at the end: "
+                   "FID-MNIST, conditional accuracy, confidence, mode coverage (to eval.jsonl; "
+                   "1-channel digits only; 0: off)")
+    g.add_argument("--eval-n", type=int, default=10000, help="generated samples per evaluation")
     g.add_argument("--quiet", action="store_true")
 
 
@@ -71,7 +75,8 @@ def cmd_train(a) -> int:
         tf32=a.tf32, d_steps=a.d_steps, label_smoothing=a.label_smoothing, lr_d=a.lr_d,
         lr_g=a.lr_g, image_size=a.image_size, channels=a.channels, variant_options=vopts,
         log_every=a.log_every, sample_every=a.sample_every,
-        checkpoint_every=a.checkpoint_every, n_samples=a.n_samples, quiet=a.quiet)
+        checkpoint_every=a.checkpoint_every, n_samples=a.n_samples,
+        eval_every=a.eval_every, eval_n=a.eval_n, quiet=a.quiet)
     try:
         res = train(cfg)
     except UserError as e:
@@ -91,17 +96,13 @@ def cmd_train(a) -> int:
 def cmd_sample(a) -> int:
     import torch
 
-    from fastgan.engine import checkpoint as ckpt
     from fastgan.engine.sampling import fixed_noise, generate
     from fastgan.engine.trainer import UserError, pick_device
-    from fastgan.variants import get_variant
+    from fastgan.quality.cli import load_run_generator
     from fastgan.viz import save_grid
     try:
-        state = ckpt.load_checkpoint(a.checkpoint)
         device = pick_device(a.device)
-        h = state["hyper"]
-        v = get_variant(state["variant"], image_size=h["image_size"], channels=h["channels"],
-                        z_dim=h["z_dim"], **h["extra"])
+        state, v, nets = load_run_generator(a.checkpoint, device)
         if a.label is not None:
             if not v.needs_labels:
                 raise UserError(f"--label: variant {v.name!r} is not conditional (only gancls "
@@ -110,11 +111,7 @@ def cmd_sample(a) -> int:
                 raise UserError(f"--label must be a class 0..9, not {a.label}")
         if a.n < 1:
             raise UserError(f"--n must be at least 1, not {a.n}")
-        nets = {k: m.to(device) for k, m in v.build({}).items()}
-        ckpt.check_compatible(state, v.name, nets)
-        for role, net in nets.items():
-            net.load_state_dict(state["nets"][role])
-    except (UserError, ckpt.CheckpointError, ValueError) as e:
+    except UserError as e:
         return _fail(str(e))
     z, labels, nrow = fixed_noise(v, a.n, a.seed, device, a.label)
     with torch.no_grad():
@@ -158,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bn", choices=("batch", "running"), default="batch",
                    help="BatchNorm statistics: the sample batch's (default) or the running ones")
     s.set_defaults(fn=cmd_sample)
+
+    from fastgan.quality.cli import add_classifier_parser, add_eval_parser
+    add_eval_parser(sub)
+    add_classifier_parser(sub)
 
     d = sub.add_parser("doctor", help="what is installed and which backend auto picks")
     d.set_defaults(fn=cmd_doctor)

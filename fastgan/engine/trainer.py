@@ -68,6 +68,8 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 1000
     n_samples: int = 64
+    eval_every: int = 0                  # FID-MNIST etc. every N steps and at the end (0: off)
+    eval_n: int = 10000                  # generated samples per evaluation
     quiet: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
@@ -188,6 +190,27 @@ class Run:
         if self.total <= 0:
             raise UserError(f"--steps/--epochs must give at least one step, not {self.total}")
         self.out = cfg.out or os.path.join("runs", cfg.variant)
+        self.real_stats, self.last_eval = None, None
+        if cfg.eval_every:
+            self.real_stats = self._real_stats()
+
+    def _real_stats(self):
+        """The real data's classifier-feature statistics (cached on disk), checked up front so
+        a run whose images the digit classifier cannot judge fails before it trains."""
+        from fastgan.quality.classifier import ClassifierError
+        from fastgan.quality.metrics import QualityError, real_stats
+        if self.cfg.eval_every < 0 or self.cfg.eval_n < 10:
+            raise UserError(f"--eval-every must be >= 0 and --eval-n >= 10 (got "
+                            f"{self.cfg.eval_every} and {self.cfg.eval_n})")
+        try:
+            if self.variant.hyper.channels != 1:
+                raise QualityError(
+                    f"--eval-every: the quality metrics judge 1-channel digits, and this run "
+                    f"makes {self.variant.hyper.channels}-channel images; drop --eval-every or "
+                    "train on gray data (--channels 1)")
+            return real_stats(self.data.images, self.device)
+        except (QualityError, ClassifierError) as e:
+            raise UserError(str(e)) from None
 
     # ---- helpers ------------------------------------------------------------------------
     def _log(self, msg: str) -> None:
@@ -199,6 +222,14 @@ class Run:
             flags = [torch.isfinite(p).all() for net in self.nets.values()
                      for p in net.parameters()]
             return bool(torch.stack(flags).all())
+
+    def evaluate(self) -> Dict[str, Any]:
+        from fastgan.quality.metrics import QualityError, evaluate_generator
+        try:
+            return evaluate_generator(self.variant, self.nets, self.real_stats,
+                                      n=self.cfg.eval_n, seed=self.cfg.seed + 1234)
+        except QualityError as e:   # e.g. NaN samples: report it as divergence
+            raise Diverged(f"evaluation at step {self.step}: {e}") from None
 
     def save(self) -> str:
         return ckpt.save_checkpoint(self.out, self.engine, self.step, self.cfg.to_dict())
@@ -253,6 +284,11 @@ class Run:
                                       if r.get("step", 0) <= self.step]
         with open(metrics_path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
+        eval_path = os.path.join(self.out, "eval.jsonl")
+        if cfg.eval_every:
+            kept = [r for r in _read_rows(eval_path) if r.get("step", 0) <= self.step]
+            with open(eval_path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
         last_good = self.step if cfg.resume else None
         t_last, s_last = time.perf_counter(), self.step
         interrupted = False
@@ -293,6 +329,16 @@ class Run:
                                            f"kept in {self.out}")
                         self.save()
                         last_good = self.step
+                if cfg.eval_every and (self.step % cfg.eval_every < unroll or at_end):
+                    from fastgan.quality.metrics import format_metrics
+                    t_eval = time.perf_counter()
+                    m = self.evaluate()
+                    m = {"step": self.step, **m, "seconds": time.perf_counter() - t_eval}
+                    with open(eval_path, "a") as f:
+                        f.write(json.dumps(m) + "\n")
+                    self._log(f"eval step {self.step}: {format_metrics(m)}")
+                    self.last_eval = m
+                    t_last += time.perf_counter() - t_eval    # keep it out of it/s
                 if cfg.sample_every and (self.step % cfg.sample_every < unroll or at_end):
                     self.write_samples(z_fixed, labels_fixed, nrow, f"step_{self.step:07d}.png")
                 if stop["sig"]:
@@ -303,7 +349,7 @@ class Run:
             from fastgan.viz import save_loss_curve
             save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
         return {"step": self.step, "out": self.out, "interrupted": interrupted,
-                "last": rows[-1] if rows else None}
+                "last": rows[-1] if rows else None, "eval": self.last_eval}
 
 
 def _read_rows(path: str) -> List[Dict[str, Any]]:
