@@ -18,12 +18,13 @@ STAMP := $(dir $(PYTHON)).fastgan-installed
 BUILD_INPUTS := pyproject.toml $(wildcard setup.py CMakeLists.txt csrc/*)
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-slow test-gpu bench gpu-check clean help
+.PHONY: install train test test-slow test-quality test-gpu bench gpu-check clean help
 
 help:
 	@echo "make train      install, then train the demo (mlp on real MNIST digits) and write a sample grid"
 	@echo "make test       install, then run the test suite (what CI runs)"
 	@echo "make test-slow  the whole suite with the long checks (marked slow), not in CI"
+	@echo "make test-quality  the convergence checks: FID-MNIST per variant and backend (slow)"
 	@echo "make bench      the benchmark matrix on this machine"
 	@echo "make gpu-check  on a GPU machine without network: build, GPU tests, quick benchmarks"
 
@@ -52,6 +53,11 @@ test: install
 
 test-slow: install
 	FASTGAN_BENCH_TINY=1 $(PYTHON) -m pytest -q --run-slow $(PYTEST_ARGS)
+
+# Convergence of mlp, convgan and gancls on real MNIST for every CPU backend (about an hour on
+# 2 cores); runs/convergence/ keeps each run's samples and FID-MNIST.
+test-quality: install
+	FASTGAN_BENCH_TINY=1 $(PYTHON) -m pytest -q --run-slow tests/test_convergence.py $(PYTEST_ARGS)
 
 test-gpu: install
 	$(PYTHON) -m pytest -q -m gpu $(PYTEST_ARGS)

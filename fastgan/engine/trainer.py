@@ -339,7 +339,7 @@ class Run:
                     self._log(f"eval step {self.step}: {format_metrics(m)}")
                     self.last_eval = m
                     t_last += time.perf_counter() - t_eval    # keep it out of it/s
-                if cfg.sample_every and (self.step % cfg.sample_every < unroll or at_end):
+                if (cfg.sample_every and self.step % cfg.sample_every < unroll) or at_end:
                     self.write_samples(z_fixed, labels_fixed, nrow, f"step_{self.step:07d}.png")
                 if stop["sig"]:
                     interrupted = True
