@@ -18,6 +18,7 @@ from fastgan import ops
 from fastgan.variants import DEFAULT_VARIANT, get_variant
 
 from . import checkpoint as ckpt
+from . import distributed as ddp
 from .iteration import Engine, EngineOptions
 from .sampling import fixed_noise, generate
 
@@ -69,6 +70,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     n_samples: int = 64
     quiet: bool = False
+    # Data-parallel (torchrun): synchronized BatchNorm, and the collectives' timeout in seconds.
+    sync_bn: bool = False
+    dist_timeout: float = ddp.DEFAULT_TIMEOUT_S
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,7 +116,13 @@ class Run:
         cfg.dataset = cfg.dataset or "mnist"
         cfg.backend = cfg.backend or "auto"
         cfg.precision = cfg.precision or "fp32"
-        self.device = pick_device(cfg.device)
+        # Under torchrun with several processes: join the process group (None in one process).
+        try:
+            self.dist = ddp.setup(cfg.device, cfg.dist_timeout)
+        except ddp.DistributedSetupError as e:
+            raise UserError(str(e)) from None
+        self.main = self.dist is None or self.dist.is_main
+        self.device = self.dist.device if self.dist is not None else pick_device(cfg.device)
         if cfg.cuda_graphs and self.device.type != "cuda":
             raise UserError("--cuda-graphs needs a CUDA GPU and --device cuda "
                             f"(this run is on {self.device.type}); drop --cuda-graphs")
@@ -133,6 +143,11 @@ class Run:
         except ValueError as e:
             raise UserError(str(e)) from None
         h = self.variant.hyper
+        if self.dist is not None:
+            try:
+                ddp.check_batch(self.variant, h.batch_size, self.dist.world)
+            except ddp.DistributedSetupError as e:
+                raise UserError(str(e)) from None
 
         # Data first: a dataset that cannot be found or read fails before anything is written.
         from fastgan.data import DataError, load_dataset
@@ -160,9 +175,13 @@ class Run:
                 torch.backends.cuda.matmul.allow_tf32 = True
                 torch.backends.cudnn.allow_tf32 = True
         self.nets = {k: m.to(self.device) for k, m in self.variant.build({}).items()}
+        if cfg.sync_bn and self.dist is not None:
+            ddp.convert_sync_bn(self.nets.values())
         opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
                              label_smoothing=h.label_smoothing, precision=cfg.precision,
-                             seed=cfg.seed, capturable=cfg.cuda_graphs)
+                             seed=cfg.seed, capturable=cfg.cuda_graphs,
+                             rank=self.dist.rank if self.dist else 0,
+                             world=self.dist.world if self.dist else 1)
         try:
             if cfg.data_on not in ("auto", "device", "host"):
                 raise ValueError(f"--data-on must be auto, device or host, not {cfg.data_on!r}")
@@ -177,6 +196,10 @@ class Run:
                 self.step = ckpt.restore_into(state, self.engine)
             except ckpt.CheckpointError as e:
                 raise UserError(str(e)) from None
+        self.last_saved = self.step if state is not None else None
+        if self.dist is not None:
+            ddp.attach(self.engine, self.dist, self.variant)
+            self.dist.broadcast_state(self.nets.values())
 
         n_real = self.variant.batch_sizes(h.batch_size)[0]
         if cfg.steps is not None:
@@ -191,7 +214,7 @@ class Run:
 
     # ---- helpers ------------------------------------------------------------------------
     def _log(self, msg: str) -> None:
-        if not self.cfg.quiet:
+        if not self.cfg.quiet and self.main:
             print(msg, file=sys.stderr, flush=True)
 
     def _finite_state(self) -> bool:
@@ -200,8 +223,12 @@ class Run:
                      for p in net.parameters()]
             return bool(torch.stack(flags).all())
 
-    def save(self) -> str:
-        return ckpt.save_checkpoint(self.out, self.engine, self.step, self.cfg.to_dict())
+    def save(self) -> Optional[str]:
+        path = None
+        if self.main:    # data-parallel: rank 0 writes, the state is the same on every rank
+            path = ckpt.save_checkpoint(self.out, self.engine, self.step, self.cfg.to_dict())
+        self.last_saved = self.step
+        return path
 
     def write_samples(self, z, labels, nrow, name: str) -> str:
         from fastgan.viz import save_grid
@@ -213,13 +240,45 @@ class Run:
 
     # ---- the loop -----------------------------------------------------------------------
     def train(self) -> Dict[str, Any]:
+        if self.dist is None:
+            return self._train()
+        # Data-parallel: a collective that fails (a rank died, a timeout) or torchrun's SIGTERM
+        # becomes one line saying where the last checkpoint is.
+        try:
+            with ddp.sigterm_raises():
+                res = self._train()
+                self.dist.barrier()      # rank 0 has written its last checkpoint
+            return res
+        except (UserError, Diverged):
+            raise
+        except (RuntimeError, ddp.Stopped) as e:
+            raise ddp.RankFailure(self._failure_message(e)) from None
+
+    def _failure_message(self, e: BaseException) -> str:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        where = (f"the last checkpoint (step {self.last_saved}) is in {self.out}; continue with "
+                 f"`torchrun --nproc-per-node N -m fastgan train --resume {self.out}` (any N, "
+                 "or plain `fastgan train --resume`)" if self.last_saved is not None else
+                 "no checkpoint had been written yet")
+        return (f"rank {self.dist.rank} of {self.dist.world}: the distributed run stopped at "
+                f"step {self.step} because another rank failed or the job was stopped "
+                f"({type(e).__name__}: {first}); {where}")
+
+    def _train(self) -> Dict[str, Any]:
         cfg, eng = self.cfg, self.engine
-        os.makedirs(self.out, exist_ok=True)
-        with open(os.path.join(self.out, "config.json"), "w") as f:
-            json.dump({**cfg.to_dict(), "resolved_backend": self.backend,
-                       "device": str(self.device), "dataset_source": self.data.source,
-                       "hyper": dataclasses.asdict(self.variant.hyper)}, f, indent=2)
+        if self.main:
+            os.makedirs(self.out, exist_ok=True)
+            with open(os.path.join(self.out, "config.json"), "w") as f:
+                json.dump({**cfg.to_dict(), "resolved_backend": self.backend,
+                           "device": str(self.device), "dataset_source": self.data.source,
+                           "world_size": self.dist.world if self.dist else 1,
+                           "hyper": dataclasses.asdict(self.variant.hyper)}, f, indent=2)
         ops.set_backend(self.backend)
+        if self.dist is not None:
+            self._log(f"fastgan: data-parallel over {self.dist.world} processes "
+                      f"({self.dist.backend}), {self.variant.hyper.batch_size // self.dist.world}"
+                      f" of the batch per rank, BatchNorm "
+                      f"{'synchronized' if cfg.sync_bn else 'per rank'}")
         self._log(f"fastgan: {self.variant.name} on {self.device} with backend "
                   f"{self.backend}{' + CUDA graphs' if cfg.cuda_graphs else ''}, batch "
                   f"{self.variant.hyper.batch_size}, {self.data.images.shape[0]} images "
@@ -244,15 +303,17 @@ class Run:
         stop = {"sig": False}
 
         def on_sigint(signum, frame):
-            stop["sig"] = True
+            # Data-parallel: the ranks agree at the next log point (stop["asked"] -> "sig").
+            stop["sig" if self.dist is None else "asked"] = True
 
         old_handler = signal.signal(signal.SIGINT, on_sigint)
         metrics_path = os.path.join(self.out, "metrics.jsonl")
         # A resumed run forgets what was logged after its checkpoint.
         rows: List[Dict[str, Any]] = [r for r in _read_rows(metrics_path)
-                                      if r.get("step", 0) <= self.step]
-        with open(metrics_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+                                      if r.get("step", 0) <= self.step] if self.main else []
+        if self.main:
+            with open(metrics_path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
         last_good = self.step if cfg.resume else None
         t_last, s_last = time.perf_counter(), self.step
         interrupted = False
@@ -262,6 +323,8 @@ class Run:
                 self.step += unroll
                 at_end = self.step >= self.total
                 if self.step % log_every == 0 or at_end or stop["sig"]:
+                    if self.dist is not None:
+                        stop["sig"] = self.dist.any(stop.get("asked", False))
                     st = eng.read_stats()
                     now = time.perf_counter()
                     its = (self.step - s_last) / max(now - t_last, 1e-9)
@@ -277,8 +340,9 @@ class Run:
                                 "no checkpoint had been written yet") +
                             "; try a lower learning rate (--lr-d/--lr-g) or fp32")
                     rows.append(row)
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    if self.main:
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps(row) + "\n")
                     done = int(20 * self.step / self.total)
                     self._log(f"[{'#' * done}{'.' * (20 - done)}] step {self.step}/{self.total} | "
                               f"{its:8.1f} it/s | d_loss "
@@ -293,15 +357,17 @@ class Run:
                                            f"kept in {self.out}")
                         self.save()
                         last_good = self.step
-                if cfg.sample_every and (self.step % cfg.sample_every < unroll or at_end):
+                if self.main and cfg.sample_every and (self.step % cfg.sample_every < unroll
+                                                       or at_end):
                     self.write_samples(z_fixed, labels_fixed, nrow, f"step_{self.step:07d}.png")
                 if stop["sig"]:
                     interrupted = True
                     break
         finally:
             signal.signal(signal.SIGINT, old_handler)
-            from fastgan.viz import save_loss_curve
-            save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
+            if self.main:
+                from fastgan.viz import save_loss_curve
+                save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
         return {"step": self.step, "out": self.out, "interrupted": interrupted,
                 "last": rows[-1] if rows else None}
 
@@ -319,4 +385,10 @@ def _read_rows(path: str) -> List[Dict[str, Any]]:
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:
-    return Run(cfg).train()
+    clean = False
+    try:
+        res = Run(cfg).train()
+        clean = True
+        return res
+    finally:
+        ddp.shutdown(clean)     # leave the process group (no-op in one process)
