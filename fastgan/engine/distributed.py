@@ -301,6 +301,22 @@ def _act(y: torch.Tensor, slope: Optional[float]) -> torch.Tensor:
     return F.leaky_relu(y, slope)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the gradients over ranks (every rank's loss depends
+    on every rank's contribution)."""
+
+    @staticmethod
+    def forward(ctx, t, group):
+        ctx.group = group
+        out = t.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AllReduceSum.apply(grad, ctx.group), None
+
+
 def sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope,
                 group=None) -> torch.Tensor:
     """Training-mode BN with statistics over every rank's batch, then the activation.
@@ -309,7 +325,6 @@ def sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope
     differentiable all-reduce of a (world, 2C+1) table gives every rank all of them, combined
     exactly (Chan et al.). The all-reduce's backward all-reduces the gradients, so dX on each
     rank includes the other ranks' losses' dependence on the shared statistics."""
-    from torch.distributed.nn.functional import all_reduce as diff_all_reduce
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     C = x.shape[1]
     dims = [0] + list(range(2, x.dim()))
@@ -320,7 +335,7 @@ def sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope
     m2_l = (x32 - mean_l.view(shape)).pow(2).sum(dims)
     row = torch.cat([mean_l, m2_l, mean_l.new_full((1,), float(n_local))])
     rows = [row if r == rank else torch.zeros_like(row) for r in range(world)]
-    table = diff_all_reduce(torch.stack(rows), op=dist.ReduceOp.SUM, group=group)
+    table = _AllReduceSum.apply(torch.stack(rows), group)
     means, m2s, ns = table[:, :C], table[:, C:2 * C], table[:, 2 * C:]
     n = ns.sum()
     mean = (ns * means).sum(0) / n
