@@ -88,7 +88,8 @@ def cmd_train(a) -> int:
     except UserError as e:
         return _fail(str(e) if rank == 0 else f"[rank {rank}] {e}")
     except ddp.RankFailure as e:
-        print(f"fastgan: error: {e}", file=sys.stderr, flush=True)
+        if not e.quiet:
+            print(f"fastgan: error: {e}", file=sys.stderr, flush=True)
         return ddp.EXIT_RANK_FAILURE
     except Diverged as e:
         if rank == 0:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import signal
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -53,11 +52,33 @@ class DistributedSetupError(ValueError):
 
 
 class RankFailure(Exception):
-    """The distributed run stopped because a rank failed or the job was torn down."""
+    """The distributed run stopped because a rank failed or the job was torn down. ``quiet``:
+    a rank other than 0 that was merely told to stop (rank 0 reports)."""
+
+    def __init__(self, msg: str, quiet: bool = False):
+        super().__init__(msg)
+        self.quiet = quiet
 
 
 class Stopped(Exception):
-    """Raised by the SIGTERM handler (torchrun stops the surviving workers with SIGTERM)."""
+    """SIGTERM (torchrun stops the surviving workers with it) ended the run at an iteration
+    boundary; rank 0 has saved a checkpoint."""
+
+
+_PEER_WORDS = ("gloo", "nccl", "connection", "peer", "timed out", "timeout", "socket",
+               "broken pipe", "process group", "processgroup", "watchdog")
+
+
+def is_peer_failure(e: BaseException) -> bool:
+    """Whether an exception comes from a collective whose peers failed (gloo raises a plain
+    RuntimeError naming its transport; NCCL/c10d raise DistError subclasses), as opposed to this
+    rank's own error (out of memory, a bug), whose traceback should be shown as it is."""
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    if isinstance(e, torch.OutOfMemoryError):
+        return False
+    msg = str(e).lower()
+    return any(w in msg for w in _PEER_WORDS)
 
 
 def env_world() -> Optional[Dict[str, int]]:
@@ -167,23 +188,6 @@ def shutdown(clean: bool = True) -> None:
             dist.destroy_process_group()
         except Exception:
             pass
-
-
-@contextlib.contextmanager
-def sigterm_raises():
-    """torchrun stops the surviving workers with SIGTERM when one fails: turn it into an
-    exception so the run reports where its last checkpoint is instead of vanishing."""
-    def on_term(signum, frame):
-        raise Stopped("stopped by SIGTERM (torchrun stops every worker when one of them fails)")
-    try:
-        old = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:      # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 # ---- the global batch, split -------------------------------------------------------------

@@ -245,24 +245,35 @@ class Run:
         # Data-parallel: a collective that fails (a rank died, a timeout) or torchrun's SIGTERM
         # becomes one line saying where the last checkpoint is.
         try:
-            with ddp.sigterm_raises():
-                res = self._train()
-                self.dist.barrier()      # rank 0 has written its last checkpoint
-            return res
-        except (UserError, Diverged):
-            raise
-        except (RuntimeError, ddp.Stopped) as e:
-            raise ddp.RankFailure(self._failure_message(e)) from None
+            res = self._train()
+        except ddp.Stopped as e:
+            raise ddp.RankFailure(self._failure_message(str(e)), quiet=not self.main) from None
+        except RuntimeError as e:
+            if not ddp.is_peer_failure(e):
+                raise                    # this rank's own error: its traceback is the cause
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise ddp.RankFailure(self._failure_message(
+                f"another rank failed or the job was stopped ({type(e).__name__}: {first})"),
+                quiet=not self.main and getattr(self, "_signalled", False)) from None
+        if not res["interrupted"]:
+            self.dist.barrier()          # rank 0 has written its last checkpoint
+        return res
 
-    def _failure_message(self, e: BaseException) -> str:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    def _failure_message(self, why: str) -> str:
         where = (f"the last checkpoint (step {self.last_saved}) is in {self.out}; continue with "
                  f"`torchrun --nproc-per-node N -m fastgan train --resume {self.out}` (any N, "
                  "or plain `fastgan train --resume`)" if self.last_saved is not None else
                  "no checkpoint had been written yet")
         return (f"rank {self.dist.rank} of {self.dist.world}: the distributed run stopped at "
-                f"step {self.step} because another rank failed or the job was stopped "
-                f"({type(e).__name__}: {first}); {where}")
+                f"step {self.step}: {why}; {where}")
+
+    def _stop_now(self, sig: str) -> None:
+        """Data-parallel stop at an iteration boundary: rank 0 saves (no collective)."""
+        if self._finite_state():
+            self.save()
+        if sig != "SIGINT":
+            raise ddp.Stopped(f"stopped by {sig} (torchrun stops every worker when one fails, "
+                              "or the job was cancelled)")
 
     def _train(self) -> Dict[str, Any]:
         cfg, eng = self.cfg, self.engine
@@ -303,10 +314,19 @@ class Run:
         stop = {"sig": False}
 
         def on_sigint(signum, frame):
-            # Data-parallel: the ranks agree at the next log point (stop["asked"] -> "sig").
-            stop["sig" if self.dist is None else "asked"] = True
+            stop["sig"] = True
 
-        old_handler = signal.signal(signal.SIGINT, on_sigint)
+        def on_signal_dist(signum, frame):
+            # Data-parallel (torchrun passes Ctrl-C on as SIGINT, then SIGTERM, and stops the
+            # survivors of a failed rank with SIGTERM): stop after the current iteration. Every
+            # rank's state after an iteration is the global state, so rank 0 saves it without
+            # any collective.
+            stop.setdefault("now", signal.Signals(signum).name)
+            self._signalled = True
+
+        old_handler = signal.signal(signal.SIGINT, on_sigint if self.dist is None
+                                    else on_signal_dist)
+        old_term = signal.signal(signal.SIGTERM, on_signal_dist) if self.dist else None
         metrics_path = os.path.join(self.out, "metrics.jsonl")
         # A resumed run forgets what was logged after its checkpoint.
         rows: List[Dict[str, Any]] = [r for r in _read_rows(metrics_path)
@@ -321,10 +341,12 @@ class Run:
             while self.step < self.total:
                 runner()
                 self.step += unroll
+                if stop.get("now"):
+                    self._stop_now(stop["now"])
+                    interrupted = True
+                    break
                 at_end = self.step >= self.total
                 if self.step % log_every == 0 or at_end or stop["sig"]:
-                    if self.dist is not None:
-                        stop["sig"] = self.dist.any(stop.get("asked", False))
                     st = eng.read_stats()
                     now = time.perf_counter()
                     its = (self.step - s_last) / max(now - t_last, 1e-9)
@@ -365,6 +387,8 @@ class Run:
                     break
         finally:
             signal.signal(signal.SIGINT, old_handler)
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
             if self.main:
                 from fastgan.viz import save_loss_curve
                 save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
