@@ -110,12 +110,6 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    # ---- host-side agreement (only at log points: one tiny collective) -----------------
-    def any(self, flag: bool) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
-
     def barrier(self) -> None:
         if self.backend == "nccl":
             dist.barrier(device_ids=[self.device.index])
