@@ -1,7 +1,8 @@
 """`fastgan train | sample | eval | classifier | doctor | bench | data` — the command line.
 
 Bad input ends with one line on stderr and exit code 2; a diverged run with exit code 3; Ctrl-C
-saves a checkpoint and exits with 130.
+saves a checkpoint and exits with 130; a data-parallel run (torchrun) that stops because another
+rank failed exits with 4.
 """
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cuda-graphs", action="store_true",
                    help="capture the iteration in a CUDA graph and replay it (GPU only)")
     g.add_argument("--graph-unroll", type=int, default=1, help="iterations per captured graph")
+    g = p.add_argument_group("several GPUs or nodes (under torchrun; --batch-size is the global "
+                             "batch, split over the processes)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="BatchNorm statistics over all processes (default: per process)")
+    g.add_argument("--dist-timeout", type=float, default=300.0,
+                   help="seconds a collective waits for the other processes before the run "
+                   "stops (default 300)")
     g = p.add_argument_group("outputs")
     g.add_argument("--out", help="run directory (default runs/<variant>)")
     g.add_argument("--resume", help="run directory (or checkpoint.pt) to continue from")
@@ -76,14 +84,24 @@ def cmd_train(a) -> int:
         lr_g=a.lr_g, image_size=a.image_size, channels=a.channels, variant_options=vopts,
         log_every=a.log_every, sample_every=a.sample_every,
         checkpoint_every=a.checkpoint_every, n_samples=a.n_samples,
-        eval_every=a.eval_every, eval_n=a.eval_n, quiet=a.quiet)
+        eval_every=a.eval_every, eval_n=a.eval_n, quiet=a.quiet,
+        sync_bn=a.sync_bn, dist_timeout=a.dist_timeout)
+    from fastgan.engine import distributed as ddp
+    rank = (ddp.env_world() or {}).get("rank", 0)
     try:
         res = train(cfg)
     except UserError as e:
-        return _fail(str(e))
+        return _fail(str(e) if rank == 0 else f"[rank {rank}] {e}")
+    except ddp.RankFailure as e:
+        if not e.quiet:
+            print(f"fastgan: error: {e}", file=sys.stderr, flush=True)
+        return ddp.EXIT_RANK_FAILURE
     except Diverged as e:
-        print(f"fastgan: error: {e}", file=sys.stderr)
+        if rank == 0:
+            print(f"fastgan: error: {e}", file=sys.stderr)
         return 3
+    if rank != 0:   # data-parallel: rank 0 reports
+        return 130 if res["interrupted"] else 0
     if res["interrupted"]:
         print(f"fastgan: interrupted; checkpoint at step {res['step']} saved in {res['out']} "
               f"(continue with --resume {res['out']})", file=sys.stderr)

@@ -12,7 +12,8 @@ import torch
 
 
 class HostBatchLoader:
-    def __init__(self, images: torch.Tensor, n_real: int, device: torch.device, seed: int):
+    def __init__(self, images: torch.Tensor, n_real: int, device: torch.device, seed: int,
+                 local: Optional[slice] = None):
         self.cuda = device.type == "cuda"
         self.images = images.pin_memory() if self.cuda else images
         self.n_images = images.shape[0]
@@ -22,7 +23,11 @@ class HostBatchLoader:
             t = torch.empty(shape, dtype=dtype)
             return t.pin_memory() if self.cuda else t
 
-        self.stage = [buf((n_real,) + tuple(images.shape[1:]), torch.uint8) for _ in range(2)]
+        # Data-parallel: indices are drawn for the global batch (n_real), the images gathered
+        # for this rank's slice ``local`` only.
+        self.local = local if local is not None else slice(0, n_real)
+        n_local = self.local.stop - self.local.start
+        self.stage = [buf((n_local,) + tuple(images.shape[1:]), torch.uint8) for _ in range(2)]
         self.stage_idx = [buf((n_real,), torch.long) for _ in range(2)]
         self.events: List[Optional[torch.cuda.Event]] = [None, None]
         self.k = 0
@@ -34,7 +39,7 @@ class HostBatchLoader:
             self.events[k].synchronize()  # the copy out of this staging buffer has finished
         torch.randint(0, self.n_images, self.stage_idx[k].shape, generator=self.gen,
                       out=self.stage_idx[k])
-        torch.index_select(self.images, 0, self.stage_idx[k], out=self.stage[k])
+        torch.index_select(self.images, 0, self.stage_idx[k][self.local], out=self.stage[k])
         real_u8.copy_(self.stage[k], non_blocking=True)
         idx.copy_(self.stage_idx[k], non_blocking=True)
         if self.cuda:

@@ -36,6 +36,10 @@ class EngineOptions:
     # Optimizer state and lr on the device, so the step can be captured in a CUDA graph.
     # Eager training on a GPU runs the (faster) fused Adam that counts steps on the host.
     capturable: bool = True
+    # Data-parallel training: ``batch_size`` is the global batch; this rank draws the global
+    # stream and trains on its slice ``rank`` of ``world`` (see engine/distributed.py).
+    rank: int = 0
+    world: int = 1
 
 
 def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device,
@@ -48,6 +52,11 @@ def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.d
     if device.type == "cuda":
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+def _shard(n: int, rank: int, world: int) -> slice:
+    k = n // world
+    return slice(rank * k, (rank + 1) * k)
 
 
 class Engine:
@@ -68,13 +77,20 @@ class Engine:
         # The dataset, resident on the device as uint8 (MNIST: 47 MB), unless it is too large
         # for the GPU: then it stays in pinned host memory (HostBatchLoader).
         n_real, n_noise = variant.batch_sizes(opts.batch_size)
+        W, R = max(1, opts.world), opts.rank
+        counts = [n_real, n_noise] + ([] if variant.g_reuses_fake else
+                                      [variant.g_batch_size(opts.batch_size)])
+        if any(c % W for c in counts):
+            raise ValueError(f"batch size {opts.batch_size} does not split over {W} ranks")
+        # This rank's slices of the global batch (the whole batch in one process).
+        sl_real, sl_noise = _shard(n_real, R, W), _shard(n_noise, R, W)
         self.resident = fits_on_device(images, device) if resident is None else resident
         self.host = None
         if self.resident:
             self.images = images.to(device)
         else:
             self.images = images
-            self.host = HostBatchLoader(images, n_real, device, opts.seed + 3)
+            self.host = HostBatchLoader(images, n_real, device, opts.seed + 3, sl_real)
         self.labels_all = labels.to(device) if labels is not None else None
         self.n_images = images.shape[0]
         # Graph mode with a host loader fetches outside the graph (GraphedIteration does it).
@@ -85,8 +101,12 @@ class Engine:
         self.gen.manual_seed(opts.seed + 1)
         if n_real != n_noise and variant.needs_labels:
             raise ValueError("conditional variants need as many noise vectors as real images")
+        # Indices, labels and noise are drawn for the global batch (the same stream on every
+        # rank, independent of the world size); images are gathered for this rank's slice only.
         self.idx = torch.zeros(n_real, dtype=torch.long, device=device)
-        self.real_u8 = torch.zeros((n_real,) + tuple(images.shape[1:]), dtype=torch.uint8,
+        self.idx_local = self.idx[sl_real]
+        n_local = sl_real.stop - sl_real.start
+        self.real_u8 = torch.zeros((n_local,) + tuple(images.shape[1:]), dtype=torch.uint8,
                                    device=device)
         self.real = variant.image_view(torch.zeros(self.real_u8.shape, device=device)).clone()
         self.z = torch.zeros(variant.noise_shape(n_noise), device=device)
@@ -95,10 +115,14 @@ class Engine:
             self.batch_labels = torch.zeros(n_real, dtype=torch.long, device=device)
             self.mis_idx = torch.zeros(n_real, dtype=torch.long, device=device)
             self.mis_labels = torch.zeros(n_real, dtype=torch.long, device=device)
-        self.z_g = None
+        self.z_local = self.z[sl_noise]
+        self.labels_local = None if self.batch_labels is None else self.batch_labels[sl_real]
+        self.mis_local = None if self.mis_labels is None else self.mis_labels[sl_real]
+        self.z_g = self.z_g_local = None
         if not variant.g_reuses_fake:
-            self.z_g = torch.zeros(variant.noise_shape(variant.g_batch_size(opts.batch_size)),
-                                   device=device)
+            n_g = variant.g_batch_size(opts.batch_size)
+            self.z_g = torch.zeros(variant.noise_shape(n_g), device=device)
+            self.z_g_local = self.z_g[_shard(n_g, R, W)]
         # Scalars that may change during training live on the device (capture-safe).
         self.real_target = torch.tensor(1.0 - opts.label_smoothing, device=device)
         self.stats = torch.zeros(5, device=device)
@@ -110,6 +134,8 @@ class Engine:
             self.scale, self.shift = 1.0 / 255.0, 0.0
         # When False, step() does not draw: a caller (a parity test) fills the static buffers.
         self.draw_inside = True
+        # Data-parallel hook (distributed.GradSync) or None in one process.
+        self.dist = None
 
     # ---- drawing ------------------------------------------------------------------------
     def fetch(self) -> None:
@@ -119,7 +145,7 @@ class Engine:
             self.host.fetch_into(self.real_u8, self.idx)
         else:
             self.idx.random_(0, self.n_images, generator=self.gen)
-            torch.index_select(self.images, 0, self.idx, out=self.real_u8)
+            torch.index_select(self.images, 0, self.idx_local, out=self.real_u8)
 
     def draw(self) -> None:
         """Fill the static batch buffers, in place (device work only, unless the data set is
@@ -138,8 +164,8 @@ class Engine:
         self.variant.fill_noise(self.z_g, None, self.gen)
 
     def batch(self) -> Batch:
-        return Batch(real=self.real, z=self.z, labels=self.batch_labels,
-                     mis_labels=self.mis_labels)
+        return Batch(real=self.real, z=self.z_local, labels=self.labels_local,
+                     mis_labels=self.mis_local)
 
     # ---- the iteration ------------------------------------------------------------------
     def _autocast(self):
@@ -149,6 +175,13 @@ class Engine:
 
     def step(self) -> None:
         """One iteration: ``d_steps`` D updates then one G update. No host sync."""
+        if self.dist is None:
+            self._step()
+        else:
+            with self.dist.collectives():
+                self._step()
+
+    def _step(self) -> None:
         v, nets = self.variant, self.nets
         reuse = v.g_reuses_fake
         gen = None
@@ -164,13 +197,15 @@ class Engine:
                 self.opt_d.zero_grad(set_to_none=True)
                 loss_d, d_real, d_fake = v.d_loss(nets, batch, detached, self.real_target)
             loss_d.backward(inputs=self.d_params)
+            if self.dist is not None:
+                self.dist.sync_grads(self.d_params)
             self.opt_d.step()
 
         batch = self.batch()
         if not reuse:
             if self.draw_inside:
                 self.draw_g_noise()
-            batch = Batch(real=self.real, z=self.z_g, labels=None, mis_labels=None)
+            batch = Batch(real=self.real, z=self.z_g_local, labels=None, mis_labels=None)
             with self._autocast():
                 gen = v.generate_train(nets, batch)
         # The G step differentiates with respect to G's parameters only (``inputs=``): D is
@@ -179,6 +214,8 @@ class Engine:
         with self._autocast():
             loss_g, _ = v.g_loss(nets, batch, gen)
         loss_g.backward(inputs=self.g_params)
+        if self.dist is not None:
+            self.dist.sync_grads(self.g_params)
         self.opt_g.step()
 
         with torch.no_grad():
@@ -189,6 +226,8 @@ class Engine:
 
     def read_stats(self) -> Dict[str, float]:
         """Means since the last read (one host sync), then reset the accumulators."""
+        if self.dist is not None:   # every rank's, combined as one process would log them
+            self.dist.reduce_stats(self.stats)
         vals = self.stats.tolist()
         self.stats.zero_()
         n = max(vals[STAT_COUNT], 1.0)

@@ -18,6 +18,7 @@ from fastgan import ops
 from fastgan.variants import DEFAULT_VARIANT, get_variant
 
 from . import checkpoint as ckpt
+from . import distributed as ddp
 from .iteration import Engine, EngineOptions
 from .sampling import fixed_noise, generate
 
@@ -71,6 +72,9 @@ class TrainConfig:
     eval_every: int = 0                  # FID-MNIST etc. every N steps and at the end (0: off)
     eval_n: int = 10000                  # generated samples per evaluation
     quiet: bool = False
+    # Data-parallel (torchrun): synchronized BatchNorm, and the collectives' timeout in seconds.
+    sync_bn: bool = False
+    dist_timeout: float = ddp.DEFAULT_TIMEOUT_S
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,7 +118,13 @@ class Run:
         cfg.dataset = cfg.dataset or "mnist"
         cfg.backend = cfg.backend or "auto"
         cfg.precision = cfg.precision or "fp32"
-        self.device = pick_device(cfg.device)
+        # Under torchrun with several processes: join the process group (None in one process).
+        try:
+            self.dist = ddp.setup(cfg.device, cfg.dist_timeout)
+        except ddp.DistributedSetupError as e:
+            raise UserError(str(e)) from None
+        self.main = self.dist is None or self.dist.is_main
+        self.device = self.dist.device if self.dist is not None else pick_device(cfg.device)
         if cfg.cuda_graphs and self.device.type != "cuda":
             raise UserError("--cuda-graphs needs a CUDA GPU and --device cuda "
                             f"(this run is on {self.device.type}); drop --cuda-graphs")
@@ -135,6 +145,11 @@ class Run:
         except ValueError as e:
             raise UserError(str(e)) from None
         h = self.variant.hyper
+        if self.dist is not None:
+            try:
+                ddp.check_batch(self.variant, h.batch_size, self.dist.world)
+            except ddp.DistributedSetupError as e:
+                raise UserError(str(e)) from None
 
         # Data first: a dataset that cannot be found or read fails before anything is written.
         from fastgan.data import DataError, load_dataset
@@ -162,9 +177,13 @@ class Run:
                 torch.backends.cuda.matmul.allow_tf32 = True
                 torch.backends.cudnn.allow_tf32 = True
         self.nets = {k: m.to(self.device) for k, m in self.variant.build({}).items()}
+        if cfg.sync_bn and self.dist is not None:
+            ddp.convert_sync_bn(self.nets.values())
         opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
                              label_smoothing=h.label_smoothing, precision=cfg.precision,
-                             seed=cfg.seed, capturable=cfg.cuda_graphs)
+                             seed=cfg.seed, capturable=cfg.cuda_graphs,
+                             rank=self.dist.rank if self.dist else 0,
+                             world=self.dist.world if self.dist else 1)
         try:
             if cfg.data_on not in ("auto", "device", "host"):
                 raise ValueError(f"--data-on must be auto, device or host, not {cfg.data_on!r}")
@@ -179,6 +198,10 @@ class Run:
                 self.step = ckpt.restore_into(state, self.engine)
             except ckpt.CheckpointError as e:
                 raise UserError(str(e)) from None
+        self.last_saved = self.step if state is not None else None
+        if self.dist is not None:
+            ddp.attach(self.engine, self.dist, self.variant)
+            self.dist.broadcast_state(self.nets.values())
 
         n_real = self.variant.batch_sizes(h.batch_size)[0]
         if cfg.steps is not None:
@@ -208,13 +231,14 @@ class Run:
                     f"--eval-every: the quality metrics judge 1-channel digits, and this run "
                     f"makes {self.variant.hyper.channels}-channel images; drop --eval-every or "
                     "train on gray data (--channels 1)")
-            return real_stats(self.data.images, self.device)
+            # Data-parallel: every rank checks, rank 0 alone evaluates.
+            return real_stats(self.data.images, self.device) if self.main else None
         except (QualityError, ClassifierError) as e:
             raise UserError(str(e)) from None
 
     # ---- helpers ------------------------------------------------------------------------
     def _log(self, msg: str) -> None:
-        if not self.cfg.quiet:
+        if not self.cfg.quiet and self.main:
             print(msg, file=sys.stderr, flush=True)
 
     def _finite_state(self) -> bool:
@@ -231,8 +255,12 @@ class Run:
         except QualityError as e:   # e.g. NaN samples: report it as divergence
             raise Diverged(f"evaluation at step {self.step}: {e}") from None
 
-    def save(self) -> str:
-        return ckpt.save_checkpoint(self.out, self.engine, self.step, self.cfg.to_dict())
+    def save(self) -> Optional[str]:
+        path = None
+        if self.main:    # data-parallel: rank 0 writes, the state is the same on every rank
+            path = ckpt.save_checkpoint(self.out, self.engine, self.step, self.cfg.to_dict())
+        self.last_saved = self.step
+        return path
 
     def write_samples(self, z, labels, nrow, name: str) -> str:
         from fastgan.viz import save_grid
@@ -244,13 +272,56 @@ class Run:
 
     # ---- the loop -----------------------------------------------------------------------
     def train(self) -> Dict[str, Any]:
+        if self.dist is None:
+            return self._train()
+        # Data-parallel: a collective that fails (a rank died, a timeout) or torchrun's SIGTERM
+        # becomes one line saying where the last checkpoint is.
+        try:
+            res = self._train()
+        except ddp.Stopped as e:
+            raise ddp.RankFailure(self._failure_message(str(e)), quiet=not self.main) from None
+        except RuntimeError as e:
+            if not ddp.is_peer_failure(e):
+                raise                    # this rank's own error: its traceback is the cause
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise ddp.RankFailure(self._failure_message(
+                f"another rank failed or the job was stopped ({type(e).__name__}: {first})"),
+                quiet=not self.main and getattr(self, "_signalled", False)) from None
+        if not res["interrupted"]:
+            self.dist.barrier()          # rank 0 has written its last checkpoint
+        return res
+
+    def _failure_message(self, why: str) -> str:
+        where = (f"the last checkpoint (step {self.last_saved}) is in {self.out}; continue with "
+                 f"`torchrun --nproc-per-node N -m fastgan train --resume {self.out}` (any N, "
+                 "or plain `fastgan train --resume`)" if self.last_saved is not None else
+                 "no checkpoint had been written yet")
+        return (f"rank {self.dist.rank} of {self.dist.world}: the distributed run stopped at "
+                f"step {self.step}: {why}; {where}")
+
+    def _stop_now(self, sig: str) -> None:
+        """Data-parallel stop at an iteration boundary: rank 0 saves (no collective)."""
+        if self._finite_state():
+            self.save()
+        if sig != "SIGINT":
+            raise ddp.Stopped(f"stopped by {sig} (torchrun stops every worker when one fails, "
+                              "or the job was cancelled)")
+
+    def _train(self) -> Dict[str, Any]:
         cfg, eng = self.cfg, self.engine
-        os.makedirs(self.out, exist_ok=True)
-        with open(os.path.join(self.out, "config.json"), "w") as f:
-            json.dump({**cfg.to_dict(), "resolved_backend": self.backend,
-                       "device": str(self.device), "dataset_source": self.data.source,
-                       "hyper": dataclasses.asdict(self.variant.hyper)}, f, indent=2)
+        if self.main:
+            os.makedirs(self.out, exist_ok=True)
+            with open(os.path.join(self.out, "config.json"), "w") as f:
+                json.dump({**cfg.to_dict(), "resolved_backend": self.backend,
+                           "device": str(self.device), "dataset_source": self.data.source,
+                           "world_size": self.dist.world if self.dist else 1,
+                           "hyper": dataclasses.asdict(self.variant.hyper)}, f, indent=2)
         ops.set_backend(self.backend)
+        if self.dist is not None:
+            self._log(f"fastgan: data-parallel over {self.dist.world} processes "
+                      f"({self.dist.backend}), {self.variant.hyper.batch_size // self.dist.world}"
+                      f" of the batch per rank, BatchNorm "
+                      f"{'synchronized' if cfg.sync_bn else 'per rank'}")
         self._log(f"fastgan: {self.variant.name} on {self.device} with backend "
                   f"{self.backend}{' + CUDA graphs' if cfg.cuda_graphs else ''}, batch "
                   f"{self.variant.hyper.batch_size}, {self.data.images.shape[0]} images "
@@ -277,15 +348,26 @@ class Run:
         def on_sigint(signum, frame):
             stop["sig"] = True
 
-        old_handler = signal.signal(signal.SIGINT, on_sigint)
+        def on_signal_dist(signum, frame):
+            # Data-parallel (torchrun passes Ctrl-C on as SIGINT, then SIGTERM, and stops the
+            # survivors of a failed rank with SIGTERM): stop after the current iteration. Every
+            # rank's state after an iteration is the global state, so rank 0 saves it without
+            # any collective.
+            stop.setdefault("now", signal.Signals(signum).name)
+            self._signalled = True
+
+        old_handler = signal.signal(signal.SIGINT, on_sigint if self.dist is None
+                                    else on_signal_dist)
+        old_term = signal.signal(signal.SIGTERM, on_signal_dist) if self.dist else None
         metrics_path = os.path.join(self.out, "metrics.jsonl")
         # A resumed run forgets what was logged after its checkpoint.
         rows: List[Dict[str, Any]] = [r for r in _read_rows(metrics_path)
-                                      if r.get("step", 0) <= self.step]
-        with open(metrics_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+                                      if r.get("step", 0) <= self.step] if self.main else []
+        if self.main:
+            with open(metrics_path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
         eval_path = os.path.join(self.out, "eval.jsonl")
-        if cfg.eval_every:
+        if cfg.eval_every and self.main:
             kept = [r for r in _read_rows(eval_path) if r.get("step", 0) <= self.step]
             with open(eval_path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
@@ -296,6 +378,10 @@ class Run:
             while self.step < self.total:
                 runner()
                 self.step += unroll
+                if stop.get("now"):
+                    self._stop_now(stop["now"])
+                    interrupted = True
+                    break
                 at_end = self.step >= self.total
                 if self.step % log_every == 0 or at_end or stop["sig"]:
                     st = eng.read_stats()
@@ -313,8 +399,9 @@ class Run:
                                 "no checkpoint had been written yet") +
                             "; try a lower learning rate (--lr-d/--lr-g) or fp32")
                     rows.append(row)
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    if self.main:
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps(row) + "\n")
                     done = int(20 * self.step / self.total)
                     self._log(f"[{'#' * done}{'.' * (20 - done)}] step {self.step}/{self.total} | "
                               f"{its:8.1f} it/s | d_loss "
@@ -329,7 +416,9 @@ class Run:
                                            f"kept in {self.out}")
                         self.save()
                         last_good = self.step
-                if cfg.eval_every and (self.step % cfg.eval_every < unroll or at_end):
+                # Data-parallel: rank 0 evaluates alone (G's BN is per-rank there, no collective).
+                if (self.main and cfg.eval_every
+                        and (self.step % cfg.eval_every < unroll or at_end)):
                     from fastgan.quality.metrics import format_metrics
                     t_eval = time.perf_counter()
                     m = self.evaluate()
@@ -339,15 +428,19 @@ class Run:
                     self._log(f"eval step {self.step}: {format_metrics(m)}")
                     self.last_eval = m
                     t_last += time.perf_counter() - t_eval    # keep it out of it/s
-                if (cfg.sample_every and self.step % cfg.sample_every < unroll) or at_end:
+                if self.main and ((cfg.sample_every and self.step % cfg.sample_every < unroll)
+                                  or at_end):
                     self.write_samples(z_fixed, labels_fixed, nrow, f"step_{self.step:07d}.png")
                 if stop["sig"]:
                     interrupted = True
                     break
         finally:
             signal.signal(signal.SIGINT, old_handler)
-            from fastgan.viz import save_loss_curve
-            save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            if self.main:
+                from fastgan.viz import save_loss_curve
+                save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
         return {"step": self.step, "out": self.out, "interrupted": interrupted,
                 "last": rows[-1] if rows else None, "eval": self.last_eval}
 
@@ -365,4 +458,10 @@ def _read_rows(path: str) -> List[Dict[str, Any]]:
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:
-    return Run(cfg).train()
+    clean = False
+    try:
+        res = Run(cfg).train()
+        clean = True
+        return res
+    finally:
+        ddp.shutdown(clean)     # leave the process group (no-op in one process)

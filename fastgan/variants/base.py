@@ -52,6 +52,9 @@ class Variant:
     g_reuses_fake: bool = True
     # Keys of ``generate_train`` output that the D step must see detached.
     gen_keys: Tuple[str, ...] = ("fake",)
+    # How the losses reduce over the batch: "mean" or "sum". Data-parallel training averages
+    # the ranks' gradients for mean losses and sums them for summed ones.
+    loss_reduction: str = "mean"
 
     # ---- construction -------------------------------------------------------------------
     def build(self, cfg: Dict[str, object]) -> Dict[str, nn.Module]:

@@ -58,6 +58,7 @@ class GANCLS(Variant):
     seed_doc = "seed 002: TensorFlow GAN-CLS (conditional, matching-aware D) on MNIST"
     hyper = Hyper(batch_size=10, lr_d=1e-4, lr_g=1e-3, z_dim=48, data_range="sigmoid")
     needs_labels = True
+    loss_reduction = "sum"   # LSGAN losses summed over the batch, as the seed does
 
     def build(self, cfg):
         return {"G": Generator(self.hyper.z_dim), "D": Discriminator()}
