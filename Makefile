@@ -18,7 +18,7 @@ STAMP := $(dir $(PYTHON)).fastgan-installed
 BUILD_INPUTS := pyproject.toml $(wildcard setup.py CMakeLists.txt csrc/*)
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-slow test-quality test-gpu bench gpu-check clean help
+.PHONY: install train test test-slow test-quality test-gpu bench gpu-check gpu-quality clean help
 
 help:
 	@echo "make train      install, then train the demo (mlp on real MNIST digits) and write a sample grid"
@@ -68,6 +68,13 @@ bench: install
 # On the lent GPU machine: no network, torch/triton preinstalled in the system python3.
 gpu-check:
 	bash bench/gpu_check.sh
+
+# On the lent GPU machine, in a second call: the convergence runs with every fast backend under
+# --cuda-graphs against the reference (real MNIST carried in .gpu-data/mnist); rows are appended
+# to $$FASTGAN_RESULTS/convergence.jsonl.
+gpu-quality:
+	PYTHONPATH=$(CURDIR) python3 -m pytest -q --run-slow -m "gpu and slow" -p no:cacheprovider \
+		tests/test_convergence.py
 
 clean:
 	rm -rf build *.egg-info fastgan/_C*.so .pytest_cache
