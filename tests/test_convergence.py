@@ -3,10 +3,10 @@
 `make test-quality` (marked slow) trains mlp, convgan and gancls on the real MNIST digits with
 every backend that runs here and checks each against thresholds set from the reference path's
 own runs (README "Sample quality"): FID-MNIST below ``fid_max``, gancls' conditional accuracy
-above 80%, and each backend within ``margin`` of the reference on the same seed. The margin is
-set from the spread of the reference across seeds: after thousands of steps two backends whose
-fp32 rounding differs are as far apart as two seeds (GAN training is chaotic), so no tighter
-claim would be true. The per-iteration float64 agreement is checked by test_backends_train.py.
+above 80%, and each backend's FID within a factor ``ratio`` of the reference's on the same seed.
+The ratio is set from the spread of the reference across seeds: after thousands of steps two
+backends whose fp32 rounding differs are as far apart as two seeds (GAN training is chaotic), so
+no tighter claim would be true. The per-iteration float64 agreement is checked by test_backends_train.py.
 
 On CPU the backends are "reference" and "cuda" (the C++ extension's CPU kernels, forced with
 FASTGAN_CPU_KERNELS=always); Triton on CPU is its interpreter (~20 s per mlp iteration), so its
@@ -28,12 +28,17 @@ from fastgan.engine import Run, TrainConfig
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_N = 5000
 
-# Thresholds from the reference runs on the MNIST test split (10,000 digits), seed 0; see README.
+# Thresholds from the reference runs on the MNIST test split (10,000 digits); README "Sample
+# quality" has the runs. ``ratio``: how far (either way) a backend's FID may be from the
+# reference's on the same seed, set from the spread of the reference itself across seeds
+# (x1.2 headroom); ``fid_max``: the worst reference seed x1.25.
 RUNS = {
-    #            steps, FID-MNIST must be below, |backend - reference| FID margin
-    "mlp":      dict(steps=3000, fid_max=450.0, margin=0.35),
-    "convgan":  dict(steps=2000, fid_max=400.0, margin=0.35),
-    "gancls":   dict(steps=2000, fid_max=400.0, margin=0.35, cond_acc_min=0.80),
+    # mlp: reference seeds 0/1/2 -> 238/263/278 (spread 1.17), cuda seed 0 -> 244
+    "mlp":      dict(steps=3000, fid_max=350.0, ratio=1.4),
+    # convgan: reference seed 0 -> 484, cuda seed 0 -> 503 (one seed: mlp's spread)
+    "convgan":  dict(steps=3000, fid_max=600.0, ratio=1.4),
+    # gancls: reference seeds 0/1 -> 92/242 (spread 2.6), cuda seed 0 -> 120; cond. acc. 0.92-0.96
+    "gancls":   dict(steps=2000, fid_max=300.0, ratio=3.2, cond_acc_min=0.80),
 }
 CPU_BACKENDS = ("reference", "cuda")
 
@@ -63,8 +68,8 @@ def train_and_eval(variant, backend, data_dir, steps, out, seed=0, device="cpu",
     return m
 
 
-def _within(m, ref, margin):
-    return abs(m["fid"] - ref["fid"]) <= margin * ref["fid"]
+def _within(m, ref, ratio):
+    return max(m["fid"] / ref["fid"], ref["fid"] / m["fid"]) <= ratio
 
 
 _REF: dict = {}
@@ -94,7 +99,7 @@ def test_converges_on_cpu(variant, backend, mnist_dir, monkeypatch):
     assert m["fid"] < cfg["fid_max"], m
     if "cond_acc_min" in cfg:
         assert m["cond_acc"] > cfg["cond_acc_min"], m
-    assert _within(m, ref, cfg["margin"]), (m["fid"], ref["fid"])
+    assert _within(m, ref, cfg["ratio"]), (m["fid"], ref["fid"])
 
 
 # ------------------------------------------------------------------------------- CI version
@@ -153,5 +158,5 @@ def test_converges_on_gpu_with_cuda_graphs(variant, backend, mnist_dir, tmp_path
     assert ref["fid"] < cfg["fid_max"] and m["fid"] < cfg["fid_max"], (m, ref)
     if "cond_acc_min" in cfg:
         assert m["cond_acc"] > cfg["cond_acc_min"] and ref["cond_acc"] > cfg["cond_acc_min"]
-    assert _within(m, ref, cfg["margin"]), (m["fid"], ref["fid"])
+    assert _within(m, ref, cfg["ratio"]), (m["fid"], ref["fid"])
     torch.cuda.synchronize()

@@ -308,6 +308,11 @@ class Run:
                               "or the job was cancelled)")
 
     def _train(self) -> Dict[str, Any]:
+        # The run's backend for its duration only: the caller's active backend comes back.
+        with ops.use_backend(self.backend):
+            return self._train_loop()
+
+    def _train_loop(self) -> Dict[str, Any]:
         cfg, eng = self.cfg, self.engine
         if self.main:
             os.makedirs(self.out, exist_ok=True)
@@ -316,7 +321,6 @@ class Run:
                            "device": str(self.device), "dataset_source": self.data.source,
                            "world_size": self.dist.world if self.dist else 1,
                            "hyper": dataclasses.asdict(self.variant.hyper)}, f, indent=2)
-        ops.set_backend(self.backend)
         if self.dist is not None:
             self._log(f"fastgan: data-parallel over {self.dist.world} processes "
                       f"({self.dist.backend}), {self.variant.hyper.batch_size // self.dist.world}"
