@@ -15,10 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-
-def _fail(msg: str) -> int:
-    print(f"fastgan: error: {msg}", file=sys.stderr)
-    return 2
+from fastgan.cli import _fail
 
 
 def main(args) -> int:

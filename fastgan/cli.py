@@ -7,7 +7,6 @@ rank failed exits with 4.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
@@ -114,13 +113,13 @@ def cmd_train(a) -> int:
 def cmd_sample(a) -> int:
     import torch
 
+    from fastgan.engine import checkpoint as ckpt
     from fastgan.engine.sampling import fixed_noise, generate
     from fastgan.engine.trainer import UserError, pick_device
-    from fastgan.quality.cli import load_run_generator
     from fastgan.viz import save_grid
     try:
         device = pick_device(a.device)
-        state, v, nets = load_run_generator(a.checkpoint, device)
+        state, v, nets = ckpt.load_networks(a.checkpoint, device)
         if a.label is not None:
             if not v.needs_labels:
                 raise UserError(f"--label: variant {v.name!r} is not conditional (only gancls "
@@ -129,7 +128,7 @@ def cmd_sample(a) -> int:
                 raise UserError(f"--label must be a class 0..9, not {a.label}")
         if a.n < 1:
             raise UserError(f"--n must be at least 1, not {a.n}")
-    except UserError as e:
+    except (UserError, ckpt.CheckpointError) as e:
         return _fail(str(e))
     z, labels, nrow = fixed_noise(v, a.n, a.seed, device, a.label)
     with torch.no_grad():

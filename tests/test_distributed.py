@@ -232,29 +232,17 @@ def test_sync_bn_two_ranks_equals_one_process(data_dir, tmp_path):
     assert err < 3e-3, f"{where} differs by {err:.2e}"
 
 
-def test_resume_two_ranks_on_one(bigan_runs, data_dir, tmp_path):
-    """2 ranks x 4 steps, then 1 process resumes to 8 == 1 process x 8."""
+@pytest.mark.parametrize("saved,launch", [("two4", "one process"), ("one4", "two ranks")])
+def test_resume_on_another_number_of_ranks(bigan_runs, data_dir, tmp_path, saved, launch):
+    """4 steps on 2 ranks (or 1 process), then resume to 8 on 1 process (or 2 ranks) == 1 process
+    x 8."""
     import shutil
     run = tmp_path / "r"
-    shutil.copytree(bigan_runs / "two4", run)
-    one_process_train(["--resume", str(run), "--steps", "8", "--quiet", "--device", "cpu",
-                       "--data-dir", data_dir, "--log-every", "2", "--checkpoint-every", "0",
-                       "--sample-every", "0"])
-    step, resumed = load_params(run)
-    _, straight = load_params(bigan_runs / "one8")
-    assert step == 8
-    err, where = worst_rel(resumed, straight)
-    assert err < 1e-4, f"{where} differs by {err:.2e}"
-
-
-def test_resume_one_process_on_two_ranks(bigan_runs, data_dir, tmp_path):
-    """1 process x 4 steps, then 2 ranks resume to 8 == 1 process x 8."""
-    import shutil
-    run = tmp_path / "r"
-    shutil.copytree(bigan_runs / "one4", run)
-    torchrun_train(["--resume", str(run), "--steps", "8", "--quiet", "--device", "cpu",
-                    "--data-dir", data_dir, "--log-every", "2", "--checkpoint-every", "0",
-                    "--sample-every", "0"])
+    shutil.copytree(bigan_runs / saved, run)
+    train = one_process_train if launch == "one process" else torchrun_train
+    train(["--resume", str(run), "--steps", "8", "--quiet", "--device", "cpu",
+           "--data-dir", data_dir, "--log-every", "2", "--checkpoint-every", "0",
+           "--sample-every", "0"])
     step, resumed = load_params(run)
     _, straight = load_params(bigan_runs / "one8")
     assert step == 8

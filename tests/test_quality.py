@@ -302,14 +302,12 @@ def test_eval_bad_input(tmp_path, capsys, make_idx_dataset):
 
 
 def test_eval_every_refuses_colour_runs_before_training(tmp_path, capsys):
-    from PIL import Image  # noqa: F401  (folder data sets need Pillow)
-    pytest.importorskip("PIL")
+    import numpy as np
+    image = pytest.importorskip("PIL.Image")     # folder data sets need Pillow
     folder = tmp_path / "faces"
     folder.mkdir()
-    import numpy as np
-    from PIL import Image as I
     for i in range(8):
-        I.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(
             folder / f"{i}.png")
     out = tmp_path / "dc"
     rc = cli_main(["train", "--variant", "dcgan", "--dataset", f"folder:{folder}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import torch
 
@@ -119,6 +119,24 @@ def check_compatible(state: Dict[str, Any], variant_name: str, nets) -> None:
             f"the checkpoint's {variant_name} networks differ from these "
             f"({_first_difference(state['arch'], mine)}); resume with the same architecture "
             "options (image size, channels, ngf/ndf, kernel) it was trained with")
+
+
+def load_networks(path: str, device) -> Tuple[Dict[str, Any], Any, Dict[str, torch.nn.Module]]:
+    """(checkpoint state, its variant, its networks on ``device`` with the saved weights): what
+    `fastgan sample` and `fastgan eval` need. Raises CheckpointError."""
+    from fastgan.variants import get_variant
+    state = load_checkpoint(path)
+    h = state["hyper"]
+    try:
+        v = get_variant(state["variant"], image_size=h["image_size"], channels=h["channels"],
+                        z_dim=h["z_dim"], **h["extra"])
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    nets = {k: m.to(device) for k, m in v.build({}).items()}
+    check_compatible(state, v.name, nets)
+    for role, net in nets.items():
+        net.load_state_dict(state["nets"][role])
+    return state, v, nets
 
 
 def _norm(sig) -> Dict[str, list]:

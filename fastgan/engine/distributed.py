@@ -38,9 +38,9 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from fastgan.nn.layers import BatchNormAct
+from fastgan.ops.reference import act
 
 DEFAULT_TIMEOUT_S = 300.0
 # Exit code of a run that stopped because another rank failed (2 bad input, 3 diverged, 130 ^C).
@@ -291,14 +291,6 @@ class _SyncState:
 _SYNC = _SyncState()
 
 
-def _act(y: torch.Tensor, slope: Optional[float]) -> torch.Tensor:
-    if slope is None:
-        return y
-    if slope == 0.0:
-        return F.relu(y)
-    return F.leaky_relu(y, slope)
-
-
 class _AllReduceSum(torch.autograd.Function):
     """Sum over ranks whose backward sums the gradients over ranks (every rank's loss depends
     on every rank's contribution)."""
@@ -348,7 +340,7 @@ def sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
             running_var.mul_(1 - momentum).add_(var.detach() * (n / (n - 1)) * momentum)
-    return _act(y, slope).to(x.dtype)
+    return act(y, slope).to(x.dtype)
 
 
 class SyncBatchNormAct(BatchNormAct):

@@ -12,7 +12,8 @@ from .registry import register
 _ALL = ("cpu", "cuda", "meta", "mps")
 
 
-def _act(y: torch.Tensor, slope: Optional[float]) -> torch.Tensor:
+def act(y: torch.Tensor, slope: Optional[float]) -> torch.Tensor:
+    """The activation every fused op ends with: none (slope None), ReLU (0) or LeakyReLU."""
     if slope is None:
         return y
     if slope == 0.0:
@@ -23,7 +24,7 @@ def _act(y: torch.Tensor, slope: Optional[float]) -> torch.Tensor:
 @register("linear_act", "reference", _ALL)
 def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                slope: Optional[float]) -> torch.Tensor:
-    return _act(F.linear(x, weight, bias), slope)
+    return act(F.linear(x, weight, bias), slope)
 
 
 @register("bias_act", "reference", _ALL)
@@ -33,7 +34,7 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor], slope: Optional[floa
         shape = [1] * x.dim()
         shape[dim] = -1
         x = x + bias.view(shape)
-    return _act(x, slope)
+    return act(x, slope)
 
 
 @register("bn_act", "reference", _ALL)
@@ -41,7 +42,7 @@ def bn_act(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch
            running_mean: Optional[torch.Tensor], running_var: Optional[torch.Tensor],
            training: bool, momentum: float, eps: float, slope: Optional[float]) -> torch.Tensor:
     y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    return _act(y, slope)
+    return act(y, slope)
 
 
 @register("gan_loss", "reference", _ALL)

@@ -7,10 +7,7 @@ import time
 
 import torch
 
-
-def _fail(msg: str) -> int:
-    print(f"fastgan: error: {msg}", file=sys.stderr)
-    return 2
+from fastgan.cli import _fail
 
 
 # ------------------------------------------------------------------------------- eval
@@ -27,25 +24,6 @@ def add_eval_parser(sub) -> None:
     e.set_defaults(fn=cmd_eval)
 
 
-def load_run_generator(checkpoint: str, device):
-    """(checkpoint state, variant, nets on ``device``) of a saved run; raises UserError."""
-    from fastgan.engine import checkpoint as ckpt
-    from fastgan.engine.trainer import UserError
-    from fastgan.variants import get_variant
-    try:
-        state = ckpt.load_checkpoint(checkpoint)
-        h = state["hyper"]
-        v = get_variant(state["variant"], image_size=h["image_size"], channels=h["channels"],
-                        z_dim=h["z_dim"], **h["extra"])
-        nets = {k: m.to(device) for k, m in v.build({}).items()}
-        ckpt.check_compatible(state, v.name, nets)
-        for role, net in nets.items():
-            net.load_state_dict(state["nets"][role])
-    except (ckpt.CheckpointError, ValueError) as e:
-        raise UserError(str(e)) from None
-    return state, v, nets
-
-
 def run_real_data(cfg: dict, data_dir=None):
     """The real images a run was trained on (uint8), from its saved config."""
     from fastgan.data import DataError, load_dataset
@@ -60,6 +38,7 @@ def run_real_data(cfg: dict, data_dir=None):
 
 
 def cmd_eval(a) -> int:
+    from fastgan.engine import checkpoint as ckpt
     from fastgan.engine.trainer import UserError, pick_device
 
     from .classifier import ClassifierError
@@ -68,12 +47,12 @@ def cmd_eval(a) -> int:
         if a.n < 10:
             raise UserError(f"--n must be at least 10, not {a.n}")
         device = pick_device(a.device)
-        state, v, nets = load_run_generator(a.checkpoint, device)
+        state, v, nets = ckpt.load_networks(a.checkpoint, device)
         data = run_real_data(state["config"], a.data_dir)
         t0 = time.perf_counter()
         real = real_stats(data.images, device)
         m = evaluate_generator(v, nets, real, n=a.n, seed=a.seed)
-    except (UserError, ClassifierError, QualityError) as e:
+    except (UserError, ckpt.CheckpointError, ClassifierError, QualityError) as e:
         return _fail(str(e))
     m.update(variant=v.name, step=int(state["step"]), data=data.source, real_n=real["n"],
              seconds=round(time.perf_counter() - t0, 2), device=str(device))
