@@ -386,38 +386,56 @@ void check_stat_vec(const Tensor& t, int64_t C, const Tensor& x, const char* op,
   check_device(t, x, op, arg);
 }
 
+// What bn_act and its backward both take: checked arguments and the per-channel vectors in the
+// accumulation dtype, contiguous.
+struct BnApplyArgs {
+  DType dt;
+  ActMode act;
+  int64_t C;
+  Tensor w, b, mean, invstd;  // w, b undefined when absent
+};
+
+BnApplyArgs check_bn_apply_args(const Tensor& x, const OptTensor& weight, const OptTensor& bias,
+                                const Tensor& mean, const Tensor& invstd,
+                                std::optional<double> slope, const char* op) {
+  check_bn_input(x, op);
+  BnApplyArgs a;
+  a.dt = dtype_of(x, op, "x");
+  a.act = act_of(slope, op);
+  a.C = x.size(1);
+  check_channel_vec(weight, a.C, x, op, "weight");
+  check_channel_vec(bias, a.C, x, op, "bias");
+  check_stat_vec(mean, a.C, x, op, "mean");
+  check_stat_vec(invstd, a.C, x, op, "invstd");
+  const at::ScalarType acc = acc_type(x.scalar_type());
+  if (weight.has_value()) a.w = acc_vec(*weight, acc);
+  if (bias.has_value()) a.b = acc_vec(*bias, acc);
+  a.mean = mean.contiguous();
+  a.invstd = invstd.contiguous();
+  return a;
+}
+
 Tensor bn_act_impl(const Tensor& x, const OptTensor& weight, const OptTensor& bias, const Tensor& mean,
                    const Tensor& invstd, std::optional<double> slope, bool training, Dev dev) {
   (void)training;  // only the backward uses it
   const char* op = "bn_act";
-  check_bn_input(x, op);
-  const DType dt = dtype_of(x, op, "x");
-  const ActMode act = act_of(slope, op);
-  const int64_t C = x.size(1);
-  check_channel_vec(weight, C, x, op, "weight");
-  check_channel_vec(bias, C, x, op, "bias");
-  check_stat_vec(mean, C, x, op, "mean");
-  check_stat_vec(invstd, C, x, op, "invstd");
+  const BnApplyArgs a = check_bn_apply_args(x, weight, bias, mean, invstd, slope, op);
 #ifdef FASTGAN_WITH_CUDA
   std::optional<c10::cuda::CUDAGuard> guard;
   if (dev == Dev::kCUDA) guard.emplace(x.device());
 #endif
-  const at::ScalarType acc = acc_type(x.scalar_type());
   Tensor y = fresh(at::empty_like(x));
   Tensor xd = in_layout_of(x, y);
-  Tensor w = weight.has_value() ? acc_vec(*weight, acc) : Tensor();
-  Tensor b = bias.has_value() ? acc_vec(*bias, acc) : Tensor();
-  Tensor m = mean.contiguous(), is = invstd.contiguous();
   BnApplyParams p;
-  p.dtype = dt;
+  p.dtype = a.dt;
   p.x = xd.data_ptr();
   p.y = y.data_ptr();
-  p.weight = w.defined() ? w.data_ptr() : nullptr;
-  p.bias = b.defined() ? b.data_ptr() : nullptr;
-  p.mean = m.data_ptr();
-  p.invstd = is.data_ptr();
+  p.weight = a.w.defined() ? a.w.data_ptr() : nullptr;
+  p.bias = a.b.defined() ? a.b.data_ptr() : nullptr;
+  p.mean = a.mean.data_ptr();
+  p.invstd = a.invstd.data_ptr();
   p.g = geom_of(y, 1);
-  p.act = act;
+  p.act = a.act;
   p.slope = slope.value_or(0.0);
   if (dev == Dev::kCPU) {
     cpu_bn_apply(p);
@@ -437,19 +455,12 @@ std::tuple<Tensor, Tensor, Tensor> bn_act_backward_impl(const Tensor& grad, cons
                                                         std::optional<double> slope, bool training,
                                                         Dev dev) {
   const char* op = "bn_act_backward";
-  check_bn_input(x, op);
-  const DType dt = dtype_of(x, op, "x");
+  const BnApplyArgs a = check_bn_apply_args(x, weight, bias, mean, invstd, slope, op);
   TORCH_CHECK(grad.sizes() == x.sizes(), "fastgan::bn_act_backward: grad has shape ", shape_str(grad.sizes()),
               " but x has shape ", shape_str(x.sizes()));
   TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "fastgan::bn_act_backward: grad is ",
               dtype_str(grad.scalar_type()), " but x is ", dtype_str(x.scalar_type()));
   check_device(grad, x, op, "grad");
-  const ActMode act = act_of(slope, op);
-  const int64_t C = x.size(1);
-  check_channel_vec(weight, C, x, op, "weight");
-  check_channel_vec(bias, C, x, op, "bias");
-  check_stat_vec(mean, C, x, op, "mean");
-  check_stat_vec(invstd, C, x, op, "invstd");
 #ifdef FASTGAN_WITH_CUDA
   std::optional<c10::cuda::CUDAGuard> guard;
   if (dev == Dev::kCUDA) guard.emplace(x.device());
@@ -458,24 +469,21 @@ std::tuple<Tensor, Tensor, Tensor> bn_act_backward_impl(const Tensor& grad, cons
   Tensor dx = fresh(at::empty_like(x));
   Tensor xd = in_layout_of(x, dx);
   Tensor gd = in_layout_of(grad, dx);
-  Tensor dw = fresh(at::empty({C}, x.options().dtype(acc)));
-  Tensor dbias = fresh(at::empty({C}, x.options().dtype(acc)));
-  Tensor w = weight.has_value() ? acc_vec(*weight, acc) : Tensor();
-  Tensor b = bias.has_value() ? acc_vec(*bias, acc) : Tensor();
-  Tensor m = mean.contiguous(), is = invstd.contiguous();
+  Tensor dw = fresh(at::empty({a.C}, x.options().dtype(acc)));
+  Tensor dbias = fresh(at::empty({a.C}, x.options().dtype(acc)));
   BnBwdParams p;
-  p.dtype = dt;
+  p.dtype = a.dt;
   p.grad = gd.data_ptr();
   p.x = xd.data_ptr();
-  p.weight = w.defined() ? w.data_ptr() : nullptr;
-  p.bias = b.defined() ? b.data_ptr() : nullptr;
-  p.mean = m.data_ptr();
-  p.invstd = is.data_ptr();
+  p.weight = a.w.defined() ? a.w.data_ptr() : nullptr;
+  p.bias = a.b.defined() ? a.b.data_ptr() : nullptr;
+  p.mean = a.mean.data_ptr();
+  p.invstd = a.invstd.data_ptr();
   p.dx = dx.data_ptr();
   p.dweight = dw.data_ptr();
   p.dbias = dbias.data_ptr();
   p.g = geom_of(dx, 1);
-  p.act = act;
+  p.act = a.act;
   p.slope = slope.value_or(0.0);
   p.training = training;
   if (x.numel() == 0) {
