@@ -67,6 +67,18 @@ def poison(monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def crossing_tiles(monkeypatch):
+    """Keep the interpreter's small tiles for every shape here, so the small test shapes cross
+    block edges as they would on a GPU (the interpreter otherwise switches to whole-layer tiles
+    above ``config.INTERPRET_BIG_*``; test_interpreter_whole_layer_tiles covers that path)."""
+    monkeypatch.setattr(KC, "INTERPRET_BIG_WORK", 1 << 62)
+    monkeypatch.setattr(KC, "INTERPRET_BIG_SWEEP", 1 << 62)
+    LA.mm_kernel.cache.clear()      # autotune picks are cached per shape
+    yield
+    LA.mm_kernel.cache.clear()
+
+
 @pytest.fixture
 def triton_backend():
     with ops.use_backend("triton"):
@@ -833,3 +845,29 @@ def test_gpu_cuda_graph_capture(seed):
     for p, g in zip(params, eager_grads):
         check("grad", p.grad, g, 1e-6, seed)
     check("running_mean", rm, rm_e, 1e-6, seed)
+
+
+# ------------------------------------------------------------- interpreter whole-layer tiles
+
+@pytest.mark.skipif(not INTERP, reason="the interpreter's tile choice")
+@pytest.mark.parametrize("op", ["linear", "linear_swapped", "bn_2d", "bn_nchw", "bias_nchw"])
+def test_interpreter_whole_layer_tiles(op, seed, monkeypatch):
+    """The tiles the interpreter uses above config.INTERPRET_BIG_* (fitted to the whole layer,
+    so one program or a few): same parity as the crossing tiles."""
+    monkeypatch.setattr(KC, "INTERPRET_BIG_WORK", 0)
+    monkeypatch.setattr(KC, "INTERPRET_BIG_SWEEP", 0)
+    LA.mm_kernel.cache.clear()
+    if op == "linear":
+        _linear_case("cpu", torch.float32, 70, 300, 33, 0.2, True, None, seed)
+    elif op == "linear_swapped":
+        _linear_case("cpu", torch.float32, 7, 33, 1100, 0.0, True, "t", seed)
+    elif op == "bn_2d":
+        _bn_case("cpu", torch.float32, (33, 1100), "nchw", 0.2, True, "gamma_beta", seed)
+    elif op == "bn_nchw":
+        _bn_case("cpu", torch.float32, (17, 5, 4, 4), "nchw", None, True, "gamma_beta", seed)
+    else:
+        _bias_act_case("cpu", torch.float32, (70, 3, 9, 9), 1, "nchw", 0.2, True, seed)
+    if op.startswith("linear"):
+        cfgs = [c.kwargs for c in LA.mm_kernel.cache.values()]
+        assert cfgs and all(c["BLOCK_P"] > LA._INTERP_CONFIG[0] or c["BLOCK_Q"] >
+                            LA._INTERP_CONFIG[1] for c in cfgs), cfgs

@@ -97,15 +97,19 @@ def view3(t: torch.Tensor, dim: int) -> Optional[Tuple[int, int, int, int, int, 
 
 def tile3(A: int, C: int, B: int, sC: int, budget: int = 2048) -> Tuple[int, int, int]:
     """Block sizes (BLOCK_A, BLOCK_C, BLOCK_B) for a [A, C, B] sweep; contiguous axis widest."""
+    cap_rows_c = 64 if sC == 1 else 16   # channel block when C is the swept row ([rows, C])
+    cap_c = 16                           # channel block of a [A, C, B] sweep
     if config.INTERPRET:
         budget = 4096
+        if A * C * B > config.INTERPRET_BIG_SWEEP:   # whole-layer tiles: the cost is per op
+            budget, cap_rows_c, cap_c = 1 << 16, 1024, 1024
     if B == 1:
-        bc = min(next_pow2(C), 64 if sC == 1 else 16)
+        bc = min(next_pow2(C), cap_rows_c)
         ba = max(1, min(next_pow2(A), budget // bc))
         return ba, bc, 1
     bb = min(next_pow2(B), budget)
     ba = max(1, min(next_pow2(A), budget // bb))
-    bc = max(1, min(next_pow2(C), budget // (bb * ba), 16))
+    bc = max(1, min(next_pow2(C), budget // (bb * ba), cap_c))
     return ba, bc, bb
 
 
@@ -124,7 +128,7 @@ def _sum_dim0_kernel(p_ptr, out_ptr, S, L, s_p, BLOCK_S: tl.constexpr, BLOCK_L: 
     pid = tl.program_id(0)
     offs_l = pid * BLOCK_L + tl.arange(0, BLOCK_L)
     ml = offs_l < L
-    acc = tl.zeros((BLOCK_S, BLOCK_L), ACC)
+    acc = tl.full((BLOCK_S, BLOCK_L), 0.0, ACC)
     for s0 in range(0, S, BLOCK_S):
         offs_s = s0 + tl.arange(0, BLOCK_S)
         acc += tl.load(p_ptr + offs_s[:, None] * s_p + offs_l[None, :],

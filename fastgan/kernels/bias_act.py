@@ -26,8 +26,8 @@ def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, A, C, B, sA, sC, sB, slope,
                          HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr,
                          BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
     pid = tl.program_id(0)
-    nb = tl.cdiv(B, BLOCK_B)
-    nc = tl.cdiv(C, BLOCK_C)
+    nb = (B + BLOCK_B - 1) // BLOCK_B
+    nc = (C + BLOCK_C - 1) // BLOCK_C
     pid_b = pid % nb
     pid_c = (pid // nb) % nc
     pid_a = pid // (nb * nc)
@@ -52,12 +52,12 @@ def _bias_act_bwd_kernel(g_ptr, y_ptr, dx_ptr, pdb_ptr, A, C, B, sA, sC, sB, a_p
     """Program (c-block, split s): rows a in [s*a_per_split, (s+1)*a_per_split) of its channels.
     dX = dY * act'(y); pdb[s, c] = sum of dX over its rows (db partial)."""
     pid = tl.program_id(0)
-    nc = tl.cdiv(C, BLOCK_C)
+    nc = (C + BLOCK_C - 1) // BLOCK_C
     pid_c = pid % nc
     pid_s = pid // nc
     oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mc = oc < C
-    acc = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
+    acc = tl.full((BLOCK_A, BLOCK_C, BLOCK_B), 0.0, ACC)
     a_lo = pid_s * a_per_split
     a_hi = tl.minimum(a_lo + a_per_split, A)
     for a0 in range(a_lo, a_hi, BLOCK_A):

@@ -41,8 +41,8 @@ FORCE_SPLIT: Optional[int] = None
 def _chunk_sums(x_ptr, oc, mc, shift, a_lo, a_hi, B, sA, sC, sB, ACC: tl.constexpr,
                 BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
     """sum(x - shift), sum((x - shift)^2) over rows [a_lo, a_hi) x all of B, per channel."""
-    s1 = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
-    s2 = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
+    s1 = tl.full((BLOCK_A, BLOCK_C, BLOCK_B), 0.0, ACC)
+    s2 = tl.full((BLOCK_A, BLOCK_C, BLOCK_B), 0.0, ACC)
     for a0 in range(a_lo, a_hi, BLOCK_A):
         oa = a0 + tl.arange(0, BLOCK_A)
         for b0 in range(0, B, BLOCK_B):
@@ -89,7 +89,7 @@ def _apply_chunk(x_ptr, y_ptr, w_ptr, b_ptr, oc, mc, mean, rstd, a_lo, a_hi, B, 
     if HAS_B:
         beta = tl.load(b_ptr + oc, mask=mc, other=0.0).to(ACC)
     else:
-        beta = tl.zeros((BLOCK_C,), dtype=ACC)
+        beta = tl.full((BLOCK_C,), 0.0, ACC)
     shift = beta - mean * scale
     for a0 in range(a_lo, a_hi, BLOCK_A):
         oa = a0 + tl.arange(0, BLOCK_A)
@@ -113,7 +113,7 @@ def _bn_fwd_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_pt
     """Training forward. SPLIT == 1: stats + running update + normalise in one program per
     channel block. SPLIT > 1: this program only writes its partial sums (apply kernel next)."""
     pid = tl.program_id(0)
-    nc = tl.cdiv(C, BLOCK_C)
+    nc = (C + BLOCK_C - 1) // BLOCK_C
     pid_c = pid % nc
     pid_s = pid // nc
     oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -143,7 +143,7 @@ def _bn_apply_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_
     """TRAINING: combine the SPLIT partials of its channels (split 0 writes mean/rstd and the
     running stats), then normalise its rows. Not TRAINING: normalise with the running stats."""
     pid = tl.program_id(0)
-    nc = tl.cdiv(C, BLOCK_C)
+    nc = (C + BLOCK_C - 1) // BLOCK_C
     pid_c = pid % nc
     pid_s = pid // nc
     oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -173,8 +173,8 @@ def _bwd_chunk_sums(x_ptr, g_ptr, oc, mc, mean, rstd, gamma, beta, a_lo, a_hi, B
                     slope, ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_A: tl.constexpr,
                     BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
     """sum(dY'), sum(dY' * xhat) over rows [a_lo, a_hi), dY' = dY * act'(gamma*xhat + beta)."""
-    s1 = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
-    s2 = tl.zeros((BLOCK_A, BLOCK_C, BLOCK_B), dtype=ACC)
+    s1 = tl.full((BLOCK_A, BLOCK_C, BLOCK_B), 0.0, ACC)
+    s2 = tl.full((BLOCK_A, BLOCK_C, BLOCK_B), 0.0, ACC)
     for a0 in range(a_lo, a_hi, BLOCK_A):
         oa = a0 + tl.arange(0, BLOCK_A)
         for b0 in range(0, B, BLOCK_B):
@@ -225,7 +225,7 @@ def _load_affine(w_ptr, b_ptr, oc, mc, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
     if HAS_B:
         beta = tl.load(b_ptr + oc, mask=mc, other=0.0).to(ACC)
     else:
-        beta = tl.zeros((BLOCK_C,), dtype=ACC)
+        beta = tl.full((BLOCK_C,), 0.0, ACC)
     return gamma, beta
 
 
@@ -239,7 +239,7 @@ def _bn_bwd_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw_pt
     """SPLIT == 1: reduce sum(dY'), sum(dY'*xhat), write dgamma/dbeta and dX in one program
     per channel block. SPLIT > 1: write this split's partial sums only (dX kernel next)."""
     pid = tl.program_id(0)
-    nc = tl.cdiv(C, BLOCK_C)
+    nc = (C + BLOCK_C - 1) // BLOCK_C
     pid_c = pid % nc
     pid_s = pid // nc
     oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -261,8 +261,8 @@ def _bn_bwd_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw_pt
                 c1 = s1 / count
                 c2 = s2 / count
             else:
-                c1 = tl.zeros((BLOCK_C,), dtype=ACC)
-                c2 = tl.zeros((BLOCK_C,), dtype=ACC)
+                c1 = tl.full((BLOCK_C,), 0.0, ACC)
+                c2 = tl.full((BLOCK_C,), 0.0, ACC)
             _dx_chunk(x_ptr, g_ptr, dx_ptr, oc, mc, mean, rstd, gamma, beta, c1, c2, 0, A, B,
                       sA, sC, sB, slope, ACT, ACC, BLOCK_A, BLOCK_C, BLOCK_B)
     else:
@@ -280,7 +280,7 @@ def _bn_bwd_dx_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw
                       BLOCK_B: tl.constexpr):
     """Combine the partials (split 0 writes dgamma/dbeta), then dX for this split's rows."""
     pid = tl.program_id(0)
-    nc = tl.cdiv(C, BLOCK_C)
+    nc = (C + BLOCK_C - 1) // BLOCK_C
     pid_c = pid % nc
     pid_s = pid // nc
     oc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -302,8 +302,8 @@ def _bn_bwd_dx_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw
             c1 = s1 / count
             c2 = s2 / count
         else:
-            c1 = tl.zeros((BLOCK_C,), dtype=ACC)
-            c2 = tl.zeros((BLOCK_C,), dtype=ACC)
+            c1 = tl.full((BLOCK_C,), 0.0, ACC)
+            c2 = tl.full((BLOCK_C,), 0.0, ACC)
         a_lo = pid_s * a_per_split
         a_hi = tl.minimum(a_lo + a_per_split, A)
         _dx_chunk(x_ptr, g_ptr, dx_ptr, oc, mc, mean, rstd, gamma, beta, c1, c2, a_lo, a_hi, B,

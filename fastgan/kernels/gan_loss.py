@@ -74,7 +74,7 @@ def _gan_loss_kernel(z_ptr, g_ptr, part_ptr, loss_ptr, t_ptr, t_val, n, scale,
 def _gan_loss_finalize_kernel(part_ptr, loss_ptr, n_parts, scale, ACC: tl.constexpr,
                               BLOCK: tl.constexpr):
     offs = tl.arange(0, BLOCK)
-    acc = tl.zeros((BLOCK,), dtype=ACC)
+    acc = tl.full((BLOCK,), 0.0, ACC)
     for i in range(0, n_parts, BLOCK):
         acc += tl.load(part_ptr + i + offs, mask=i + offs < n_parts, other=0.0)
     tl.store(loss_ptr, (tl.sum(acc, axis=0) * scale).to(loss_ptr.dtype.element_ty))

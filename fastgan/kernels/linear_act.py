@@ -43,10 +43,11 @@ _MM_CONFIG_TUPLES = [
     (128, 128, 32, 8, 3),   # large batches (mlp at 4096-8192)
 ]
 _INTERP_CONFIG = (32, 32, 32, 4, 1)
-# The interpreter's cost is per program instance: whole-layer products (the variants' 784x1024,
-# 6272x1024...) run with large tiles, the small test shapes with small ones that cross blocks.
-_INTERP_BIG_CONFIG = (256, 256, 128, 4, 1)
-_INTERP_BIG_AT = 256
+# The interpreter's cost is per program instance and per op: products above
+# config.INTERPRET_BIG_WORK multiply-adds (the variants' layers) run with tiles fitted to the
+# problem up to 1024 x 1024 x 256 (the fastest cap of those tried, 256..1024 per side, on the mlp
+# layers), the small test shapes with small tiles that cross blocks.
+_INTERP_BIG_CONFIG = (1024, 1024, 256, 4, 1)
 
 
 def _make_configs(tuples):
@@ -63,8 +64,11 @@ def _prune(configs, named_args, **kwargs):
     """Drop configs whose tile is far larger than the problem (keeps at least one)."""
     P, Q = named_args["P"], named_args["Q"]
     if config.INTERPRET:  # one config, never benchmarked: small tiles unless the product is big
-        big = max(P, Q) > _INTERP_BIG_AT
-        return [c for c in configs if (c.kwargs["BLOCK_P"] == _INTERP_BIG_CONFIG[0]) == big]
+        if P * Q * named_args["K"] <= config.INTERPRET_BIG_WORK:
+            return _make_configs([_INTERP_CONFIG])
+        bp, bq, bk, w, s = _INTERP_BIG_CONFIG
+        return _make_configs([(min(bp, max(32, next_pow2(P))), min(bq, max(32, next_pow2(Q))),
+                               min(bk, max(32, next_pow2(named_args["K"]))), w, s)])
     keep = [c for c in configs
             if c.kwargs["BLOCK_P"] <= max(64, next_pow2(P))
             and c.kwargs["BLOCK_Q"] <= max(32, next_pow2(Q))]
@@ -89,8 +93,8 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
     first block of the other axis.
     """
     pid = tl.program_id(0)
-    num_p = tl.cdiv(P, BLOCK_P)
-    num_q = tl.cdiv(Q, BLOCK_Q)
+    num_p = (P + BLOCK_P - 1) // BLOCK_P
+    num_q = (Q + BLOCK_Q - 1) // BLOCK_Q
     in_group = GROUP_P * num_q
     group = pid // in_group
     first_p = group * GROUP_P
@@ -103,12 +107,12 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
     offs_k = tl.arange(0, BLOCK_K)
     mp = offs_p < P
     mq = offs_q < Q
-    acc = tl.zeros((BLOCK_P, BLOCK_Q), dtype=ACC)
+    acc = tl.full((BLOCK_P, BLOCK_Q), 0.0, ACC)
     if DB:
         if GRAD == 1:
-            dbacc = tl.zeros((BLOCK_P,), dtype=ACC)
+            dbacc = tl.full((BLOCK_P,), 0.0, ACC)
         else:
-            dbacc = tl.zeros((BLOCK_Q,), dtype=ACC)
+            dbacc = tl.full((BLOCK_Q,), 0.0, ACC)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
         mk = kk < K
@@ -182,7 +186,7 @@ def _gemv_fwd_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, M, K,
     offs_k = tl.arange(0, BLOCK_K)
     mn = offs_n < N
     mm = offs_m < M
-    acc = tl.zeros((BLOCK_N, BLOCK_M, BLOCK_K), dtype=ACC)
+    acc = tl.full((BLOCK_N, BLOCK_M, BLOCK_K), 0.0, ACC)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
         mk = kk < K
