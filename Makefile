@@ -54,8 +54,9 @@ test: install
 test-slow: install
 	FASTGAN_BENCH_TINY=1 $(PYTHON) -m pytest -q --run-slow $(PYTEST_ARGS)
 
-# Convergence of mlp, convgan and gancls on real MNIST for every CPU backend (about an hour on
-# 2 cores); runs/convergence/ keeps each run's samples and FID-MNIST.
+# Convergence of mlp, convgan and gancls on real MNIST for every CPU backend (Triton: mlp only,
+# see tests/test_convergence.py; about two hours on 2 cores); runs/convergence/ keeps each run's
+# samples and FID-MNIST.
 test-quality: install
 	FASTGAN_BENCH_TINY=1 $(PYTHON) -m pytest -q --run-slow tests/test_convergence.py $(PYTEST_ARGS)
 

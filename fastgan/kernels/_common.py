@@ -102,7 +102,7 @@ def tile3(A: int, C: int, B: int, sC: int, budget: int = 2048) -> Tuple[int, int
     if config.INTERPRET:
         budget = 4096
         if A * C * B > config.INTERPRET_BIG_SWEEP:   # whole-layer tiles: the cost is per op
-            budget, cap_rows_c, cap_c = 1 << 16, 1024, 1024
+            budget, cap_rows_c, cap_c = 1 << 20, 1024, 1024
     if B == 1:
         bc = min(next_pow2(C), cap_rows_c)
         ba = max(1, min(next_pow2(A), budget // bc))
