@@ -72,9 +72,12 @@ def crossing_tiles(monkeypatch):
     """Keep the interpreter's small tiles for every shape here, so the small test shapes cross
     block edges as they would on a GPU (the interpreter otherwise switches to whole-layer tiles
     above ``config.INTERPRET_BIG_*``; test_interpreter_whole_layer_tiles covers that path)."""
+    if not INTERP:                  # on a GPU: the autotuned tiles, kept across tests
+        yield
+        return
     monkeypatch.setattr(KC, "INTERPRET_BIG_WORK", 1 << 62)
     monkeypatch.setattr(KC, "INTERPRET_BIG_SWEEP", 1 << 62)
-    LA.mm_kernel.cache.clear()      # autotune picks are cached per shape
+    LA.mm_kernel.cache.clear()      # tile picks are cached per shape
     yield
     LA.mm_kernel.cache.clear()
 
