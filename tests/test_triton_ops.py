@@ -45,7 +45,8 @@ SLOPES = [None, 0.0, 0.01, 0.2]
 
 @pytest.fixture
 def seed():
-    s = int.from_bytes(os.urandom(4), "little")
+    # FASTGAN_TEST_SEED replays a failure (every failure message prints its seed)
+    s = int(os.environ.get("FASTGAN_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
     torch.manual_seed(s)
     return s
 
@@ -356,10 +357,15 @@ def _bn_case(device, dtype, shape, layout, slope, training, affine, seed, wdtype
     gam = wr.detach().view([-1 if d == 1 else 1 for d in range(x0.dim())]) if wr is not None \
         else 1.0
     check("dx", x.grad, xr.grad, tol, seed, scale=(g.double() * rstd * gam).norm().item())
+    # dgamma = sum(g' * xhat), dbeta = sum(g') per channel: sums whose terms may cancel (40
+    # samples summing to 0.04), measured against the sum of the terms' magnitudes (|g'| <= |g|).
+    xhat = (xr.detach() - xr.detach().mean(dim=red, keepdim=True)) * rstd if training else \
+        (xr.detach() - rmr.view([-1 if d == 1 else 1 for d in range(x0.dim())])) * rstd
     if w is not None:
-        check("dgamma", w.grad, wr.grad, tol, seed)
+        check("dgamma", w.grad, wr.grad, tol, seed,
+              scale=(g.double().abs() * xhat.abs()).sum(red).norm().item())
     if b is not None:
-        check("dbeta", b.grad, br.grad, tol, seed)
+        check("dbeta", b.grad, br.grad, tol, seed, scale=g.double().abs().sum(red).norm().item())
     check("running_mean", rm, rmr, 1e-5, seed)
     check("running_var", rv, rvr, 1e-5, seed)
 
