@@ -19,7 +19,8 @@ block dW/db partials summed by a small deterministic reduction).
 
 fp32 inputs use ``fastgan.kernels.config.DOT_PRECISION`` (tf32 by default on CUDA, ieee under
 the interpreter); bf16 inputs go to the tensor cores as bf16 with fp32 accumulation.
-Autotuned over ``MM_CONFIGS`` keyed on the problem shape; under the interpreter only the first.
+Autotuned over ``MM_CONFIGS`` keyed on the problem shape; under the interpreter never
+benchmarked: ``_prune`` returns the one tile it picks for the shape.
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def _make_configs(tuples):
 
 
 MM_CONFIGS = _make_configs(_MM_CONFIG_TUPLES)
+# Under the interpreter the list only needs two entries, so that the autotuner calls _prune,
+# which builds the one config used.
 _ACTIVE_MM_CONFIGS = (_make_configs([_INTERP_CONFIG, _INTERP_BIG_CONFIG]) if config.INTERPRET
                       else MM_CONFIGS)
 
