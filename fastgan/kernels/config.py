@@ -25,6 +25,11 @@ decoration time, so the variable must be set before ``fastgan.kernels`` is impor
 The interpreter's ``tl.dot`` multiplies bf16 operands as raw 16-bit integers (Triton 3.8), so
 under the interpreter bf16 operands are upcast to fp32 just before the dot (exact: every bf16 is
 an fp32), see :func:`dot_upcast`.
+
+Under the interpreter fastgan also turns off its integer-overflow sanitizer (below) and replaces
+its element-by-element loads and stores with vectorized ones (``_interpreter_memory``; set
+``FASTGAN_INTERPRET_NATIVE_MEMORY=1`` to keep Triton's own). Neither changes any result or the
+code compiled for a GPU; together they make the interpreter 2-4x faster on the variants.
 """
 from __future__ import annotations
 
@@ -61,6 +66,9 @@ def _interpreter_without_overflow_checks() -> None:
 
 if INTERPRET:
     _interpreter_without_overflow_checks()
+    if os.environ.get("FASTGAN_INTERPRET_NATIVE_MEMORY", "0") != "1":
+        from ._interpreter_memory import install as _install_vector_memory
+        _install_vector_memory()
 
 _VALID = ("tf32", "ieee", "tf32x3")
 DOT_PRECISION: str = os.environ.get("FASTGAN_TRITON_DOT_PRECISION",
