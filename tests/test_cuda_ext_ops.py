@@ -21,7 +21,6 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fastgan import ops
 from fastgan.ops import reference as R
