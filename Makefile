@@ -43,7 +43,7 @@ install: $(STAMP)
 DEMO_STEPS ?= 3000
 train: install
 	$(PYTHON) -m fastgan train --variant mlp --dataset demo --steps $(DEMO_STEPS) \
-		--log-every 250 --sample-every 1000 --out runs/demo
+		--log-every 250 --sample-every 1000 --out runs/demo --overwrite
 	@echo "samples: runs/demo/samples/latest.png   losses: runs/demo/loss_curve.svg"
 
 # pytest exits 5 when it collected no test: that is a failure of the suite, say so.

@@ -59,6 +59,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("outputs")
     g.add_argument("--out", help="run directory (default runs/<variant>)")
     g.add_argument("--resume", help="run directory (or checkpoint.pt) to continue from")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that already holds another run's checkpoint "
+                   "(refused without it, so no run is lost by mistake)")
     g.add_argument("--log-every", type=int, default=50)
     g.add_argument("--sample-every", type=int, default=500, help="0: only at the end")
     g.add_argument("--checkpoint-every", type=int, default=1000, help="0: only at the end")
@@ -78,6 +81,7 @@ def cmd_train(a) -> int:
         variant=a.variant, dataset=a.dataset, data_dir=a.data_dir, download=a.download,
         max_images=a.max_images, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs,
         backend=a.backend, device=a.device, seed=a.seed, out=a.out, resume=a.resume,
+        overwrite=a.overwrite,
         data_on=a.data_on, cuda_graphs=a.cuda_graphs, graph_unroll=a.graph_unroll, precision=a.precision,
         tf32=a.tf32, d_steps=a.d_steps, label_smoothing=a.label_smoothing, lr_d=a.lr_d,
         lr_g=a.lr_g, image_size=a.image_size, channels=a.channels, variant_options=vopts,
@@ -116,6 +120,7 @@ def cmd_sample(a) -> int:
     from fastgan.engine import checkpoint as ckpt
     from fastgan.engine.sampling import fixed_noise, generate
     from fastgan.engine.trainer import UserError, pick_device
+    from fastgan.nn.layers import uses_batch_statistics
     from fastgan.viz import save_grid
     try:
         device = pick_device(a.device)
@@ -128,12 +133,18 @@ def cmd_sample(a) -> int:
                 raise UserError(f"--label must be a class 0..9, not {a.label}")
         if a.n < 1:
             raise UserError(f"--n must be at least 1, not {a.n}")
+        z, labels, nrow = fixed_noise(v, a.n, a.seed, device, a.label)
+        if a.bn == "batch" and z.shape[0] < 2 and uses_batch_statistics(nets["G"]):
+            raise UserError(f"--n {a.n}: {v.name}'s BatchNorm needs at least 2 samples for "
+                            "batch statistics; use --n 2 or more, or --bn running")
     except (UserError, ckpt.CheckpointError) as e:
         return _fail(str(e))
-    z, labels, nrow = fixed_noise(v, a.n, a.seed, device, a.label)
     with torch.no_grad():
         imgs = generate(v, nets, z, labels, bn=a.bn)
-    save_grid(imgs, a.out, nrow)
+    try:
+        save_grid(imgs, a.out, nrow)
+    except OSError as e:
+        return _fail(f"cannot write {a.out!r} ({e.strerror}); pass --out PATH somewhere writable")
     print(f"fastgan: wrote {imgs.shape[0]} samples of {v.name} (step {state['step']}) to "
           f"{a.out}", file=sys.stderr)
     return 0

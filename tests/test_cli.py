@@ -49,6 +49,22 @@ def one_error_line(err):
     (["--device", "cuda"], "no CUDA GPU is available"),
     (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU"),
     (["--steps", "0"], "at least one step"),
+    (["--batch-size", "-4"], "--batch-size must be at least 1, not -4"),
+    # mlp's D sees half a batch: 3 gives passes of 1 sample, which BatchNorm cannot normalize
+    (["--variant", "mlp", "--batch-size", "3"], "use --batch-size 4 or more"),
+    (["--variant", "dcgan", "--image-size", "32", "--batch-size", "1"],
+     "use --batch-size 2 or more"),
+    (["--d-steps", "0"], "--d-steps must be at least 1"),
+    (["--lr-d", "-1"], "--lr-d must be a positive number, not -1.0"),
+    (["--lr-g", "nan"], "--lr-g must be a positive number, not nan"),
+    (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
+    (["--graph-unroll", "0"], "--graph-unroll must be at least 1"),
+    (["--log-every", "0"], "--log-every must be at least 1"),
+    (["--sample-every", "-2"], "--sample-every must be >= 0"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    (["--n-samples", "0"], "--n-samples must be at least 1"),
+    (["--variant", "mlp", "--n-samples", "1"], "use --n-samples 2 or more"),
+    (["--dist-timeout", "-1"], "--dist-timeout must be a positive number"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(data_dir, tmp_path, capsys, extra, needle):
     if "cuda" in " ".join(extra) and torch.cuda.is_available():
@@ -120,6 +136,64 @@ def test_train_sample_and_resume_checks(data_dir, tmp_path, capsys):
     (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
     rc, _, err = run_cli(["sample", "--checkpoint", str(bad), "--out", str(grid)], capsys)
     assert rc == 2 and "corrupt" in one_error_line(err)
+
+
+def test_existing_run_is_never_overwritten_by_mistake(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, _, err = run_cli(train_args(data_dir, out, "--variant", "bigan", "--steps", "2"), capsys)
+    assert rc == 0, err
+    before = (out / "checkpoint.pt").read_bytes()
+    # the same --out again, without --resume: refused, the run left as it was
+    rc, _, err = run_cli(train_args(data_dir, out, "--variant", "bigan", "--steps", "3"), capsys)
+    assert rc == 2
+    line = one_error_line(err)
+    assert "already holds a run's checkpoint" in line and f"--resume {out}" in line
+    assert "--overwrite" in line
+    assert (out / "checkpoint.pt").read_bytes() == before
+    # another run resumed into it: refused too
+    other = tmp_path / "other"
+    assert run_cli(train_args(data_dir, other, "--variant", "bigan", "--steps", "2",
+                              "--seed", "5"), capsys)[0] == 0
+    rc, _, err = run_cli(train_args(data_dir, out, "--resume", str(other), "--steps", "4"),
+                         capsys)
+    assert rc == 2 and "already holds" in one_error_line(err)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    # continuing the run itself, through its directory or its checkpoint file: allowed
+    rc, _, err = run_cli(train_args(data_dir, out, "--resume", str(out), "--steps", "3"),
+                         capsys)
+    assert rc == 0, err
+    rc, _, err = run_cli(train_args(data_dir, out, "--resume", str(out / "checkpoint.pt"),
+                                    "--steps", "4"), capsys)
+    assert rc == 0, err
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 4
+    # --overwrite starts over
+    rc, _, err = run_cli(train_args(data_dir, out, "--variant", "mlp", "--steps", "2",
+                                    "--overwrite"), capsys)
+    assert rc == 0, err
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 2 and state["variant"] == "mlp"
+
+
+def test_unwritable_out_fails_before_training(data_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    rc, _, err = run_cli(train_args(data_dir, blocker / "run", "--steps", "2"), capsys)
+    assert rc == 2
+    assert "cannot write the run directory" in one_error_line(err)
+    rc, _, err = run_cli(train_args(data_dir, tmp_path / "run", "--variant", "mlp",
+                                    "--steps", "2"), capsys)
+    assert rc == 0, err
+    rc, _, err = run_cli(["sample", "--checkpoint", str(tmp_path / "run"), "--device", "cpu",
+                          "--out", str(blocker / "g.png")], capsys)
+    assert rc == 2 and "cannot write" in one_error_line(err)
+    # one sample cannot be normalized with its own batch statistics; the running ones can
+    rc, _, err = run_cli(["sample", "--checkpoint", str(tmp_path / "run"), "--device", "cpu",
+                          "--n", "1", "--out", str(tmp_path / "g.png")], capsys)
+    assert rc == 2 and "--bn running" in one_error_line(err)
+    rc, _, err = run_cli(["sample", "--checkpoint", str(tmp_path / "run"), "--device", "cpu",
+                          "--n", "1", "--bn", "running", "--out", str(tmp_path / "g.png")],
+                         capsys)
+    assert rc == 0, err
 
 
 def test_resume_with_other_architecture(tmp_path, capsys, make_idx_dataset):

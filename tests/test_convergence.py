@@ -62,7 +62,7 @@ def train_and_eval(variant, backend, data_dir, steps, out, seed=0, device="cpu",
     run = Run(TrainConfig(variant=variant, backend=backend, **data, out=out,
                           device=device, steps=steps, seed=seed, cuda_graphs=cuda_graphs,
                           log_every=max(1, steps // 10), sample_every=steps, checkpoint_every=0,
-                          eval_every=steps, eval_n=eval_n, quiet=True))
+                          eval_every=steps, eval_n=eval_n, quiet=True, overwrite=True))
     res = run.train()
     m = res["eval"]
     row = {"variant": variant, "backend": backend, "steps": steps, "seed": seed,

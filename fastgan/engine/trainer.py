@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     out: Optional[str] = None
     resume: Optional[str] = None
+    overwrite: bool = False              # start over in an ``out`` that holds another run
     data_on: str = "auto"                # "device", "host" (pinned, double-buffered) or "auto"
     cuda_graphs: bool = False
     graph_unroll: int = 1
@@ -78,6 +79,80 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_settings(cfg: TrainConfig, h) -> None:
+    """Numbers that would otherwise fail deep inside torch, or silently do something odd."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise UserError(what)
+    need(h.batch_size >= 1, f"--batch-size must be at least 1, not {h.batch_size}")
+    need(h.d_steps >= 1, f"--d-steps must be at least 1 (D updates per G update), "
+         f"not {h.d_steps}")
+    need(0.0 <= h.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1) (the real "
+         f"target is 1 - it), not {h.label_smoothing}")
+    for opt, lr in (("--lr-d", h.lr_d), ("--lr-g", h.lr_g)):
+        need(math.isfinite(lr) and lr > 0, f"{opt} must be a positive number, not {lr}")
+    need(cfg.graph_unroll >= 1, f"--graph-unroll must be at least 1, not {cfg.graph_unroll}")
+    need(cfg.log_every >= 1, f"--log-every must be at least 1, not {cfg.log_every}")
+    for opt, n in (("--sample-every", cfg.sample_every),
+                   ("--checkpoint-every", cfg.checkpoint_every)):
+        need(n >= 0, f"{opt} must be >= 0 (0: only at the end), not {n}")
+    need(cfg.n_samples >= 1, f"--n-samples must be at least 1, not {cfg.n_samples}")
+    need(cfg.dist_timeout > 0, f"--dist-timeout must be a positive number of seconds, "
+         f"not {cfg.dist_timeout}")
+
+
+def check_batch_statistics(variant, nets, cfg: TrainConfig, world: int) -> None:
+    """Training-mode BatchNorm needs two or more samples in every forward pass."""
+    from fastgan.nn.layers import uses_batch_statistics
+    if not any(uses_batch_statistics(m) for m in nets.values()):
+        return
+    split = 1 if cfg.sync_bn else world
+
+    def smallest_pass(b: int) -> int:     # per process
+        counts = list(variant.batch_sizes(b))
+        if not variant.g_reuses_fake:
+            counts.append(variant.g_batch_size(b))
+        return min(counts) // split
+
+    b = variant.hyper.batch_size
+    if smallest_pass(b) < 2:
+        enough = next(n for n in range(b + 1, 8 * (b + split) + 8) if smallest_pass(n) >= 2)
+        where = "" if split == 1 else f" per process ({world} processes)"
+        raise UserError(f"--batch-size {b} gives {variant.name} forward passes of "
+                        f"{smallest_pass(b)} sample(s){where}, and its BatchNorm needs at least "
+                        f"2 to compute batch statistics; use --batch-size {enough} or more")
+    fixed = fixed_noise(variant, cfg.n_samples, 0, torch.device("cpu"))[0].shape[0]
+    if fixed < 2:
+        raise UserError(f"--n-samples {cfg.n_samples}: the sample grid's BatchNorm needs at "
+                        "least 2 samples to compute batch statistics; use --n-samples 2 or more")
+
+
+def check_out_dir(out: str, resume: Optional[str], overwrite: bool) -> None:
+    """Never lose work: a run directory that holds another run's checkpoint is only reused
+    when continuing that run (--resume) or when told to (--overwrite)."""
+    existing = os.path.join(out, ckpt.CHECKPOINT_NAME)
+    if os.path.isfile(existing) and not overwrite:
+        same = resume is not None and os.path.samefile(ckpt.checkpoint_path(resume), existing)
+        if not same:
+            raise UserError(f"{out!r} already holds a run's checkpoint; continue it with "
+                            f"--resume {out}, write this run elsewhere with --out DIR, or pass "
+                            "--overwrite to start over there")
+
+
+def make_out_dir(out: str) -> None:
+    """Create the run directory and prove it writable, after every other check (bad input
+    leaves nothing behind), so a run cannot train for hours and then fail to save."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write the run directory {out!r} ({e.strerror}); pass --out "
+                        "DIR somewhere writable") from None
 
 
 def pick_device(name: Optional[str]) -> torch.device:
@@ -145,6 +220,7 @@ class Run:
         except ValueError as e:
             raise UserError(str(e)) from None
         h = self.variant.hyper
+        check_settings(cfg, h)
         if self.dist is not None:
             try:
                 ddp.check_batch(self.variant, h.batch_size, self.dist.world)
@@ -177,6 +253,7 @@ class Run:
                 torch.backends.cuda.matmul.allow_tf32 = True
                 torch.backends.cudnn.allow_tf32 = True
         self.nets = {k: m.to(self.device) for k, m in self.variant.build({}).items()}
+        check_batch_statistics(self.variant, self.nets, cfg, self.dist.world if self.dist else 1)
         if cfg.sync_bn and self.dist is not None:
             ddp.convert_sync_bn(self.nets.values())
         opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
@@ -213,9 +290,13 @@ class Run:
         if self.total <= 0:
             raise UserError(f"--steps/--epochs must give at least one step, not {self.total}")
         self.out = cfg.out or os.path.join("runs", cfg.variant)
+        if self.main:
+            check_out_dir(self.out, cfg.resume, cfg.overwrite)
         self.real_stats, self.last_eval = None, None
         if cfg.eval_every:
             self.real_stats = self._real_stats()
+        if self.main:
+            make_out_dir(self.out)
 
     def _real_stats(self):
         """The real data's classifier-feature statistics (cached on disk), checked up front so

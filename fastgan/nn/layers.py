@@ -25,6 +25,12 @@ def _cast(t: Optional[torch.Tensor], dtype: Optional[torch.dtype]) -> Optional[t
     return t if t is None or dtype is None or t.dtype == dtype else t.to(dtype)
 
 
+def uses_batch_statistics(module: nn.Module) -> bool:
+    """True when ``module`` holds a BatchNorm, which needs two or more samples in training."""
+    return any(isinstance(m, (BatchNormAct, nn.modules.batchnorm._BatchNorm))
+               for m in module.modules())
+
+
 class FusedLinearAct(nn.Linear):
     """act(x @ W.T + b) as one op. ``slope``: None identity, 0 ReLU, else LeakyReLU(slope)."""
 
