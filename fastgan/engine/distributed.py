@@ -311,15 +311,15 @@ def sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope
                 group=None) -> torch.Tensor:
     """Training-mode BN with statistics over every rank's batch, then the activation.
 
-    Each rank computes its own mean and centred sum of squares (two-pass, in fp32); one
-    differentiable all-reduce of a (world, 2C+1) table gives every rank all of them, combined
-    exactly (Chan et al.). The all-reduce's backward all-reduces the gradients, so dX on each
-    rank includes the other ranks' losses' dependence on the shared statistics."""
+    Each rank computes its own mean and centred sum of squares (two-pass, in fp32, or fp64 for
+    fp64 input); one differentiable all-reduce of a (world, 2C+1) table gives every rank all of
+    them, combined exactly (Chan et al.). The all-reduce's backward all-reduces the gradients,
+    so dX on each rank includes the other ranks' losses' dependence on the shared statistics."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     C = x.shape[1]
     dims = [0] + list(range(2, x.dim()))
     shape = [1, C] + [1] * (x.dim() - 2)
-    x32 = x.float()
+    x32 = x.to(torch.promote_types(x.dtype, torch.float32))   # bf16 -> fp32; fp64 stays
     n_local = x32.numel() // C
     mean_l = x32.mean(dims)
     m2_l = (x32 - mean_l.view(shape)).pow(2).sum(dims)
@@ -333,9 +333,9 @@ def sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope
     var = m2 / n
     y = (x32 - mean.view(shape)) * torch.rsqrt(var + eps).view(shape)
     if weight is not None:
-        y = y * weight.float().view(shape)
+        y = y * weight.to(x32.dtype).view(shape)
     if bias is not None:
-        y = y + bias.float().view(shape)
+        y = y + bias.to(x32.dtype).view(shape)
     if running_mean is not None and running_var is not None:
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
