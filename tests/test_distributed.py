@@ -263,6 +263,27 @@ def test_resume_on_another_number_of_ranks(bigan_runs, data_dir, tmp_path, saved
     assert err < 1e-4, f"{where} differs by {err:.2e}"
 
 
+def test_existing_run_dir_stops_every_rank_with_one_reason(bigan_runs, data_dir, tmp_path):
+    """Rank 0 alone writes, so it alone judges --out: a directory holding another run stops
+    every rank with its reason (none is left to fail in a collective with a traceback), and the
+    run there is untouched."""
+    import shutil
+    run = tmp_path / "r"
+    shutil.copytree(bigan_runs / "two4", run)
+    before = (run / "checkpoint.pt").read_bytes()
+    p = subprocess.run(torchrun_cmd(["-m", "fastgan", "train",
+                                     *common(data_dir, run, "bigan", 8, "--batch-size", "32")]),
+                       env=_env(), capture_output=True, text=True, timeout=ONE_LAUNCH_TIMEOUT,
+                       cwd=REPO)
+    assert p.returncode != 0
+    lines = sorted(ln for ln in p.stderr.splitlines() if ln.startswith("fastgan: error:"))
+    assert len(lines) == 2, p.stderr[-3000:]
+    assert lines[1].startswith("fastgan: error: [rank 1] ")
+    assert all("already holds a run's checkpoint" in ln and "--resume" in ln for ln in lines)
+    assert "fastgan/engine" not in p.stderr, p.stderr[-3000:]     # no traceback of ours
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
 def test_indivisible_batch_is_a_clear_error():
     from fastgan.engine import distributed as ddp
     from fastgan.variants import get_variant

@@ -116,6 +116,13 @@ class Dist:
         else:
             dist.barrier()
 
+    def agree(self, problem: Optional[str]) -> Optional[str]:
+        """Rank 0's verdict on a check only it can make (its run directory), for every rank, so
+        all stop together instead of the others waiting on a rank that has left."""
+        box = [problem]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def broadcast_state(self, modules) -> None:
         """Make every rank start from rank 0's parameters and buffers (they are equal already
         when all ranks seed alike or load the same checkpoint; this makes it a guarantee)."""
