@@ -299,6 +299,18 @@ def test_eval_bad_input(tmp_path, capsys, make_idx_dataset):
     assert "--data-dir" in capsys.readouterr().err
     assert cli_main(["eval", "--checkpoint", str(out), "--n", "20", "--device", "cpu",
                      "--data-dir", d + "-moved"]) == 0
+    capsys.readouterr()
+    # --json into a missing folder: refused before the evaluation; unwritable: one line after
+    assert cli_main(["eval", "--checkpoint", str(out), "--n", "20", "--device", "cpu",
+                     "--data-dir", d + "-moved", "--json", str(tmp_path / "no" / "m.json")]) == 2
+    captured = capsys.readouterr()
+    assert "its folder does not exist" in captured.err and "FID" not in captured.out
+    (tmp_path / "m.json").mkdir()
+    assert cli_main(["eval", "--checkpoint", str(out), "--n", "20", "--device", "cpu",
+                     "--data-dir", d + "-moved", "--json", str(tmp_path / "m.json")]) == 2
+    captured = capsys.readouterr()
+    assert "cannot write --json" in captured.err and "Traceback" not in captured.err
+    assert "FID-MNIST" in captured.out
 
 
 def test_eval_every_refuses_colour_runs_before_training(tmp_path, capsys):

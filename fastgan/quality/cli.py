@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -46,6 +47,9 @@ def cmd_eval(a) -> int:
     try:
         if a.n < 10:
             raise UserError(f"--n must be at least 10, not {a.n}")
+        if a.json and not os.path.isdir(os.path.dirname(os.path.abspath(a.json))):
+            raise UserError(f"--json {a.json}: its folder does not exist; create it or pass "
+                            "another path")    # checked before the evaluation, not after
         device = pick_device(a.device)
         state, v, nets = ckpt.load_networks(a.checkpoint, device)
         data = run_real_data(state["config"], a.data_dir)
@@ -60,8 +64,12 @@ def cmd_eval(a) -> int:
           f"{format_metrics(m)}")
     print("class histogram: " + " ".join(f"{k}:{p:.3f}" for k, p in enumerate(m["class_hist"])))
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(m, f, indent=1)
+        try:
+            with open(a.json, "w") as f:
+                json.dump(m, f, indent=1)
+        except OSError as e:
+            return _fail(f"cannot write --json {a.json} ({e.strerror}); the metrics are printed "
+                         "above")
     return 0
 
 
