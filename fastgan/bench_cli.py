@@ -52,6 +52,11 @@ def main(args) -> int:
         slug = gpu_slug() if cfg.device.startswith("cuda") else "cpu"
         json_path = f"fastgan-bench-{datetime.date.today().isoformat()}-{slug}.json"
 
+    for opt, path in (("--json", json_path), ("--md", md_path)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            return _fail(f"{opt} {path}: its folder does not exist; create it or pass another "
+                         "path")
+
     def on_update(doc):
         write_json(doc, json_path)
         if md_path:

@@ -333,6 +333,12 @@ def test_bench_cli(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(args(device="cuda")) == 2
     assert "fastgan: error:" in capsys.readouterr().err
+    # output into a missing folder: refused before anything is measured
+    for opt in ("json", "md"):
+        assert main(args(**{opt: str(tmp_path / "no" / f"b.{opt}")})) == 2
+        captured = capsys.readouterr()
+        assert f"--{opt} " in captured.err and "folder does not exist" in captured.err
+        assert "eager-reference" not in captured.out
 
 
 # ---- on a GPU (run by make gpu-check) ------------------------------------------------------------
