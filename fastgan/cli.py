@@ -109,6 +109,12 @@ def cmd_train(a) -> int:
         print(f"fastgan: interrupted; checkpoint at step {res['step']} saved in {res['out']} "
               f"(continue with --resume {res['out']})", file=sys.stderr)
         return 130
+    if res["start_step"] >= res["total"]:
+        print(f"fastgan: nothing to train: the run in {res['out']} is already at step "
+              f"{res['start_step']}, and --steps/--epochs give {res['total']} steps in all (the "
+              f"run's total, not further steps); pass --steps N above {res['start_step']} to "
+              "continue", file=sys.stderr)
+        return 0
     print(f"fastgan: done at step {res['step']}; samples, metrics and checkpoint in "
           f"{res['out']}", file=sys.stderr)
     return 0

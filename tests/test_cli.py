@@ -166,6 +166,11 @@ def test_existing_run_is_never_overwritten_by_mistake(data_dir, tmp_path, capsys
                                     "--steps", "4"), capsys)
     assert rc == 0, err
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 4
+    # --steps is the run's total: asking for fewer than done trains nothing, and says so
+    rc, _, err = run_cli(train_args(data_dir, out, "--resume", str(out), "--steps", "3"),
+                         capsys)
+    assert rc == 0 and "nothing to train" in err and "--steps N above 4" in err
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 4
     # --overwrite starts over
     rc, _, err = run_cli(train_args(data_dir, out, "--variant", "mlp", "--steps", "2",
                                     "--overwrite"), capsys)

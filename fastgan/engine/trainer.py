@@ -478,6 +478,7 @@ class Run:
             with open(eval_path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
         last_good = self.step if cfg.resume else None
+        start_step = self.step
         t_last, s_last = time.perf_counter(), self.step
         interrupted = False
         try:
@@ -547,7 +548,8 @@ class Run:
             if self.main:
                 from fastgan.viz import save_loss_curve
                 save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
-        return {"step": self.step, "out": self.out, "interrupted": interrupted,
+        return {"step": self.step, "start_step": start_step, "total": self.total,
+                "out": self.out, "interrupted": interrupted,
                 "last": rows[-1] if rows else None, "eval": self.last_eval}
 
 
