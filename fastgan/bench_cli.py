@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from fastgan.cli import _fail
+from fastgan.cli import _fail, missing_folder
 
 
 def main(args) -> int:
@@ -53,9 +53,8 @@ def main(args) -> int:
         json_path = f"fastgan-bench-{datetime.date.today().isoformat()}-{slug}.json"
 
     for opt, path in (("--json", json_path), ("--md", md_path)):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            return _fail(f"{opt} {path}: its folder does not exist; create it or pass another "
-                         "path")
+        if problem := missing_folder(opt, path):
+            return _fail(problem)
 
     def on_update(doc):
         write_json(doc, json_path)

@@ -167,6 +167,15 @@ def cmd_bench(a) -> int:
     return bench_main(a)
 
 
+def missing_folder(opt: str, path: Optional[str]) -> Optional[str]:
+    """The error for an output file whose folder does not exist (checked before the work that
+    would end in writing it), or None."""
+    import os
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return f"{opt} {path}: its folder does not exist; create it or pass another path"
+    return None
+
+
 def _fail(msg: str) -> int:
     print(f"fastgan: error: {msg}", file=sys.stderr)
     return 2

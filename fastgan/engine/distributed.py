@@ -204,17 +204,13 @@ def check_batch(variant, batch_size: int, world: int) -> None:
     if world <= 1:
         return
 
-    def counts(b):
-        n_real, n_noise = variant.batch_sizes(b)
-        c = [n_real, n_noise]
-        if not variant.g_reuses_fake:
-            c.append(variant.g_batch_size(b))
-        return c
+    def splits(b):
+        return all(c % world == 0 and c > 0 for c in variant.step_counts(b))
 
-    if all(c % world == 0 and c > 0 for c in counts(batch_size)):
+    if splits(batch_size):
         return
     ok = next((b for b in range(world, 64 * world * max(1, batch_size) + 1, world)
-               if b >= batch_size and all(c % world == 0 and c > 0 for c in counts(b))), None)
+               if b >= batch_size and splits(b)), None)
     n_real, n_noise = variant.batch_sizes(batch_size)
     hint = f"; use --batch-size {ok} (the global batch, split over the ranks)" if ok else ""
     raise DistributedSetupError(

@@ -111,10 +111,7 @@ def check_batch_statistics(variant, nets, cfg: TrainConfig, world: int) -> None:
     split = 1 if cfg.sync_bn else world
 
     def smallest_pass(b: int) -> int:     # per process
-        counts = list(variant.batch_sizes(b))
-        if not variant.g_reuses_fake:
-            counts.append(variant.g_batch_size(b))
-        return min(counts) // split
+        return min(variant.step_counts(b)) // split
 
     b = variant.hyper.batch_size
     if smallest_pass(b) < 2:

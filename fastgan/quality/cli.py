@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
 import torch
 
-from fastgan.cli import _fail
+from fastgan.cli import _fail, missing_folder
 
 
 # ------------------------------------------------------------------------------- eval
@@ -47,9 +46,8 @@ def cmd_eval(a) -> int:
     try:
         if a.n < 10:
             raise UserError(f"--n must be at least 10, not {a.n}")
-        if a.json and not os.path.isdir(os.path.dirname(os.path.abspath(a.json))):
-            raise UserError(f"--json {a.json}: its folder does not exist; create it or pass "
-                            "another path")    # checked before the evaluation, not after
+        if problem := missing_folder("--json", a.json):
+            raise UserError(problem)      # before the evaluation, not after it
         device = pick_device(a.device)
         state, v, nets = ckpt.load_networks(a.checkpoint, device)
         data = run_real_data(state["config"], a.data_dir)

@@ -84,6 +84,12 @@ class Variant:
         """Noise vectors per G step when ``g_reuses_fake`` is False."""
         return batch_size
 
+    def step_counts(self, batch_size: int) -> Tuple[int, ...]:
+        """Every per-step count: real images and noise vectors of the D step, and the G step's
+        own noise vectors when it draws fresh ones."""
+        counts = self.batch_sizes(batch_size)
+        return counts if self.g_reuses_fake else counts + (self.g_batch_size(batch_size),)
+
     def fill_noise(self, z: torch.Tensor, labels: Optional[torch.Tensor],
                    generator: Optional[torch.Generator]) -> None:
         """Draw noise into the static buffer ``z`` in place (labels for conditional G)."""
