@@ -27,6 +27,7 @@ help:
 	@echo "make test-quality  the convergence checks: FID-MNIST per variant and backend (slow)"
 	@echo "make bench      the benchmark matrix on this machine"
 	@echo "make gpu-check  on a GPU machine without network: build, GPU tests, quick benchmarks"
+	@echo "make gpu-quality  on a GPU machine, second call: graph-mode convergence (mlp, gancls)"
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -66,9 +67,12 @@ test-gpu: install
 bench: install
 	$(PYTHON) -m fastgan bench
 
-# On the lent GPU machine: no network, torch/triton preinstalled in the system python3.
+# On the lent GPU machine: no network, torch/triton preinstalled in the system python3; at most
+# 6 minutes, results as JSON lines in $$FASTGAN_RESULTS (see bench/gpu_check.py). Without a GPU
+# this is its dry run (seconds; CI runs it through tests/test_gpu_check.py).
+GPU_PYTHON ?= python3
 gpu-check:
-	bash bench/gpu_check.sh
+	$(GPU_PYTHON) bench/gpu_check.py
 
 # On the lent GPU machine, in a second call: the convergence runs with every fast backend under
 # --cuda-graphs against the reference (real MNIST carried in .gpu-data/mnist); rows are appended

@@ -4,6 +4,7 @@
     fastgan bench --quick                  the quick matrix (GPU: ~5 min; CPU: tiny, seconds)
     fastgan bench --variant mlp --batch-size 64 --batch-size 1024 --paths 'eager-*,fastgan-*'
     fastgan bench --quick --json out.json --md out.md
+    fastgan bench --gpu-check --jsonl rows.jsonl   make gpu-check's order, each row as it comes
 
 Without --json the results go to ./fastgan-bench-<date>-<gpu>.json. The run's total time budget
 is FASTGAN_BENCH_BUDGET_S seconds (quick default 420 on a GPU); rows that do not fit are listed
@@ -21,7 +22,8 @@ from fastgan.cli import _fail, missing_folder
 def main(args) -> int:
     import torch
 
-    from fastgan.benchmark import make_config, run_matrix, to_markdown, write_json, write_markdown
+    from fastgan.benchmark import (append_jsonl, make_config, run_matrix, to_markdown,
+                                   write_json, write_markdown)
 
     device = getattr(args, "device", None)
     if device not in (None, "auto"):
@@ -36,7 +38,8 @@ def main(args) -> int:
         cfg = make_config(device=device, quick=bool(getattr(args, "quick", False)),
                           variants=getattr(args, "variant", None),
                           batch_sizes=getattr(args, "batch_size", None),
-                          paths=getattr(args, "paths", None))
+                          paths=getattr(args, "paths", None),
+                          gpu_check=bool(getattr(args, "gpu_check", False)))
         from fastgan.benchmark import plan
         items = plan(cfg)   # checks --paths before anything runs
     except ValueError as e:
@@ -52,7 +55,8 @@ def main(args) -> int:
         slug = gpu_slug() if cfg.device.startswith("cuda") else "cpu"
         json_path = f"fastgan-bench-{datetime.date.today().isoformat()}-{slug}.json"
 
-    for opt, path in (("--json", json_path), ("--md", md_path)):
+    jsonl_path = getattr(args, "jsonl", None)
+    for opt, path in (("--json", json_path), ("--md", md_path), ("--jsonl", jsonl_path)):
         if problem := missing_folder(opt, path):
             return _fail(problem)
 
@@ -60,6 +64,10 @@ def main(args) -> int:
         write_json(doc, json_path)
         if md_path:
             write_markdown(doc, md_path)
+
+    def on_row(row):
+        if jsonl_path:
+            append_jsonl(jsonl_path, {"step": "bench", **row})
 
     n_run = sum(1 for i in items if not i.skip)
     budget = cfg.total_budget_s
@@ -69,7 +77,7 @@ def main(args) -> int:
           f"results -> {json_path}" + (f", {md_path}" if md_path else ""),
           file=sys.stderr, flush=True)
     try:
-        doc = run_matrix(cfg, on_update=on_update)
+        doc = run_matrix(cfg, on_update=on_update, on_row=on_row)
     except RuntimeError as e:
         return _fail(str(e))
     except KeyboardInterrupt:

@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write results to this JSON file")
     b.add_argument("--md", help="write the table to this markdown file")
     b.add_argument("--paths", help="comma-separated subset of paths to run")
+    b.add_argument("--gpu-check", action="store_true",
+                   help="the quick matrix in make gpu-check's order (seed batches, then the "
+                        "compiled rivals, then dcgan's precisions, then the rest)")
+    b.add_argument("--jsonl", help="append each row to this JSON-lines file as it is measured")
     b.set_defaults(fn=cmd_bench)
 
     sub.add_parser("data", help="dataset utilities: download, info, where (fastgan data -h)",

@@ -34,6 +34,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+def pytest_runtest_logreport(report):
+    """``FASTGAN_TEST_JSONL=FILE``: one JSON line per test outcome, appended as it happens (make
+    gpu-check keeps what ran before a timeout). Under xdist the controller writes, not workers."""
+    path = os.environ.get("FASTGAN_TEST_JSONL")
+    if not path or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if report.when != "call" and report.outcome == "passed":
+        return
+    import json
+    rec = {"step": "tests", "test": report.nodeid, "when": report.when,
+           "outcome": report.outcome, "duration_s": round(report.duration, 3)}
+    if report.failed:
+        text = str(report.longrepr)
+        lines = [ln for ln in text.splitlines() if ln.startswith("E ")] or text.splitlines()
+        rec["message"] = (lines[0] if lines else "")[:300]
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
 def _mnist_candidates():
     env = os.environ.get("FASTGAN_TEST_MNIST")
     if env:

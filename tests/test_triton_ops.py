@@ -680,6 +680,7 @@ def test_custom_op_path_parity(device, seed, custom_op_path, monkeypatch):
         _gan_loss_case(device, torch.float32, (3000,), kind, "mean", "tensor0.9", seed)
 
 
+@pytest.mark.gpucheck
 def test_torch_compile_graph(seed):
     """torch.compile traces the custom ops through their fake implementations (aot_eager: no
     codegen) and matches eager, running stats included."""

@@ -12,10 +12,10 @@
 from .matrix import (SCHEMA, BenchConfig, Timing, environment, gpu_slug, make_config, plan,
                      run_matrix)
 from .paths import BASE_PATHS, COMPILE_MODES, make_runner, parse_path, path_names, select_paths
-from .report import to_markdown, validate, write_json, write_markdown
+from .report import append_jsonl, to_markdown, validate, write_json, write_markdown
 from .roofline import IterationCount, count_iteration, device_peaks
 
 __all__ = ["SCHEMA", "BenchConfig", "Timing", "environment", "gpu_slug", "make_config", "plan",
            "run_matrix", "BASE_PATHS", "COMPILE_MODES", "make_runner", "parse_path",
-           "path_names", "select_paths", "to_markdown", "validate", "write_json",
+           "path_names", "select_paths", "append_jsonl", "to_markdown", "validate", "write_json",
            "write_markdown", "IterationCount", "count_iteration", "device_peaks"]

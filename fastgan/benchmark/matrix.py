@@ -69,6 +69,7 @@ class BenchConfig:
     seed: int = 0
     isolate_compile: bool = True
     compile_on_cpu: bool = False
+    gpu_check: bool = False     # make gpu-check's order (``check_tier``), on top of quick
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -80,7 +81,7 @@ class BenchConfig:
 def make_config(device: Optional[str] = None, quick: bool = False,
                 variants: Optional[List[str]] = None, batch_sizes: Optional[List[int]] = None,
                 paths: Optional[str] = None, budget_s: Optional[float] = None,
-                tiny: Optional[bool] = None) -> BenchConfig:
+                tiny: Optional[bool] = None, gpu_check: bool = False) -> BenchConfig:
     """The configuration ``fastgan bench`` uses for these arguments on this machine."""
     from fastgan.variants import VARIANTS
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -92,6 +93,7 @@ def make_config(device: Optional[str] = None, quick: bool = False,
         if b < 2:
             raise ValueError(f"--batch-size must be at least 2, not {b}")
     cpu = not dev.startswith("cuda")
+    quick = quick or gpu_check
     tiny = (cpu and quick) if tiny is None else tiny
     if cpu:
         timing = Timing(warmup=1, reps=2, block_s=0.0) if tiny else Timing(2, 5, 0.5)
@@ -110,7 +112,7 @@ def make_config(device: Optional[str] = None, quick: bool = False,
                   (env_budget if env_budget else default_total))
     return BenchConfig(device=dev, quick=quick, variants=vs, batch_sizes=batch_sizes,
                        paths=paths, total_budget_s=total, timing=timing, budgets=budgets,
-                       profile=not cpu, tiny=tiny,
+                       profile=not cpu, tiny=tiny, gpu_check=gpu_check,
                        compile_on_cpu=os.environ.get("FASTGAN_BENCH_COMPILE_CPU") == "1")
 
 
@@ -191,6 +193,8 @@ def plan(cfg: BenchConfig) -> List[Item]:
             cases += [(v, b, "fp32", {}, b == seed_b) for b in GPU_BATCHES.get(v, [seed_b])]
     if dev_type == "cuda" and not cfg.batch_sizes:
         extra = [("dcgan", 512)] if cfg.quick else [("dcgan", 512), ("mlp", 8192)]
+        if cfg.gpu_check:
+            extra = [("dcgan", 128)] + extra
         cases += [(v, b, "bf16", {}, False) for v, b in extra if v in cfg.variants]
 
     items: List[Item] = []
@@ -253,9 +257,33 @@ def plan(cfg: BenchConfig) -> List[Item]:
                 prio = P_BF16
                 if cfg.quick and kind == "fastgan" and p["backend"] not in ("reference", auto):
                     skip = skip or "quick mode: bf16 only for the reference and auto backends"
+            if cfg.gpu_check:
+                prio = 100 * check_tier(v, b, prec, p, seed, auto) + prio
             items.append(Item(v, b, prec, dict(ovr), path, prio, budget, isolate, skip,
                               order=len(items)))
     return items
+
+
+# make gpu-check's tiers (the order of its questions): (1) every variant at its seed batch,
+# eager-reference, the auto backend eager and every backend graphed; (2) torch.compile default
+# and reduce-overhead there; (3) dcgan at 128 and 512 in fp32 and bf16; (4) the rest of --quick.
+(T_SEED, T_COMPILE, T_DCGAN, T_REST) = range(1, 5)
+
+
+def check_tier(variant: str, batch: int, precision: str, p: dict, seed: bool,
+               auto: Optional[str]) -> int:
+    kind = p["kind"]
+    main = kind == "eager-reference" or (kind == "fastgan" and (p["graph"]
+                                                                 or p["backend"] == auto))
+    if seed and precision == "fp32":
+        if main:
+            return T_SEED
+        if kind == "compile" and p["mode"] in ("default", "reduce-overhead"):
+            return T_COMPILE
+    if variant == "dcgan" and batch in (128, 512) and kind != "compile" and (
+            main and (not p["graph"] or p["backend"] in ("reference", auto))):
+        return T_DCGAN
+    return T_REST
 
 
 # ---- environment ------------------------------------------------------------------------------
@@ -396,10 +424,11 @@ def roofline(rows: List[dict], peaks: Optional[dict], cache: Optional[dict] = No
 
 
 def run_matrix(cfg: BenchConfig, on_update: Optional[Callable[[dict], None]] = None,
-               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
-               ) -> dict:
+               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+               on_row: Optional[Callable[[dict], None]] = None) -> dict:
     """Run the plan and return the results document (``report.validate`` describes it).
-    ``on_update(doc)`` is called after every path, so partial results survive a kill."""
+    ``on_update(doc)`` is called after every path, so partial results survive a kill;
+    ``on_row(row)`` with each row as it is measured (or skipped for the budget)."""
     from .roofline import device_peaks
     from .telemetry import Nvml
 
@@ -443,14 +472,14 @@ def run_matrix(cfg: BenchConfig, on_update: Optional[Callable[[dict], None]] = N
         torch.set_num_threads(1)
         doc["env"]["threads"] = 1
     try:
-        _run_items(cfg, todo, rows, deadline, device, nvml, log, publish)
+        _run_items(cfg, todo, rows, deadline, device, nvml, log, publish, on_row)
     finally:
         torch.set_num_threads(threads)
     publish(final=True)
     return doc
 
 
-def _run_items(cfg, todo, rows, deadline, device, nvml, log, publish) -> None:
+def _run_items(cfg, todo, rows, deadline, device, nvml, log, publish, on_row=None) -> None:
     from .measure import cuda_healthy, measure_path
     from .worker import run_isolated
     data_key, data = None, None
@@ -465,6 +494,8 @@ def _run_items(cfg, todo, rows, deadline, device, nvml, log, publish) -> None:
             rows[it.order] = _skip_row(
                 it, f"budget: {max(left, 0):.0f} s left of the run's "
                     f"{cfg.total_budget_s:.0f} s")
+            if on_row is not None:
+                on_row(rows[it.order])
             continue
         spec = {"variant": it.variant, "batch": it.batch, "precision": it.precision,
                 "overrides": it.overrides, "path": it.path, "device": cfg.device,
@@ -495,6 +526,8 @@ def _run_items(cfg, todo, rows, deadline, device, nvml, log, publish) -> None:
                     "child processes")
         rows[it.order] = row
         log(_progress(i, n_total, row))
+        if on_row is not None:
+            on_row(row)
         publish()
 
 

@@ -76,6 +76,14 @@ def write_json(doc: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def append_jsonl(path: str, record: dict) -> None:
+    """One JSON line appended and flushed to disk: what a killed run leaves stays readable."""
+    with open(path, "a") as f:
+        f.write(json.dumps(_clean(record)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _clean(x):
     """JSON without NaN/inf (they become null)."""
     if isinstance(x, float):

@@ -45,7 +45,8 @@ PEAKS = {
 
 def device_peaks(device_name: Optional[str]) -> Optional[dict]:
     """Peak FLOP/s and bytes/s for the floor: ``FASTGAN_PEAK_TFLOPS`` (tf32),
-    ``FASTGAN_PEAK_BF16_TFLOPS`` and ``FASTGAN_PEAK_TBPS`` override; else the table above by GPU
+    ``FASTGAN_PEAK_BF16_TFLOPS`` and ``FASTGAN_PEAK_TBPS`` override; then the peaks measured on
+    this machine (``FASTGAN_PEAKS_FILE``, written by make gpu-check); else the table above by GPU
     name; None when unknown (CPU, other GPUs): no floor is printed then."""
     env_t, env_b = os.environ.get("FASTGAN_PEAK_TFLOPS"), os.environ.get("FASTGAN_PEAK_TBPS")
     if env_t and env_b:
@@ -54,6 +55,13 @@ def device_peaks(device_name: Optional[str]) -> Optional[dict]:
                 "bytes": float(env_b) * 1e12,
                 "source": f"FASTGAN_PEAK_TFLOPS={env_t}, FASTGAN_PEAK_BF16_TFLOPS={bf16}, "
                           f"FASTGAN_PEAK_TBPS={env_b}"}
+    peaks_file = os.environ.get("FASTGAN_PEAKS_FILE")
+    if peaks_file and os.path.isfile(peaks_file):   # measured by make gpu-check (peaks.py)
+        import json
+        with open(peaks_file) as f:
+            p = json.load(f)
+        if all(isinstance(p.get(k), (int, float)) and p[k] > 0 for k in ("tf32", "bf16", "bytes")):
+            return {k: p[k] for k in ("tf32", "bf16", "bytes", "source") if k in p}
     name = (device_name or "").lower()
     for key, p in PEAKS.items():
         if key in name:

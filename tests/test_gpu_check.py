@@ -1,0 +1,163 @@
+"""`make gpu-check` cannot rot between the rare runs on a GPU: its dry run (no GPU: the same
+steps in tiny mode) runs end to end here, its plan puts the questions in the issue's order, its
+results become bench/results files and the README block, and the test outcomes stream as JSON
+lines."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fastgan.benchmark import make_config, plan, validate
+from fastgan.benchmark.matrix import T_COMPILE, T_DCGAN, T_SEED, check_tier
+from fastgan.benchmark.paths import parse_path
+from fastgan.benchmark.publish import LATEST_BEGIN, LATEST_END, publish
+from fastgan.variants import VARIANTS, get_variant
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = ("machine", "build", "tests", "warm", "peaks", "bench")
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-check")
+    env = dict(os.environ, OMP_NUM_THREADS="1", FASTGAN_RESULTS=str(out))
+    env.pop("FASTGAN_TEST_JSONL", None)
+    p = subprocess.run([sys.executable, os.path.join(REPO, "bench", "gpu_check.py"), "--tiny"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    return p, out
+
+
+def _records(folder):
+    with open(os.path.join(folder, "gpu-check.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_dry_run_runs_every_step_and_writes_as_it_goes(dry_run):
+    p, out = dry_run
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    recs = _records(out)
+    done = {r["step"]: r for r in recs if "detail" in r and "path" not in r and "test" not in r}
+    for step in STEPS:
+        assert done[step]["status"] in ("ok", "partial"), done[step]
+    assert recs[0]["step"] == "start" and recs[-1]["step"] == "summary"
+    # the steps are written in priority order, each when it ends
+    order = [r["step"] for r in recs if r["step"] in STEPS and "detail" in r]
+    assert order == ["machine", "build", "tests", "warm", "peaks", "bench"]
+    assert done["tests"]["collected"] > 100          # the GPU subset still exists
+    assert "sm_90" in done["build"]["want_arch"]
+    rows = [r for r in recs if r["step"] == "bench"and "path" in r]
+    assert len(rows) == done["bench"]["rows"]["ok"] + done["bench"]["rows"]["error"] \
+        + done["bench"]["rows"]["skipped"] and rows
+    docs = [f for f in os.listdir(out) if f.endswith(".json")]
+    assert len(docs) == 1 and docs[0].endswith("-cpu.json")
+    with open(out / docs[0]) as f:
+        doc = json.load(f)
+    assert validate(doc) == [] and doc["complete"]
+    assert doc["peaks"]["source"].startswith("measured in this run")  # the measured ceilings
+    assert "| step | status |" in p.stdout and "| mlp |" in p.stdout    # the closing table
+    assert len(os.listdir(out)) <= 8                  # what the device tool brings back
+
+
+def test_publish_writes_results_and_the_readme_block(dry_run, tmp_path):
+    _, out = dry_run
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n\n{LATEST_BEGIN}\nold table\n{LATEST_END}\n\nafter\n")
+    jp, mp = publish(str(out), str(tmp_path / "results"), str(readme))
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n\n") and text.endswith("\n\nafter\n")
+    assert "old table" not in text and "### Latest results: CPU" in text
+    assert "| mlp | 16 | fp32 |" in text and "- build: ok" in text
+    first = text
+    publish(str(out), str(tmp_path / "results"), str(readme))
+    assert readme.read_text() == first                 # regenerated, not appended
+    with open(jp) as f:
+        doc = json.load(f)
+    assert validate(doc) == [] and {s["step"] for s in doc["gpu_check"]} >= set(STEPS)
+    assert "The run's checks" in open(mp).read()
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        publish(str(out), str(tmp_path / "results"), str(readme))
+
+
+def test_the_readme_has_the_latest_results_markers():
+    text = open(os.path.join(REPO, "README.md")).read()
+    assert text.count(LATEST_BEGIN) == 1 and text.count(LATEST_END) == 1
+    assert text.index(LATEST_BEGIN) < text.index(LATEST_END)
+
+
+def test_make_gpu_check_runs_this_script():
+    p = subprocess.run(["make", "-n", "gpu-check"], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 0 and "bench/gpu_check.py" in p.stdout, p.stdout + p.stderr
+
+
+def test_gpu_check_plan_order():
+    cfg = make_config(device="cuda", gpu_check=True)
+    assert cfg.quick and cfg.gpu_check
+    items = plan(cfg)
+    run = sorted([i for i in items if not i.skip], key=lambda i: (i.priority, i.order))
+    seed = {v: get_variant(v).hyper.batch_size for v in VARIANTS}
+    tiers = [i.priority // 100 for i in run]
+    assert tiers == sorted(tiers)
+    first = [i for i in run if i.priority // 100 == T_SEED]
+    # tier 1: every variant at its seed batch, eager-reference and every graph
+    for v in VARIANTS:
+        got = {i.path for i in first if i.variant == v}
+        assert "eager-reference" in got, v
+        assert all(i.batch == seed[i.variant] and i.precision == "fp32" for i in first)
+    assert not any(i.path.startswith("compile-") for i in first)
+    comp = [i for i in items if i.priority // 100 == T_COMPILE]
+    assert {(i.variant, i.path) for i in comp} == {
+        (v, f"compile-{m}") for v in VARIANTS for m in ("default", "reduce-overhead")}
+    dc = {(i.batch, i.precision) for i in items if i.priority // 100 == T_DCGAN}
+    assert {(128, "bf16"), (512, "fp32"), (512, "bf16")} <= dc
+    assert all(i.variant == "dcgan" for i in items if i.priority // 100 == T_DCGAN)
+
+
+def test_check_tier_rules():
+    ref = parse_path("eager-reference")
+    assert check_tier("mlp", 64, "fp32", ref, True, "triton") == T_SEED
+    assert check_tier("mlp", 64, "fp32", parse_path("fastgan-cuda"), True, "triton") != T_SEED
+    assert check_tier("mlp", 64, "fp32", parse_path("fastgan-cuda-graph"), True,
+                      "triton") == T_SEED
+    assert check_tier("mlp", 64, "fp32", parse_path("compile-max-autotune"), True,
+                      "triton") != T_COMPILE
+    assert check_tier("dcgan", 512, "bf16", parse_path("fastgan-triton-graph"), False,
+                      "triton") == T_DCGAN
+    assert check_tier("dcgan", 2048, "fp32", ref, False, "triton") not in (T_SEED, T_DCGAN)
+
+
+def test_measured_peaks_file_feeds_the_roofline(tmp_path, monkeypatch):
+    from fastgan.benchmark import device_peaks
+    f = tmp_path / "peaks.json"
+    f.write_text(json.dumps({"tf32": 3e14, "bf16": 7e14, "bytes": 4e12, "source": "measured"}))
+    for k in ("FASTGAN_PEAK_TFLOPS", "FASTGAN_PEAK_TBPS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("FASTGAN_PEAKS_FILE", str(f))
+    assert device_peaks("NVIDIA H200") == {"tf32": 3e14, "bf16": 7e14, "bytes": 4e12,
+                                           "source": "measured"}
+    f.write_text(json.dumps({"tf32": 0, "bf16": 7e14, "bytes": 4e12}))   # unusable: built-in
+    assert device_peaks("NVIDIA H200")["bytes"] == 4.3e12
+
+
+@pytest.mark.skipif(os.environ.get("FASTGAN_JSONL_PROBE") != "1",
+                    reason="probe for test_test_outcomes_stream_as_json_lines")
+@pytest.mark.parametrize("ok", [True, False])
+def test_probe(ok):
+    assert ok, "the probe's planted failure"
+
+
+def test_test_outcomes_stream_as_json_lines(tmp_path):
+    path = tmp_path / "t.jsonl"
+    env = dict(os.environ, FASTGAN_JSONL_PROBE="1", FASTGAN_TEST_JSONL=str(path))
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "tests/test_gpu_check.py::test_probe"], capture_output=True, text=True,
+                       env=env, cwd=REPO, timeout=300)
+    assert p.returncode == 1, p.stdout[-2000:]
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    by = {r["test"].split("[")[-1]: r for r in recs}
+    assert by["True]"]["outcome"] == "passed"
+    assert by["False]"]["outcome"] == "failed" and "planted failure" in by["False]"]["message"]
