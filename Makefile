@@ -74,12 +74,12 @@ GPU_PYTHON ?= python3
 gpu-check:
 	$(GPU_PYTHON) bench/gpu_check.py
 
-# On the lent GPU machine, in a second call: the convergence runs with every fast backend under
-# --cuda-graphs against the reference (real MNIST carried in .gpu-data/mnist); rows are appended
-# to $$FASTGAN_RESULTS/convergence.jsonl.
+# On the lent GPU machine, in a second call (at most 5 minutes): graph-mode convergence of mlp and
+# gancls with the auto backend against the reference (real MNIST carried in .gpu-data/mnist);
+# rows are appended to $$FASTGAN_RESULTS/convergence.jsonl as each run ends.
 gpu-quality:
-	PYTHONPATH=$(CURDIR) python3 -m pytest -q --run-slow -m "gpu and slow" -p no:cacheprovider \
-		tests/test_convergence.py
+	PYTHONPATH=$(CURDIR) timeout 300 $(GPU_PYTHON) -m pytest -q --run-slow -m "gpu and slow" \
+		-p no:cacheprovider tests/test_convergence.py
 
 clean:
 	rm -rf build *.egg-info fastgan/_C*.so .pytest_cache

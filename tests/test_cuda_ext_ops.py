@@ -285,6 +285,34 @@ def test_linear_act_noncontig_and_3d(device, slope, seed):
              [x3, w, b], torch.float32, device, seed, ["x", "weight", "bias"])
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not (HAS_CUDA and CB.HAS_CUDA_KERNELS), reason="needs a GPU and the CUDA kernels")
+@pytest.mark.parametrize("n,k,m", [(64, 100, 256), (10, 48, 33), (128, 784, 1)])
+def test_linear_act_tf32(n, k, m, seed):
+    """With TF32 on (fastgan's default for fp32 on a GPU) cuBLAS rounds the operands to 10-bit
+    mantissas: each result within ~1e-3 of the size of its terms, never NaN."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        x = leaf(torch.randn(n, k), torch.float32, "cuda")
+        w = leaf(torch.randn(m, k) / k ** 0.5, torch.float32, "cuda")
+        b = leaf(torch.randn(m), torch.float32, "cuda")
+        xa, wa = x.detach().double().cpu().abs(), w.detach().double().cpu().abs()
+
+        def term_sizes(refs, gy):
+            ga = gy.abs()
+            return {"x": (ga @ wa).norm().item(), "weight": (ga.t() @ xa).norm().item(),
+                    "bias": ga.sum(0).norm().item()}
+
+        run_pair(lambda x, w, b: CB.linear_act(x, w, b, 0.2),
+                 lambda x, w, b: R.linear_act(x, w, b, 0.2),
+                 [x, w, b], torch.float32, "cuda", seed, ["x", "weight", "bias"], tol=2e-3,
+                 pre_act=lambda x, w, b: R.linear_act(x, w, b, None), grad_floors=term_sizes,
+                 out_floor=(xa @ wa.t() + b.detach().double().cpu().abs()).norm().item())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 # ----------------------------------------------------------------------------------- bn_act
 
 BN_CASES = [

@@ -101,7 +101,8 @@ def _kernel_intervals(prof):
 
 
 def profile_busy(runner, k: int, device: torch.device) -> dict:
-    """Kernel time per iteration (union of intervals) and kernel launches per iteration."""
+    """Kernel time per iteration (union of intervals), kernel launches per iteration and the
+    kernels with the most time, from ``k`` iterations under torch.profiler."""
     import warnings
 
     from torch.profiler import ProfilerActivity, profile
@@ -111,11 +112,20 @@ def profile_busy(runner, k: int, device: torch.device) -> dict:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             runner.run(k)
             sync(device)
-    iv = sorted(_kernel_intervals(prof))
+    return kernel_stats(_kernel_intervals(prof), k)
+
+
+def kernel_stats(intervals, k: int) -> dict:
+    """``intervals``: (start_us, end_us, name) of ``k`` iterations' GPU activity."""
+    iv = sorted(intervals)
     busy, cur_s, cur_e, kernels = 0.0, None, None, 0
+    per_name: dict = {}
     for s, e, name in iv:
         if not str(name).startswith(("Memcpy", "Memset")):
             kernels += 1
+        c = per_name.setdefault(str(name), [0, 0.0])
+        c[0] += 1
+        c[1] += e - s
         if cur_e is None or s > cur_e:
             if cur_e is not None:
                 busy += cur_e - cur_s
@@ -124,8 +134,15 @@ def profile_busy(runner, k: int, device: torch.device) -> dict:
             cur_e = max(cur_e, e)
     if cur_e is not None:
         busy += cur_e - cur_s
+    total = sum(c[1] for c in per_name.values()) or 1.0
+    top = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:TOP_KERNELS]
     return {"gpu_us_per_it": busy / k if iv else None,
-            "kernels_per_it": kernels / k if iv else None}
+            "kernels_per_it": kernels / k if iv else None,
+            "top_kernels": [{"name": n[:160], "calls_per_it": c / k, "us_per_it": t / k,
+                             "share_pct": 100.0 * t / total} for n, (c, t) in top]}
+
+
+TOP_KERNELS = 10   # the kernels with the most GPU time per iteration, kept in each row
 
 
 @contextlib.contextmanager
@@ -257,6 +274,7 @@ def measure_path(spec: dict, data=None, nvml: Optional[Nvml] = None) -> dict:
                             row["gpu_busy_pct"] = min(100.0, pb["gpu_us_per_it"] / 1e3 / med
                                                       * 100.0)
                             row["kernels_per_it"] = pb["kernels_per_it"]
+                            row["top_kernels"] = pb["top_kernels"]
                     except Exception as e:  # the profiler is optional
                         row["profile_error"] = first_line(e)
             row["status"] = "ok"

@@ -266,6 +266,29 @@ def summary_lines(doc: dict) -> List[str]:
     return out
 
 
+TOP_KERNEL_VARIANTS = ("dcgan",)   # where the kernels themselves, not launches, are the time
+
+
+def top_kernel_lines(doc: dict) -> List[str]:
+    """Where the GPU time goes, per measured row of the variants above: the kernels with the
+    most time per iteration (name, calls, µs, share of the kernel time), from the profiler."""
+    out = []
+    for r in doc["results"]:
+        if r["status"] != "ok" or not r.get("top_kernels") or \
+                r["variant"] not in TOP_KERNEL_VARIANTS:
+            continue
+        bf = " bf16" if r["precision"] == "bf16" else ""
+        out += ["", f"#### Top kernels: {variant_label(r)} {r['batch']}{bf} {r['path']} "
+                    f"({fnum(r.get('gpu_ms_per_it'))} ms of kernels per iteration)", "",
+                "| kernel | calls/it | µs/it | share |", "|---|--:|--:|--:|"]
+        for k in r["top_kernels"]:
+            name = k["name"].replace("|", "/")
+            name = name if len(name) <= 90 else name[:87] + "..."
+            out.append(f"| `{name}` | {fnum(k['calls_per_it'])} | {fnum(k['us_per_it'])} | "
+                       f"{k['share_pct']:.1f}% |")
+    return out
+
+
 def to_markdown(doc: dict) -> str:
     """The README table: every row, except those the quick mode leaves out by rule (counted in
     a note under the table; the JSON keeps them all)."""
@@ -293,6 +316,7 @@ def to_markdown(doc: dict) -> str:
     lines += summary_lines(doc)
     lines.append("")
     lines += roofline_lines(doc)
+    lines += top_kernel_lines(doc)
     if not doc.get("complete"):
         lines += ["", "_Partial results: the run had not finished when this was written._"]
     lines += ["", f"_{len(doc['results'])} rows, {sum(r['status'] == 'ok' for r in doc['results'])}"
