@@ -58,6 +58,7 @@ def test_dry_run_runs_every_step_and_writes_as_it_goes(dry_run):
     with open(out / docs[0]) as f:
         doc = json.load(f)
     assert validate(doc) == [] and doc["complete"]
+    assert doc["env"]["device_name"].endswith(", 1 thread)")     # what tiny mode really ran
     assert doc["peaks"]["source"].startswith("measured in this run")  # the measured ceilings
     assert "| step | status |" in p.stdout and "| mlp |" in p.stdout    # the closing table
     assert len(os.listdir(out)) <= 8                  # what the device tool brings back

@@ -471,6 +471,8 @@ def run_matrix(cfg: BenchConfig, on_update: Optional[Callable[[dict], None]] = N
         # it at seconds on a loaded CI machine (two OpenMP threads on two busy cores spin).
         torch.set_num_threads(1)
         doc["env"]["threads"] = 1
+        doc["env"]["device_name"] = doc["env"]["device_name"].replace(
+            f"{threads} threads)", "1 thread)")
     try:
         _run_items(cfg, todo, rows, deadline, device, nvml, log, publish, on_row)
     finally:
