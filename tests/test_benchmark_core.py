@@ -228,7 +228,7 @@ def test_ratios_markdown_and_schema():
     md = to_markdown(doc)
     lines = md.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.startswith("| variant | batch | path"))
-    assert lines[head].count("|") == lines[head + 1].count("|") == 15
+    assert lines[head].count("|") == lines[head + 1].count("|") == 16
     assert "NVIDIA H100 80GB HBM3" in lines[0] and "2026-01-01" in lines[0]
     assert "torch 2.11.0" in md and "triton 3.6.0" in md
     row = next(ln for ln in lines if "| fastgan-triton-graph |" in ln)

@@ -53,6 +53,9 @@ def test_dry_run_runs_every_step_and_writes_as_it_goes(dry_run):
     rows = [r for r in recs if r["step"] == "bench" and "path" in r]
     assert len(rows) == done["bench"]["rows"]["ok"] + done["bench"]["rows"]["error"] \
         + done["bench"]["rows"]["skipped"] and rows
+    # CPU rows carry the dispatch-level kernel count (the GPU rows: the profiler's)
+    assert any(r.get("kernels_source") == "dispatch proxy (CPU)" and r["kernels_per_it"] > 10
+               for r in rows if r["status"] == "ok")
     docs = [f for f in os.listdir(out) if f.endswith(".json")]
     assert len(docs) == 1 and docs[0].endswith("-cpu.json")
     with open(out / docs[0]) as f:

@@ -263,6 +263,9 @@ def measure_path(spec: dict, data=None, nvml: Optional[Nvml] = None) -> dict:
                                               / int(spec["batch"]) * 1000.0)
                 row["energy_source"] = tele["energy_source"]
             row["nvml_util_pct"] = tele["nvml_util_pct"]
+            if device.type == "cpu" and spec.get("count_kernels", True) and \
+                    not spec["path"].startswith("compile-"):
+                row.update(proxy_kernels(runner))
             if device.type == "cuda":
                 row["peak_mem_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
                 if spec.get("profile", True):
@@ -291,6 +294,28 @@ def measure_path(spec: dict, data=None, nvml: Optional[Nvml] = None) -> dict:
                 pass
     row["wall_s"] = time.perf_counter() - t_start
     return row
+
+
+def proxy_kernels(runner) -> dict:
+    """CPU rows: kernels per iteration from the dispatch-level count (kernel_count.py), with
+    the C++ kernels forced on so the cuda backend counts as it runs on a GPU. Not for
+    torch.compile paths: Inductor's generated C++ is invisible to the dispatcher."""
+    import os
+
+    from .kernel_count import count_work
+    old = os.environ.get("FASTGAN_CPU_KERNELS")
+    os.environ["FASTGAN_CPU_KERNELS"] = "always"
+    try:
+        c = count_work(lambda: runner.run(1))
+    except Exception as e:   # the count is optional
+        return {"kernels_error": first_line(e)}
+    finally:
+        if old is None:
+            os.environ.pop("FASTGAN_CPU_KERNELS", None)
+        else:
+            os.environ["FASTGAN_CPU_KERNELS"] = old
+    return {"kernels_per_it": float(c["kernels"]), "kernels_source": "dispatch proxy (CPU)",
+            "host_syncs_per_it": float(c["host_syncs"])}
 
 
 def _finite(runner) -> Optional[bool]:

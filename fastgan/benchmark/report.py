@@ -7,7 +7,8 @@ import os
 from typing import List, Optional
 
 COLUMNS = ["variant", "batch", "path", "it/s", "img/s", "x eager-ref", "x best compile",
-           "ms/it", "peak MiB", "W", "J/1k img", "GPU busy %", "compile/capture s", "status"]
+           "ms/it", "peak MiB", "W", "J/1k img", "GPU busy %", "kernels/it", "compile/capture s",
+           "status"]
 
 # key -> allowed types, for every result row (None allowed where noted by the NoneType)
 _NUM = (int, float, type(None))
@@ -143,12 +144,14 @@ def row_cells(r: dict) -> List[str]:
     ok = r["status"] == "ok"
     batch = f"{r['batch']}" + (" bf16" if r.get("precision") == "bf16" else "")
     if not ok:
-        return [variant_label(r), batch, r["path"]] + ["-"] * 10 + [status_cell(r)]
+        return [variant_label(r), batch, r["path"]] + ["-"] * 11 + [status_cell(r)]
     return [variant_label(r), batch, r["path"], fnum(r["it_s"], 4), fnum(r["img_s"], 4),
             fratio(r.get("x_vs_eager_ref")), fratio(r.get("x_vs_best_compile")),
             fnum(r["ms_per_it"], 3), fnum(r.get("peak_mem_mib"), 3),
             fnum(r.get("mean_power_w"), 3), fnum(r.get("energy_j_per_1k_img"), 3),
-            fnum(r.get("gpu_busy_pct"), 2), fnum(r.get("compile_s"), 2), status_cell(r)]
+            fnum(r.get("gpu_busy_pct"), 2),
+            f"{r['kernels_per_it']:.0f}" if r.get("kernels_per_it") else "-",
+            fnum(r.get("compile_s"), 2), status_cell(r)]
 
 
 def _table(header: List[str], rows: List[List[str]]) -> List[str]:
@@ -190,7 +193,9 @@ def header_lines(doc: dict) -> List[str]:
               "x eager-ref / x best compile: speed over the eager-reference row and the fastest "
               "torch.compile row of the same batch. Peak MiB: torch.cuda.max_memory_allocated "
               "(dataset included). W and J/1k img: NVML energy over the timed blocks. GPU busy: "
-              "kernel time per iteration (torch.profiler) over the iteration time. "
+              "kernel time per iteration (torch.profiler) over the iteration time. kernels/it: "
+              "kernel launches per iteration from the profiler on a GPU; on a CPU a proxy, the "
+              "dispatch-level count of the device work (fastgan.benchmark.kernel_count). "
               "compile/capture s: the first iterations' cost over the steady state "
               "(torch.compile, Triton JIT/autotune, CUDA-graph capture). ±: half the "
               "interquartile spread of the blocks when above 5%."), ""]

@@ -1,0 +1,140 @@
+"""Kernels per iteration without a GPU: a dispatch-level count of the device work one training
+iteration issues, the CPU proxy of the profiler's kernel count.
+
+Counted: every ATen operator that computes or moves data (matmuls, pointwise, reductions,
+copies, fills, random draws), every fused-op launch of the ``cuda`` backend
+(``torch.ops.fastgan.*``, one each even where its GPU version runs two kernels, e.g. cuBLAS plus
+the epilogue) and every Triton kernel launch. Not counted: views and metadata (``view``, ``t``,
+``slice``, ``detach``, ...), allocations without a fill (``empty*``), profiler markers. Reads
+of a device value on the host (``.item()``, ``aten._local_scalar_dense``) are counted apart as
+host syncs: on a GPU each is a copy and a stall, and a CUDA graph cannot hold one.
+
+It is a proxy: on a GPU a cuBLAS or cuDNN call may be several kernels, torch's fused Adam one
+kernel per group of tensors, and CUDA graphs change nothing in the count. What it shows without a
+GPU is fusion: an op that disappears from the count is a kernel less on the GPU, and
+``tests/test_kernel_budget.py`` holds every variant under ``BUDGETS`` so that no change adds one
+unnoticed.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from typing import Callable, Dict, Tuple
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+_NOT_WORK = ("aten.empty", "aten.new_empty", "aten.empty_like", "aten.empty_strided",
+             "aten.detach", "aten.alias", "aten.lift_fresh", "aten.sym_", "aten.is_",
+             "aten.set_.", "aten._has_compatible_shallow_copy_type", "profiler.",
+             "aten.resize_", "aten.result_type", "aten.size", "aten.stride",
+             "aten.is_nonzero")
+_HOST_SYNC = ("aten._local_scalar_dense", "aten.item")
+
+
+class _Counter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops: Counter = Counter()
+        self.syncs: Counter = Counter()
+        self.paused = 0     # inside a Triton launch: the interpreter's own tensor copies
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        if self.paused:
+            pass
+        elif name.startswith(_HOST_SYNC):
+            self.syncs[name] += 1
+        elif not (func.is_view or name.startswith(_NOT_WORK)):
+            self.ops[name.rsplit(".", 1)[0] if name.startswith("aten.") else name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def _count_triton(counter: Counter, mode: _Counter):
+    """Count Triton kernel launches (JIT on a GPU, the interpreter on a CPU), and nothing of
+    what the interpreter does with tensors to run one."""
+    patched = []
+    try:
+        from triton.runtime import jit
+        classes = [jit.JITFunction]
+        try:
+            from triton.runtime.interpreter import InterpretedFunction
+            classes.append(InterpretedFunction)
+        except ImportError:
+            pass
+    except ImportError:
+        classes = []
+    for cls in classes:
+        orig = cls.run
+
+        def run(self, *a, _orig=orig, **k):
+            fn = getattr(self, "fn", None)
+            if not mode.paused:
+                counter[f"triton.{getattr(fn, '__name__', 'kernel')}"] += 1
+            mode.paused += 1
+            try:
+                return _orig(self, *a, **k)
+            finally:
+                mode.paused -= 1
+
+        cls.run = run
+        patched.append((cls, orig))
+    try:
+        yield
+    finally:
+        for cls, orig in patched:
+            cls.run = orig
+
+
+def count_work(fn: Callable[[], None]) -> Dict[str, object]:
+    """{kernels, host_syncs, by_op} of the device work ``fn()`` issues."""
+    mode = _Counter()
+    triton: Counter = Counter()
+    with _count_triton(triton, mode), mode:
+        fn()
+    by_op = mode.ops + triton
+    return {"kernels": sum(by_op.values()), "host_syncs": sum(mode.syncs.values()),
+            "by_op": dict(by_op.most_common())}
+
+
+# Proxy kernels per iteration at each variant's seed configuration on CPU, per backend: counts
+# measured on the current tree; a change that adds work fails tests/test_kernel_budget.py, one
+# that removes some should lower its budget here (and in the README's table).
+BUDGETS: Dict[Tuple[str, str], int] = {}
+
+
+def iteration_count(variant: str, backend: str, batch: int = None, overrides=None,
+                    device: str = "cpu", warmup: int = 2) -> Dict[str, object]:
+    """The proxy count of one ``Engine.step()`` of ``variant`` with ``backend`` after
+    ``warmup`` steps (first-call work such as lazy state creation is not per iteration)."""
+    from fastgan.variants import get_variant
+    v = get_variant(variant, **dict(overrides or {}))
+    b = batch or v.hyper.batch_size
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    s, c = v.hyper.image_size, v.hyper.channels
+    imgs = torch.randint(0, 256, (max(4 * b, 64), c, s, s), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (imgs.shape[0],), generator=g)
+    import os
+    old = os.environ.get("FASTGAN_CPU_KERNELS")
+    os.environ["FASTGAN_CPU_KERNELS"] = "always"   # the cuda backend's kernels, as on a GPU
+    try:
+        return _count_steps(v, b, dev, imgs, labels, backend, warmup)
+    finally:
+        if old is None:
+            os.environ.pop("FASTGAN_CPU_KERNELS", None)
+        else:
+            os.environ["FASTGAN_CPU_KERNELS"] = old
+
+
+def _count_steps(v, b, dev, imgs, labels, backend, warmup):
+    from fastgan import ops
+    from fastgan.engine import Engine, EngineOptions
+    with ops.use_backend(backend):
+        torch.manual_seed(0)
+        nets = {k: m.to(dev) for k, m in v.build({}).items()}
+        e = Engine(v, nets, imgs.to(dev), labels.to(dev), EngineOptions(batch_size=b), dev)
+        for _ in range(warmup):
+            e.step()
+        return count_work(e.step)
