@@ -526,10 +526,9 @@ class Run:
             return {"step": self.step, "start_step": start_step, "total": self.total,
                     "out": self.out, "interrupted": False, "signal": None, "last": None,
                     "eval": None}
-        if self.changes and self.main:
-            print(f"fastgan: resuming {self.out} at step {self.step} with "
-                  f"{', '.join(self.changes)} (every other setting as saved)", file=sys.stderr,
-                  flush=True)
+        if self.changes:
+            self._log(f"fastgan: resuming {self.out} at step {self.step} with "
+                      f"{', '.join(self.changes)} (every other setting as saved)")
         if self.main:
             os.makedirs(self.out, exist_ok=True)
             _atomic_write_text(os.path.join(self.out, "config.json"), json.dumps(
