@@ -285,13 +285,13 @@ def test_a_setting_given_again_takes_effect_and_is_recorded(data_dir, tmp_path, 
     args.remove("--quiet")
     rc, _, err = run_cli(args, capsys)
     assert rc == 0, err
-    notice = [ln for ln in err.splitlines() if ln.startswith("fastgan: resuming")]
-    assert len(notice) == 1 and f"--{opt} " in notice[0] and f"-> {value}" in notice[0], err
+    assert took_effect(out, saved) is not False
     key = opt.replace("-", "_")
     recorded = json.load(open(out / "config.json"))[key]
     assert str(recorded) == value or float(recorded) == float(value)
     assert ckpt.load_checkpoint(str(out))["config"][key] == recorded
-    assert took_effect(out, saved) is not False
+    notice = [ln for ln in err.splitlines() if ln.startswith("fastgan: resuming")]
+    assert len(notice) == 1 and f"--{opt} " in notice[0] and f"-> {value}" in notice[0], err
 
 
 @pytest.mark.parametrize("opt,value", [("seed", "5"), ("batch-size", "16"),
