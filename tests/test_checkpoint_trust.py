@@ -182,7 +182,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(data_dir, tmp_path):
 
 def test_second_signal_exits_at_once(tmp_path):
     class FakeRun:
-        out, main = str(tmp_path), True
+        out, main, last_saved = str(tmp_path), True, 7
     stop = trainer.StopSignals(False, FakeRun())
     stop(signal.SIGTERM, None)
     assert stop.first == "SIGTERM"           # the first: stop at the next iteration boundary
@@ -461,3 +461,20 @@ def test_failure_message_reads_the_checkpoint_back(run_dir, tmp_path):
     assert "the last checkpoint (step 4) is in" in msg
     r.out = str(tmp_path / "empty")
     assert "there is no readable checkpoint in" in r._failure_message("another rank failed")
+
+
+def test_full_disk_on_another_run_file_is_one_line(run_dir, data_dir, capsys, monkeypatch):
+    import builtins
+
+    def full_open(path, mode="r", *a, **k):
+        if str(path).endswith("metrics.jsonl") and "a" in mode:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return builtins.open(path, mode, *a, **k)
+    monkeypatch.setattr(trainer, "open", full_open, raising=False)
+    rc, _, err = run_cli(train_args(data_dir, run_dir, "--resume", str(run_dir),
+                                    "--steps", "8"), capsys)
+    assert rc == 2, err
+    line = one_error_line(err)
+    assert f"cannot write metrics.jsonl in {run_dir} (the disk is full: the next checkpoint " \
+           "needs about" in line
+    assert "the last checkpoint (step 4) is intact" in line

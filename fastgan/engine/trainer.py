@@ -434,8 +434,11 @@ class Run:
             self.engine, "state_tensors") else 0
         step = ckpt.peek_step(self.out)
         full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        name = os.path.basename(str(e.filename or ""))
+        m = ckpt._TEMP.match(name)
+        name = m.group("base") if m else name         # the file, not its temporary
         return UserError(
-            f"cannot write {os.path.basename(e.filename or '') or 'a file'} in {self.out} "
+            f"cannot write {name or 'a file'} in {self.out} "
             f"({'the disk is full' if full else e.strerror}"
             + (f": the next checkpoint needs about {ckpt._mb(need)}, {ckpt._mb(free)} are free"
                if full else "") + f"); training stopped at step {self.step}; "
@@ -676,7 +679,7 @@ class StopSignals:
         if self.first is None:
             self.first = name
             return
-        step = ckpt.peek_step(self.run.out) if self.run.main else None
+        step = self.run.last_saved     # one process: set only once a save has completed
         where = (f"the last checkpoint (step {step}) is in {self.run.out}" if step is not None
                  else "no checkpoint had been written")
         os.write(2, f"fastgan: stopped at once by a second {name}; {where}\n".encode())
