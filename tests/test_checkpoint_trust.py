@@ -180,15 +180,21 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(data_dir, tmp_path):
     assert step > 0 and f"step {step} saved" in err
 
 
-def test_second_signal_exits_at_once(tmp_path):
+def test_second_signal_exits_at_once(tmp_path, monkeypatch, capfd):
     class FakeRun:
         out, main, last_saved = str(tmp_path), True, 7
+    mine = tmp_path / os.path.basename(ckpt.temp_name(str(tmp_path / "checkpoint.pt")))
+    mine.write_bytes(b"half a checkpoint")         # a save in progress when the signal lands
+    exits = []
+    monkeypatch.setattr(trainer.StopSignals, "_exit", staticmethod(exits.append))
     stop = trainer.StopSignals(False, FakeRun())
     stop(signal.SIGTERM, None)
-    assert stop.first == "SIGTERM"           # the first: stop at the next iteration boundary
-    with pytest.raises(SystemExit) as e:
-        stop(signal.SIGINT, None)
-    assert e.value.code == 128 + signal.SIGINT
+    assert stop.first == "SIGTERM" and not exits   # the first: stop at the next boundary
+    stop(signal.SIGINT, None)
+    assert exits == [128 + signal.SIGINT]          # the second: at once
+    assert not mine.exists()
+    assert "stopped at once by a second SIGINT; the last checkpoint (step 7)" in \
+        capfd.readouterr().err
 
 
 def test_ctrl_c_during_start_up_is_one_line(data_dir, tmp_path, capsys, monkeypatch):

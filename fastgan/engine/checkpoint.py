@@ -59,9 +59,10 @@ def temp_name(path: str) -> str:
 _TEMP = re.compile(r"^\.(?P<base>.+)\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)$")
 
 
-def remove_stale_temps(d: str) -> list:
+def remove_stale_temps(d: str, own: bool = False) -> list:
     """Remove the temporary files of saves whose process is gone (SIGKILL, power loss): each can
-    be as large as a checkpoint. Files of other hosts, or of live processes, are kept."""
+    be as large as a checkpoint. Files of other hosts, or of live processes, are kept. ``own``:
+    this process's only (it is about to exit in the middle of a save)."""
     removed = []
     try:
         names = os.listdir(d)
@@ -73,7 +74,7 @@ def remove_stale_temps(d: str) -> list:
         if not m or (m.group("host") not in (None, me)):
             continue
         pid = int(m.group("pid"))
-        if pid != os.getpid() and _pid_alive(pid):
+        if (pid != os.getpid()) if own else (pid != os.getpid() and _pid_alive(pid)):
             continue
         try:
             os.unlink(os.path.join(d, name))
@@ -126,6 +127,8 @@ def _nbytes(obj) -> int:
 
 
 def _mb(n: float) -> str:
+    if n < 1e5:
+        return f"{max(n, 1e3) / 1e3:.0f} kB"
     return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 

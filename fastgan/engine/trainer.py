@@ -659,8 +659,10 @@ class StopSignals:
     """SIGINT and SIGTERM during training (kill, Docker, Slurm and Kubernetes send SIGTERM).
 
     One process: the first one stops the run at the next iteration boundary with a checkpoint
-    (exit 130 / 143); a second one exits at once (SystemExit, so a save in progress removes its
-    temporary file; the previous checkpoint is intact). Data-parallel (torchrun passes Ctrl-C on
+    (exit 130 / 143); a second one exits at once with the same codes, removing this process's
+    temporary files first (the previous checkpoint is intact). It calls os._exit rather than
+    raising: an exception raised inside torch.save's write callback comes out of it as a bare
+    RuntimeError ("unexpected pos"), and unwinding would finish work the user asked to skip. Data-parallel (torchrun passes Ctrl-C on
     as SIGINT, then SIGTERM, and stops the survivors of a failed rank with SIGTERM): every
     signal stops after the current iteration, where rank 0 saves without any collective (every
     rank's state after an iteration is the global state)."""
@@ -682,8 +684,12 @@ class StopSignals:
         step = self.run.last_saved     # one process: set only once a save has completed
         where = (f"the last checkpoint (step {step}) is in {self.run.out}" if step is not None
                  else "no checkpoint had been written")
+        if self.run.main:
+            ckpt.remove_stale_temps(self.run.out, own=True)
         os.write(2, f"fastgan: stopped at once by a second {name}; {where}\n".encode())
-        raise SystemExit(128 + signum)
+        self._exit(128 + signum)
+
+    _exit = staticmethod(os._exit)
 
 
 def _atomic_write_text(path: str, text: str) -> None:
