@@ -1,8 +1,8 @@
 """`fastgan train | sample | eval | classifier | doctor | bench | data` — the command line.
 
 Bad input ends with one line on stderr and exit code 2; a diverged run with exit code 3; Ctrl-C
-(SIGINT) or SIGTERM saves a checkpoint and exits with 130 or 143; a data-parallel run (torchrun) that stops because another
-rank failed exits with 4.
+(SIGINT) or SIGTERM saves a checkpoint and exits with 130 or 143; a data-parallel run (torchrun)
+that stops because another rank failed exits with 4.
 """
 from __future__ import annotations
 

@@ -662,10 +662,11 @@ class StopSignals:
     (exit 130 / 143); a second one exits at once with the same codes, removing this process's
     temporary files first (the previous checkpoint is intact). It calls os._exit rather than
     raising: an exception raised inside torch.save's write callback comes out of it as a bare
-    RuntimeError ("unexpected pos"), and unwinding would finish work the user asked to skip. Data-parallel (torchrun passes Ctrl-C on
-    as SIGINT, then SIGTERM, and stops the survivors of a failed rank with SIGTERM): every
-    signal stops after the current iteration, where rank 0 saves without any collective (every
-    rank's state after an iteration is the global state)."""
+    RuntimeError ("unexpected pos"), and unwinding would finish work the user asked to skip.
+
+    Data-parallel (torchrun passes Ctrl-C on as SIGINT, then SIGTERM, and stops the survivors of
+    a failed rank with SIGTERM): every signal stops after the current iteration, where rank 0
+    saves without any collective (every rank's state after an iteration is the global state)."""
 
     def __init__(self, distributed: bool, run: "Run"):
         self.distributed, self.run = distributed, run
