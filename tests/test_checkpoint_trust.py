@@ -203,7 +203,10 @@ def test_ctrl_c_during_start_up_is_one_line(data_dir, tmp_path, capsys, monkeypa
     def interrupted(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(fastgan.data, "load_dataset", interrupted)
-    rc, _, err = run_cli(train_args(data_dir, tmp_path / "run", "--steps", "4"), capsys)
+    try:
+        rc, _, err = run_cli(train_args(data_dir, tmp_path / "run", "--steps", "4"), capsys)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C during start-up escaped as a KeyboardInterrupt (a traceback)")
     assert rc == 130
     assert err.strip().splitlines() == ["fastgan: interrupted while starting; nothing was trained"]
 
@@ -271,6 +274,7 @@ CHANGEABLE = {
     "n-samples": ("4", lambda out, s: __import__("PIL.Image").Image.open(
         out / "samples" / "latest.png").size == (2 * 30 + 2, 2 * 30 + 2)),
     "precision": ("bf16", lambda out, s: True),
+    "eval-every": ("3", lambda out, s: [r["step"] for r in rows(out, "eval.jsonl")] == [6, 9, 10]),
     "backend": ("triton", lambda out, s: json.load(open(out / "config.json"))[
         "resolved_backend"] == "triton"),
 }
@@ -298,6 +302,24 @@ def test_a_setting_given_again_takes_effect_and_is_recorded(data_dir, tmp_path, 
     assert ckpt.load_checkpoint(str(out))["config"][key] == recorded
     notice = [ln for ln in err.splitlines() if ln.startswith("fastgan: resuming")]
     assert len(notice) == 1 and f"--{opt} " in notice[0] and f"-> {value}" in notice[0], err
+
+
+def test_eval_n_and_data_dir_given_again(data_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+    monkeypatch.setenv("FASTGAN_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    rc, _, err = run_cli(train_args(data_dir, out, "--steps", "4", "--eval-every", "4",
+                                    "--eval-n", "10"), capsys)
+    assert rc == 0, err
+    moved = shutil.copytree(data_dir, tmp_path / "moved")
+    args = train_args(str(moved), out, "--resume", str(out), "--steps", "10", "--eval-n", "20")
+    args.remove("--quiet")
+    rc, _, err = run_cli(args, capsys)
+    assert rc == 0, err
+    assert [(r["step"], r["n"]) for r in rows(out, "eval.jsonl")] == [(4, 10), (8, 20), (10, 20)]
+    cfg = json.load(open(out / "config.json"))
+    assert cfg["eval_n"] == 20 and cfg["data_dir"] == str(moved) and cfg["eval_every"] == 4
+    assert "--data-dir " in err and "--eval-n 10 -> 20" in err
 
 
 @pytest.mark.parametrize("opt,value", [("seed", "5"), ("batch-size", "16"),
@@ -465,8 +487,11 @@ def test_failure_message_reads_the_checkpoint_back(run_dir, tmp_path):
     r.out, r.step, r.last_saved = str(run_dir), 12, 12   # rank 0 died while saving step 12
     msg = r._failure_message("another rank failed")
     assert "the last checkpoint (step 4) is in" in msg
+    (tmp_path / "empty").mkdir()
     r.out = str(tmp_path / "empty")
     assert "there is no readable checkpoint in" in r._failure_message("another rank failed")
+    r.out = str(tmp_path / "on-another-node")
+    assert "is not visible from this rank" in r._failure_message("another rank failed")
 
 
 def test_full_disk_on_another_run_file_is_one_line(run_dir, data_dir, capsys, monkeypatch):

@@ -131,7 +131,8 @@ def merge_resumed(cfg: TrainConfig, state: Dict[str, Any]) -> List[str]:
                 and isinstance(old, (int, float)) and not isinstance(new, bool) else new == old)
         if same:
             continue
-        if k in FIXED_ON_RESUME:
+        moved = k == "dataset" and f"{old}{new}".count("folder:") == 2   # the data moved
+        if k in FIXED_ON_RESUME and not moved:
             raise UserError(f"{_opt(k)} {new}: the run in {where!r} was trained with "
                             f"{_opt(k)} {old}, and it cannot change on resume "
                             f"({FIXED_ON_RESUME[k]}); drop {_opt(k)}, or start a new run with "
@@ -498,10 +499,15 @@ class Run:
         # What is on disk, read back: rank 0 may have died in the middle of the save this rank
         # took part in, and a rank on another node may not see rank 0's folder at all.
         on_disk = ckpt.peek_step(self.out)
-        where = (f"the last checkpoint (step {on_disk}) is in {self.out}; continue with "
-                 f"`torchrun --nproc-per-node N -m fastgan train --resume {self.out}` (any N, "
-                 "or plain `fastgan train --resume`)" if on_disk is not None else
-                 f"there is no readable checkpoint in {self.out}")
+        if on_disk is not None:
+            where = (f"the last checkpoint (step {on_disk}) is in {self.out}; continue with "
+                     f"`torchrun --nproc-per-node N -m fastgan train --resume {self.out}` (any "
+                     "N, or plain `fastgan train --resume`)")
+        elif not os.path.isdir(self.out):
+            where = (f"{self.out} is not visible from this rank: rank 0's node holds the run's "
+                     "checkpoint, if one was written")
+        else:
+            where = f"there is no readable checkpoint in {self.out}"
         return (f"rank {self.dist.rank} of {self.dist.world}: the distributed run stopped at "
                 f"step {self.step}: {why}; {where}")
 
@@ -641,14 +647,14 @@ class Run:
                     interrupted = True
                     break
         finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
-            if self.main:
+            if self.main:    # before the handlers go: a signal now must not become a traceback
                 from fastgan.viz import save_loss_curve
                 try:
                     save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
                 except OSError:
                     pass     # a full disk: the error that stopped the run is the one to report
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
         return {"step": self.step, "start_step": start_step, "total": self.total,
                 "out": self.out, "interrupted": interrupted,
                 "signal": stop.first or stop.now, "last": rows[-1] if rows else None,
