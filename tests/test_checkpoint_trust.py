@@ -292,6 +292,9 @@ def test_a_setting_given_again_takes_effect_and_is_recorded(data_dir, tmp_path, 
     value, took_effect = CHANGEABLE[opt]
     saved = saves(monkeypatch)
     args = train_args(data_dir, out, "--resume", str(out), "--steps", "10", f"--{opt}", value)
+    if opt == "eval-every":    # 10 samples per evaluation, not 10,000; the cache in tmp
+        args += ["--eval-n", "10"]
+        monkeypatch.setenv("FASTGAN_CACHE_DIR", str(tmp_path / "cache"))
     args.remove("--quiet")
     rc, _, err = run_cli(args, capsys)
     assert rc == 0, err
