@@ -29,7 +29,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--final", choices=("conv", "linear"), help="dcgan: D's last layer")
     g = p.add_argument_group("how long and how")
     g.add_argument("--batch-size", type=int, help="default: the seed's")
-    g.add_argument("--steps", type=int, help="total iterations of the run (default 1000)")
+    g.add_argument("--steps", type=int, help="total iterations of the run (default 1000, or the "
+                   "resumed run's)")
     g.add_argument("--epochs", type=float, help="passes over the data instead of --steps")
     g.add_argument("--d-steps", type=int, help="D updates per G update (default 1)")
     g.add_argument("--label-smoothing", type=float, help="real target = 1 - this (default 0)")
