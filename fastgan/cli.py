@@ -1,8 +1,8 @@
 """`fastgan train | sample | eval | classifier | doctor | bench | data` — the command line.
 
 Bad input ends with one line on stderr and exit code 2; a diverged run with exit code 3; Ctrl-C
-saves a checkpoint and exits with 130; a data-parallel run (torchrun) that stops because another
-rank failed exits with 4.
+(SIGINT) or SIGTERM saves a checkpoint and exits with 130 or 143; a data-parallel run (torchrun)
+that stops because another rank failed exits with 4.
 """
 from __future__ import annotations
 
@@ -29,13 +29,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--final", choices=("conv", "linear"), help="dcgan: D's last layer")
     g = p.add_argument_group("how long and how")
     g.add_argument("--batch-size", type=int, help="default: the seed's")
-    g.add_argument("--steps", type=int, help="total iterations of the run (default 1000)")
+    g.add_argument("--steps", type=int, help="total iterations of the run (default 1000, or the "
+                   "resumed run's)")
     g.add_argument("--epochs", type=float, help="passes over the data instead of --steps")
     g.add_argument("--d-steps", type=int, help="D updates per G update (default 1)")
     g.add_argument("--label-smoothing", type=float, help="real target = 1 - this (default 0)")
     g.add_argument("--lr-d", type=float, help="D learning rate (default: the seed's)")
     g.add_argument("--lr-g", type=float, help="G learning rate (default: the seed's)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, help="default 0, or the resumed run's")
     g = p.add_argument_group("where it runs")
     g.add_argument("--backend", choices=("auto", "reference", "triton", "cuda"),
                    help="ops implementation (default auto: see `fastgan doctor`)")
@@ -62,15 +63,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true",
                    help="start over in an --out that already holds another run's checkpoint "
                    "(refused without it, so no run is lost by mistake)")
-    g.add_argument("--log-every", type=int, default=50)
-    g.add_argument("--sample-every", type=int, default=500, help="0: only at the end")
-    g.add_argument("--checkpoint-every", type=int, default=1000, help="0: only at the end")
-    g.add_argument("--n-samples", type=int, default=64)
-    g.add_argument("--eval-every", type=int, default=0, help="every N steps and at the end: "
+    # No argparse defaults here: None means "not given", so --resume keeps the run's own.
+    g.add_argument("--log-every", type=int, help="default 50")
+    g.add_argument("--sample-every", type=int, help="0: only at the end (default 500)")
+    g.add_argument("--checkpoint-every", type=int, help="0: only at the end (default 1000)")
+    g.add_argument("--n-samples", type=int, help="default 64")
+    g.add_argument("--eval-every", type=int, help="every N steps and at the end: "
                    "FID-MNIST, conditional accuracy, confidence, mode coverage (to eval.jsonl; "
-                   "1-channel digits only; 0: off)")
-    g.add_argument("--eval-n", type=int, default=10000, help="generated samples per evaluation")
+                   "1-channel digits only; default 0: off)")
+    g.add_argument("--eval-n", type=int, help="generated samples per evaluation (default 10000)")
     g.add_argument("--quiet", action="store_true")
+    g.add_argument("--verbose", action="store_true",
+                   help="with an error, also print the underlying library's own message")
 
 
 def cmd_train(a) -> int:
@@ -93,8 +97,13 @@ def cmd_train(a) -> int:
     rank = (ddp.env_world() or {}).get("rank", 0)
     try:
         res = train(cfg)
+    except KeyboardInterrupt:   # Ctrl-C before the loop's handler is in place: nothing to save
+        print("fastgan: interrupted while starting; nothing was trained"
+              + (f" (the checkpoint in {cfg.out or cfg.resume} is unchanged)" if a.resume
+                 else ""), file=sys.stderr)
+        return 130
     except UserError as e:
-        return _fail(str(e) if rank == 0 else f"[rank {rank}] {e}")
+        return _fail(str(e) if rank == 0 else f"[rank {rank}] {e}", e.detail, a.verbose)
     except ddp.RankFailure as e:
         if not e.quiet:
             print(f"fastgan: error: {e}", file=sys.stderr, flush=True)
@@ -103,12 +112,14 @@ def cmd_train(a) -> int:
         if rank == 0:
             print(f"fastgan: error: {e}", file=sys.stderr)
         return 3
+    code = 143 if res.get("signal") == "SIGTERM" else 130
     if rank != 0:   # data-parallel: rank 0 reports
-        return 130 if res["interrupted"] else 0
+        return code if res["interrupted"] else 0
     if res["interrupted"]:
-        print(f"fastgan: interrupted; checkpoint at step {res['step']} saved in {res['out']} "
+        how = "stopped by SIGTERM" if code == 143 else "interrupted"
+        print(f"fastgan: {how}; checkpoint at step {res['step']} saved in {res['out']} "
               f"(continue with --resume {res['out']})", file=sys.stderr)
-        return 130
+        return code
     if res["start_step"] >= res["total"]:
         print(f"fastgan: nothing to train: the run in {res['out']} is already at step "
               f"{res['start_step']}, and --steps/--epochs give {res['total']} steps in all (the "
@@ -144,7 +155,7 @@ def cmd_sample(a) -> int:
             raise UserError(f"--n {a.n}: {v.name}'s BatchNorm needs at least 2 samples for "
                             "batch statistics; use --n 2 or more, or --bn running")
     except (UserError, ckpt.CheckpointError) as e:
-        return _fail(str(e))
+        return fail_from(e, a)
     with torch.no_grad():
         imgs = generate(v, nets, z, labels, bn=a.bn)
     try:
@@ -176,9 +187,17 @@ def missing_folder(opt: str, path: Optional[str]) -> Optional[str]:
     return None
 
 
-def _fail(msg: str) -> int:
+def _fail(msg: str, detail: Optional[str] = None, verbose: bool = False) -> int:
+    """One line; the underlying library's own text (e.g. PyTorch's zip errors) only with
+    --verbose, on a second line."""
     print(f"fastgan: error: {msg}", file=sys.stderr)
+    if verbose and detail:
+        print(f"fastgan: detail: {' '.join(str(detail).split())}", file=sys.stderr)
     return 2
+
+
+def fail_from(e: BaseException, a) -> int:
+    return _fail(str(e), getattr(e, "detail", None), bool(getattr(a, "verbose", False)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device")
     s.add_argument("--bn", choices=("batch", "running"), default="batch",
                    help="BatchNorm statistics: the sample batch's (default) or the running ones")
+    s.add_argument("--verbose", action="store_true",
+                   help="with an error, also print the underlying library's own message")
     s.set_defaults(fn=cmd_sample)
 
     from fastgan.quality.cli import add_classifier_parser, add_eval_parser
@@ -230,12 +251,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] == ["data"]:   # the data layer owns its sub-commands
         from fastgan.data.cli import main as data_main
         return data_main(argv[1:])
-    p = build_parser()
-    a = p.parse_args(argv)
-    if not getattr(a, "fn", None):
-        p.print_help()
-        return 2
-    return a.fn(a)
+    try:
+        p = build_parser()
+        a = p.parse_args(argv)
+        if not getattr(a, "fn", None):
+            p.print_help()
+            return 2
+        return a.fn(a)
+    except KeyboardInterrupt:   # Ctrl-C while importing or loading: one line, not a traceback
+        print("fastgan: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

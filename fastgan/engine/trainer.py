@@ -3,6 +3,7 @@ grids, checkpoints, resume, Ctrl-C and divergence handling."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -23,14 +24,40 @@ from .iteration import Engine, EngineOptions
 from .sampling import fixed_noise, generate
 
 
-# Settings a resumed run takes from its checkpoint unless given again.
+# Settings a resumed run takes from its checkpoint unless given again (None: not given). The
+# others (--device, --data-on, --cuda-graphs, --graph-unroll, --no-tf32, --sync-bn,
+# --dist-timeout, --quiet) say where and how this process runs, and come from its command line.
 RESUMED_FIELDS = ("variant", "dataset", "data_dir", "image_size", "channels", "variant_options",
                   "batch_size", "seed", "precision", "backend", "d_steps", "label_smoothing",
-                  "lr_d", "lr_g", "max_images")
+                  "lr_d", "lr_g", "max_images", "steps", "epochs", "log_every", "sample_every",
+                  "checkpoint_every", "n_samples", "eval_every", "eval_n")
+# Of those, the ones a resumed run cannot change: its random streams continue from the
+# checkpoint (seed), its batches are drawn from its data set at its batch size. (The variant and
+# the architecture are checked against the checkpoint itself.)
+FIXED_ON_RESUME = {
+    "batch_size": "the optimizer state and the batch stream belong to that batch size",
+    "seed": "the random streams continue from the checkpoint, so a new seed cannot take effect",
+    "dataset": "the batches are drawn from the run's data set",
+    "max_images": "the batches are drawn from the run's images",
+}
+# Defaults of the settings that are None until resolved (None: the resumed run's value, if any).
+DEFAULTS = {"variant": DEFAULT_VARIANT, "dataset": "mnist", "backend": "auto",
+            "precision": "fp32", "seed": 0, "log_every": 50, "sample_every": 500,
+            "checkpoint_every": 1000, "n_samples": 64, "eval_every": 0, "eval_n": 10000}
+HYPER_FIELDS = ("batch_size", "d_steps", "label_smoothing", "lr_d", "lr_g")
+
+
+def _opt(k: str) -> str:
+    return "--" + k.replace("_", "-")
 
 
 class UserError(Exception):
-    """Bad input: the CLI prints the message as one line and exits with code 2."""
+    """Bad input: the CLI prints the message as one line and exits with code 2 (``detail``:
+    the underlying library's text, printed with --verbose)."""
+
+    def __init__(self, msg: str, detail: Optional[str] = None):
+        super().__init__(msg)
+        self.detail = detail
 
 
 class Diverged(Exception):
@@ -49,7 +76,7 @@ class TrainConfig:
     epochs: Optional[float] = None
     backend: Optional[str] = None        # None: the resumed run's, else "auto"
     device: Optional[str] = None          # None: cuda when available, else cpu
-    seed: int = 0
+    seed: Optional[int] = None            # None: the resumed run's, else 0
     out: Optional[str] = None
     resume: Optional[str] = None
     overwrite: bool = False              # start over in an ``out`` that holds another run
@@ -66,12 +93,13 @@ class TrainConfig:
     image_size: Optional[int] = None
     channels: Optional[int] = None
     variant_options: Dict[str, Any] = field(default_factory=dict)  # e.g. dcgan ngf/kernel
-    log_every: int = 50
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    n_samples: int = 64
-    eval_every: int = 0                  # FID-MNIST etc. every N steps and at the end (0: off)
-    eval_n: int = 10000                  # generated samples per evaluation
+    # None: the resumed run's, else DEFAULTS (50, 500, 1000, 64, 0, 10000)
+    log_every: Optional[int] = None
+    sample_every: Optional[int] = None
+    checkpoint_every: Optional[int] = None
+    n_samples: Optional[int] = None
+    eval_every: Optional[int] = None     # FID-MNIST etc. every N steps and at the end (0: off)
+    eval_n: Optional[int] = None         # generated samples per evaluation
     quiet: bool = False
     # Data-parallel (torchrun): synchronized BatchNorm, and the collectives' timeout in seconds.
     sync_bn: bool = False
@@ -79,6 +107,44 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def merge_resumed(cfg: TrainConfig, state: Dict[str, Any]) -> List[str]:
+    """Fill every resumed setting not given (None) from the checkpoint's config; refuse a given
+    one that cannot change; return "name old -> new" for each given one that changes."""
+    saved, hyper = state.get("config") or {}, state.get("hyper") or {}
+    where = cfg.resume
+
+    def old_value(k):
+        if k in HYPER_FIELDS and hyper.get(k) is not None:
+            return hyper[k]                       # the value the run really used
+        v = saved.get(k)
+        return DEFAULTS.get(k) if v is None else v
+
+    given = {k for k in RESUMED_FIELDS if getattr(cfg, k) not in (None, {})}
+    changes = []
+    for k in sorted(given):
+        if k in ("variant", "image_size", "channels", "variant_options"):
+            continue          # checked against the checkpoint's own variant and networks
+        new, old = getattr(cfg, k), old_value(k)
+        same = (float(new) == float(old) if isinstance(new, (int, float))
+                and isinstance(old, (int, float)) and not isinstance(new, bool) else new == old)
+        if same:
+            continue
+        moved = k == "dataset" and f"{old}{new}".count("folder:") == 2   # the data moved
+        if k in FIXED_ON_RESUME and not moved:
+            raise UserError(f"{_opt(k)} {new}: the run in {where!r} was trained with "
+                            f"{_opt(k)} {old}, and it cannot change on resume "
+                            f"({FIXED_ON_RESUME[k]}); drop {_opt(k)}, or start a new run with "
+                            "another --out")
+        if k not in ("steps", "epochs"):        # the total is said in the progress line
+            changes.append(f"{_opt(k)} {old} -> {new}")
+    # --steps and --epochs are one setting: either given replaces the saved total.
+    skip = {"steps", "epochs"} if given & {"steps", "epochs"} else set()
+    for k in RESUMED_FIELDS:
+        if k not in given and k not in skip and saved.get(k) not in (None, {}):
+            setattr(cfg, k, saved[k])
+    return changes
 
 
 def check_settings(cfg: TrainConfig, h) -> None:
@@ -170,26 +236,22 @@ class Run:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         state = None
+        self.changes: List[str] = []
         if cfg.resume:
             try:
                 state = ckpt.load_checkpoint(cfg.resume)
             except ckpt.CheckpointError as e:
-                raise UserError(str(e)) from None
-            saved = state["config"]
-            # A resumed run keeps its variant and architecture unless told otherwise.
-            for k in RESUMED_FIELDS:
-                if getattr(cfg, k) in (None, {}) and saved.get(k) is not None:
-                    setattr(cfg, k, saved[k])
+                raise UserError(str(e), e.detail) from None
             if cfg.variant is not None and cfg.variant != state["variant"]:
                 raise UserError(f"the checkpoint in {cfg.resume!r} is of variant "
                                 f"{state['variant']!r}, not {cfg.variant!r}; drop --variant or "
                                 f"use --variant {state['variant']}")
+            self.changes = merge_resumed(cfg, state)
             if cfg.out is None:
                 cfg.out = os.path.dirname(ckpt.checkpoint_path(cfg.resume))
-        cfg.variant = cfg.variant or DEFAULT_VARIANT
-        cfg.dataset = cfg.dataset or "mnist"
-        cfg.backend = cfg.backend or "auto"
-        cfg.precision = cfg.precision or "fp32"
+        for k, v in DEFAULTS.items():
+            if getattr(cfg, k) is None:
+                setattr(cfg, k, v)
         # Under torchrun with several processes: join the process group (None in one process).
         try:
             self.dist = ddp.setup(cfg.device, cfg.dist_timeout)
@@ -271,7 +333,7 @@ class Run:
             try:
                 self.step = ckpt.restore_into(state, self.engine)
             except ckpt.CheckpointError as e:
-                raise UserError(str(e)) from None
+                raise UserError(str(e), e.detail) from None
         self.last_saved = self.step if state is not None else None
         if self.dist is not None:
             ddp.attach(self.engine, self.dist, self.variant)
@@ -292,6 +354,12 @@ class Run:
         if cfg.eval_every:
             self.real_stats = self._real_stats()
         self._main_check(make_out_dir, self.out)
+        if self.main:
+            # Leftovers of saves killed mid-write (SIGKILL): as large as a checkpoint each.
+            gone = ckpt.remove_stale_temps(self.out)
+            if gone:
+                self._log(f"fastgan: removed {len(gone)} temporary file(s) of interrupted saves "
+                          f"from {self.out}")
 
     def _main_check(self, check, *args) -> None:
         """Run a check of rank 0's file system (the only writer) and stop every rank on its
@@ -348,9 +416,36 @@ class Run:
     def save(self) -> Optional[str]:
         path = None
         if self.main:    # data-parallel: rank 0 writes, the state is the same on every rank
-            path = ckpt.save_checkpoint(self.out, self.engine, self.step, self.cfg.to_dict())
+            try:
+                path = ckpt.save_checkpoint(self.out, self.engine, self.step, self.cfg.to_dict())
+            except ckpt.SaveError as e:
+                raise UserError(f"{e} (training stopped at step {self.step})", e.detail) from None
         self.last_saved = self.step
         return path
+
+    def _write_failed(self, e: OSError) -> UserError:
+        """Any other file of the run that cannot be written (metrics, samples, config): one
+        line naming the folder, the space needed and the checkpoint on disk."""
+        import shutil
+        try:
+            free = shutil.disk_usage(self.out).free
+        except OSError:
+            free = 0
+        need = ckpt._nbytes({"n": self.engine.state_tensors()}) if hasattr(
+            self.engine, "state_tensors") else 0
+        step = ckpt.peek_step(self.out)
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        name = os.path.basename(str(e.filename or ""))
+        m = ckpt._TEMP.match(name)
+        name = m.group("base") if m else name         # the file, not its temporary
+        return UserError(
+            f"cannot write {name or 'a file'} in {self.out} "
+            f"({'the disk is full' if full else e.strerror}"
+            + (f": the next checkpoint needs about {ckpt._mb(need)}, {ckpt._mb(free)} are free"
+               if full else "") + f"); training stopped at step {self.step}; "
+            + (f"the last checkpoint (step {step}) is intact, continue with --resume {self.out} "
+               "once there is room" if step is not None else "no checkpoint had been written"),
+            repr(e))
 
     def write_samples(self, z, labels, nrow, name: str) -> str:
         from fastgan.viz import save_grid
@@ -374,10 +469,12 @@ class Run:
         try:
             res = self._train()
         except ddp.Stopped as e:
+            self._ignore_term()
             raise ddp.RankFailure(self._failure_message(str(e)), quiet=not self.main) from None
         except RuntimeError as e:
             if not ddp.is_peer_failure(e):
                 raise                    # this rank's own error: its traceback is the cause
+            self._ignore_term()
             first = (str(e).strip().splitlines() or [""])[0][:300]
             raise ddp.RankFailure(self._failure_message(
                 f"another rank failed or the job was stopped ({type(e).__name__}: {first})"),
@@ -390,11 +487,27 @@ class Run:
     def _record_signal(self, signum, frame) -> None:
         self._signalled = True
 
+    def _ignore_term(self) -> None:
+        """This rank is about to report and exit: torchrun's SIGTERM must not end it first.
+        A recording handler is not enough, because Python puts the default action back while
+        the interpreter shuts down (where the process group's teardown can take a while), and
+        the SIGTERM landing there ended the survivor with 143 instead of 4."""
+        self._signalled = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
     def _failure_message(self, why: str) -> str:
-        where = (f"the last checkpoint (step {self.last_saved}) is in {self.out}; continue with "
-                 f"`torchrun --nproc-per-node N -m fastgan train --resume {self.out}` (any N, "
-                 "or plain `fastgan train --resume`)" if self.last_saved is not None else
-                 "no checkpoint had been written yet")
+        # What is on disk, read back: rank 0 may have died in the middle of the save this rank
+        # took part in, and a rank on another node may not see rank 0's folder at all.
+        on_disk = ckpt.peek_step(self.out)
+        if on_disk is not None:
+            where = (f"the last checkpoint (step {on_disk}) is in {self.out}; continue with "
+                     f"`torchrun --nproc-per-node N -m fastgan train --resume {self.out}` (any "
+                     "N, or plain `fastgan train --resume`)")
+        elif not os.path.isdir(self.out):
+            where = (f"{self.out} is not visible from this rank: rank 0's node holds the run's "
+                     "checkpoint, if one was written")
+        else:
+            where = f"there is no readable checkpoint in {self.out}"
         return (f"rank {self.dist.rank} of {self.dist.world}: the distributed run stopped at "
                 f"step {self.step}: {why}; {where}")
 
@@ -409,17 +522,29 @@ class Run:
     def _train(self) -> Dict[str, Any]:
         # The run's backend for its duration only: the caller's active backend comes back.
         with ops.use_backend(self.backend):
-            return self._train_loop()
+            try:
+                return self._train_loop()
+            except OSError as e:        # disk full, read-only, ...: one line, not a traceback
+                raise self._write_failed(e) from None
 
     def _train_loop(self) -> Dict[str, Any]:
         cfg, eng = self.cfg, self.engine
+        start_step = self.step
+        if self.step >= self.total:
+            # Nothing to train (--steps is the run's total): write nothing at all.
+            return {"step": self.step, "start_step": start_step, "total": self.total,
+                    "out": self.out, "interrupted": False, "signal": None, "last": None,
+                    "eval": None}
+        if self.changes:
+            self._log(f"fastgan: resuming {self.out} at step {self.step} with "
+                      f"{', '.join(self.changes)} (every other setting as saved)")
         if self.main:
             os.makedirs(self.out, exist_ok=True)
-            with open(os.path.join(self.out, "config.json"), "w") as f:
-                json.dump({**cfg.to_dict(), "resolved_backend": self.backend,
-                           "device": str(self.device), "dataset_source": self.data.source,
-                           "world_size": self.dist.world if self.dist else 1,
-                           "hyper": dataclasses.asdict(self.variant.hyper)}, f, indent=2)
+            _atomic_write_text(os.path.join(self.out, "config.json"), json.dumps(
+                {**cfg.to_dict(), "resolved_backend": self.backend,
+                 "device": str(self.device), "dataset_source": self.data.source,
+                 "world_size": self.dist.world if self.dist else 1,
+                 "hyper": dataclasses.asdict(self.variant.hyper)}, indent=2))
         if self.dist is not None:
             self._log(f"fastgan: data-parallel over {self.dist.world} processes "
                       f"({self.dist.backend}), {self.variant.hyper.batch_size // self.dist.world}"
@@ -446,48 +571,35 @@ class Run:
                       f"{g.capture_seconds:.2f}s")
         log_every = max(unroll, cfg.log_every - cfg.log_every % unroll)
 
-        stop = {"sig": False}
+        def due(every: int) -> bool:
+            # Each cadence on its own: a step that is a multiple of it (with K iterations per
+            # graph replay, the replay that reaches or passes the multiple).
+            return bool(every) and self.step % every < unroll
 
-        def on_sigint(signum, frame):
-            stop["sig"] = True
-
-        def on_signal_dist(signum, frame):
-            # Data-parallel (torchrun passes Ctrl-C on as SIGINT, then SIGTERM, and stops the
-            # survivors of a failed rank with SIGTERM): stop after the current iteration. Every
-            # rank's state after an iteration is the global state, so rank 0 saves it without
-            # any collective.
-            stop.setdefault("now", signal.Signals(signum).name)
-            self._signalled = True
-
-        old_handler = signal.signal(signal.SIGINT, on_sigint if self.dist is None
-                                    else on_signal_dist)
-        old_term = signal.signal(signal.SIGTERM, on_signal_dist) if self.dist else None
+        stop = StopSignals(self.dist is not None, self)
+        old_int = signal.signal(signal.SIGINT, stop)
+        old_term = signal.signal(signal.SIGTERM, stop)
         metrics_path = os.path.join(self.out, "metrics.jsonl")
-        # A resumed run forgets what was logged after its checkpoint.
-        rows: List[Dict[str, Any]] = [r for r in _read_rows(metrics_path)
-                                      if r.get("step", 0) <= self.step] if self.main else []
-        if self.main:
-            with open(metrics_path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
+        # A resumed run forgets what was logged after its checkpoint (atomically: a kill at any
+        # moment leaves the whole old history or the cut one).
+        rows: List[Dict[str, Any]] = (_cut_log(metrics_path, self.step if cfg.resume else 0)
+                                      if self.main else [])
         eval_path = os.path.join(self.out, "eval.jsonl")
         if cfg.eval_every and self.main:
-            kept = [r for r in _read_rows(eval_path) if r.get("step", 0) <= self.step]
-            with open(eval_path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
+            _cut_log(eval_path, self.step if cfg.resume else 0)
         last_good = self.step if cfg.resume else None
-        start_step = self.step
         t_last, s_last = time.perf_counter(), self.step
         interrupted = False
         try:
             while self.step < self.total:
                 runner()
                 self.step += unroll
-                if stop.get("now"):
-                    self._stop_now(stop["now"])
+                if stop.now:
+                    self._stop_now(stop.now)
                     interrupted = True
                     break
                 at_end = self.step >= self.total
-                if self.step % log_every == 0 or at_end or stop["sig"]:
+                if self.step % log_every == 0 or at_end or stop.first:
                     st = eng.read_stats()
                     now = time.perf_counter()
                     its = (self.step - s_last) / max(now - t_last, 1e-9)
@@ -511,18 +623,15 @@ class Run:
                               f"{its:8.1f} it/s | d_loss "
                               f"{st['d_loss']:.4f} g_loss {st['g_loss']:.4f} | D(x) "
                               f"{st['d_real']:.3f} D(G(z)) {st['d_fake']:.3f}")
-                    want_ckpt = (cfg.checkpoint_every and self.step % cfg.checkpoint_every
-                                 < log_every) or at_end or stop["sig"]
-                    if want_ckpt:
-                        if not self._finite_state():
-                            raise Diverged(f"parameters became NaN/inf by step {self.step}; "
-                                           f"the last good checkpoint (step {last_good}) is "
-                                           f"kept in {self.out}")
-                        self.save()
-                        last_good = self.step
+                if due(cfg.checkpoint_every) or at_end or stop.first:
+                    if not self._finite_state():
+                        raise Diverged(f"parameters became NaN/inf by step {self.step}; "
+                                       f"the last good checkpoint (step {last_good}) is "
+                                       f"kept in {self.out}")
+                    self.save()
+                    last_good = self.step
                 # Data-parallel: rank 0 evaluates alone (G's BN is per-rank there, no collective).
-                if (self.main and cfg.eval_every
-                        and (self.step % cfg.eval_every < unroll or at_end)):
+                if self.main and (due(cfg.eval_every) or (cfg.eval_every and at_end)):
                     from fastgan.quality.metrics import format_metrics
                     t_eval = time.perf_counter()
                     m = self.evaluate()
@@ -532,33 +641,98 @@ class Run:
                     self._log(f"eval step {self.step}: {format_metrics(m)}")
                     self.last_eval = m
                     t_last += time.perf_counter() - t_eval    # keep it out of it/s
-                if self.main and ((cfg.sample_every and self.step % cfg.sample_every < unroll)
-                                  or at_end):
+                if self.main and (due(cfg.sample_every) or at_end):
                     self.write_samples(z_fixed, labels_fixed, nrow, f"step_{self.step:07d}.png")
-                if stop["sig"]:
+                if stop.first:
                     interrupted = True
                     break
         finally:
-            signal.signal(signal.SIGINT, old_handler)
-            if old_term is not None:
-                signal.signal(signal.SIGTERM, old_term)
-            if self.main:
+            if self.main:    # before the handlers go: a signal now must not become a traceback
                 from fastgan.viz import save_loss_curve
-                save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
+                try:
+                    save_loss_curve(rows, os.path.join(self.out, "loss_curve.svg"))
+                except OSError:
+                    pass     # a full disk: the error that stopped the run is the one to report
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
         return {"step": self.step, "start_step": start_step, "total": self.total,
                 "out": self.out, "interrupted": interrupted,
-                "last": rows[-1] if rows else None, "eval": self.last_eval}
+                "signal": stop.first or stop.now, "last": rows[-1] if rows else None,
+                "eval": self.last_eval}
 
 
-def _read_rows(path: str) -> List[Dict[str, Any]]:
-    rows = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    pass
+class StopSignals:
+    """SIGINT and SIGTERM during training (kill, Docker, Slurm and Kubernetes send SIGTERM).
+
+    One process: the first one stops the run at the next iteration boundary with a checkpoint
+    (exit 130 / 143); a second one exits at once with the same codes, removing this process's
+    temporary files first (the previous checkpoint is intact). It calls os._exit rather than
+    raising: an exception raised inside torch.save's write callback comes out of it as a bare
+    RuntimeError ("unexpected pos"), and unwinding would finish work the user asked to skip.
+
+    Data-parallel (torchrun passes Ctrl-C on as SIGINT, then SIGTERM, and stops the survivors of
+    a failed rank with SIGTERM): every signal stops after the current iteration, where rank 0
+    saves without any collective (every rank's state after an iteration is the global state)."""
+
+    def __init__(self, distributed: bool, run: "Run"):
+        self.distributed, self.run = distributed, run
+        self.first: Optional[str] = None    # one process: stop at the next boundary
+        self.now: Optional[str] = None      # data-parallel: stop at the next boundary, no log
+
+    def __call__(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.distributed:
+            self.now = self.now or name
+            self.run._signalled = True
+            return
+        if self.first is None:
+            self.first = name
+            return
+        step = self.run.last_saved     # one process: set only once a save has completed
+        where = (f"the last checkpoint (step {step}) is in {self.run.out}" if step is not None
+                 else "no checkpoint had been written")
+        if self.run.main:
+            ckpt.remove_stale_temps(self.run.out, own=True)
+        os.write(2, f"fastgan: stopped at once by a second {name}; {where}\n".encode())
+        self._exit(128 + signum)
+
+    _exit = staticmethod(os._exit)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = ckpt.temp_name(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _cut_log(path: str, step: int) -> List[Dict[str, Any]]:
+    """The rows of a JSON-lines log up to ``step``; the file is rewritten (temporary file and
+    rename, so a kill leaves the old history or the new one, never a truncated one) only when
+    rows after ``step`` or a torn last line must go."""
+    if not os.path.exists(path):
+        _atomic_write_text(path, "")
+        return []
+    with open(path) as f:
+        text = f.read()
+    rows, keep, dropped = [], [], False
+    for line in text.splitlines(keepends=True):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            dropped = True
+            continue
+        if not line.endswith("\n") or not isinstance(r, dict) or r.get("step", 0) > step:
+            dropped = True
+            continue
+        rows.append(r)
+        keep.append(line)
+    if dropped:
+        _atomic_write_text(path, "".join(keep))
     return rows
 
 

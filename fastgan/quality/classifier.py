@@ -52,7 +52,12 @@ class DigitClassifier(nn.Module):
 
 
 class ClassifierError(Exception):
-    """The classifier's weights are missing or unreadable (one line: problem and fix)."""
+    """The classifier's weights are missing or unreadable (one line: problem and fix;
+    ``detail``: PyTorch's own text, for --verbose)."""
+
+    def __init__(self, msg: str, detail: Optional[str] = None):
+        super().__init__(msg)
+        self.detail = detail
 
 
 def weights_digest(state: Dict[str, torch.Tensor]) -> str:
@@ -84,8 +89,13 @@ def load_classifier(device="cpu", path: Optional[str] = None
         model = DigitClassifier()
         model.load_state_dict(state)
     except Exception as e:  # any unreadable/corrupt file: one clear line
-        raise ClassifierError(f"cannot read the classifier weights {path} ({e}); reinstall "
-                              "fastgan or retrain them with `fastgan classifier train`") from None
+        # weights_only: a file holding Python objects (a crafted pickle) is refused unrun.
+        why = ("it holds Python objects a weights file never holds (refused, nothing in it was "
+               "run)" if "weights_only" in str(e) or "Unsupported global" in str(e) else
+               f"{type(e).__name__}: {' '.join(str(e).split())[:120]}")
+        raise ClassifierError(f"cannot read the classifier weights {path} ({why}); reinstall "
+                              "fastgan or retrain them with `fastgan classifier train`",
+                              detail=f"{type(e).__name__}: {e}") from None
     meta["digest"] = weights_digest(model.state_dict())
     model.eval().requires_grad_(False).to(device)
     _CACHE[key] = (model, meta)

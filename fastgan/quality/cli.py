@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from fastgan.cli import _fail, missing_folder
+from fastgan.cli import _fail, fail_from, missing_folder
 
 
 # ------------------------------------------------------------------------------- eval
@@ -21,6 +21,8 @@ def add_eval_parser(sub) -> None:
     e.add_argument("--data-dir", help="where the run's data set is now (default: the run's)")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     e.add_argument("--json", help="also write the metrics to this JSON file")
+    e.add_argument("--verbose", action="store_true",
+                   help="with an error, also print the underlying library's own message")
     e.set_defaults(fn=cmd_eval)
 
 
@@ -55,7 +57,7 @@ def cmd_eval(a) -> int:
         real = real_stats(data.images, device)
         m = evaluate_generator(v, nets, real, n=a.n, seed=a.seed)
     except (UserError, ckpt.CheckpointError, ClassifierError, QualityError) as e:
-        return _fail(str(e))
+        return fail_from(e, a)
     m.update(variant=v.name, step=int(state["step"]), data=data.source, real_n=real["n"],
              seconds=round(time.perf_counter() - t0, 2), device=str(device))
     print(f"{v.name} at step {m['step']} ({a.n} samples vs {real['n']} real images): "
