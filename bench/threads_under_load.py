@@ -6,7 +6,7 @@ a fresh process (OpenMP reads its settings once, at start).
     python bench/threads_under_load.py [--variant mlp] [--backend reference] [--load 0,1,2]
 
 Settings: 1 thread; all cores with OpenMP's default (spinning) wait policy; all cores with
-OMP_WAIT_POLICY=PASSIVE; and fastgan's own choice (``fastgan.engine.threads``). A competitor is
+OMP_WAIT_POLICY=PASSIVE; and fastgan's own choice (``fastgan.threads``). A competitor is
 one Python busy loop per unit of --load. Prints one markdown table (it/s, median of the blocks);
 README "CPU threads" quotes it with the machine named. Not a test: timings are never asserted.
 """
@@ -39,7 +39,7 @@ def main() -> int:
     ap.add_argument("--load", default="0,1", help="numbers of busy competitors, comma-separated")
     ap.add_argument("--block-s", type=float, default=0.5)
     a = ap.parse_args()
-    from fastgan.engine.threads import choose_threads
+    from fastgan.threads import choose_threads
     from fastgan.variants import get_variant
     cores = len(os.sched_getaffinity(0))
     batch = get_variant(a.variant).hyper.batch_size

@@ -16,7 +16,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument("--variant", help=f"one of {', '.join(VARIANTS)} (default {DEFAULT_VARIANT}, "
                    "or the resumed run's)")
-    g.add_argument("--dataset", help="mnist | fashion-mnist | demo | folder:PATH (default mnist)")
+    g.add_argument("--dataset", help="mnist | fashion-mnist | demo | digits | folder:PATH "
+                   "(default mnist)")
     g.add_argument("--data-dir", help="where the dataset files are (default: $FASTGAN_DATA, "
                    "then the user cache)")
     g.add_argument("--download", action="store_true", help="download the dataset if missing")
@@ -44,6 +45,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 = autocast (default fp32)")
     g.add_argument("--no-tf32", dest="tf32", action="store_false",
                    help="keep fp32 matmuls/convs in full fp32 on the GPU")
+    g.add_argument("--threads", type=int,
+                   help="CPU threads (default: one per free core; OMP_NUM_THREADS also works)")
     g.add_argument("--data-on", choices=("auto", "device", "host"), default="auto",
                    help="keep the data set on the GPU (default when it fits in a quarter of "
                    "free GPU memory) or in pinned host memory")
@@ -93,6 +96,10 @@ def cmd_train(a) -> int:
         checkpoint_every=a.checkpoint_every, n_samples=a.n_samples,
         eval_every=a.eval_every, eval_n=a.eval_n, quiet=a.quiet,
         sync_bn=a.sync_bn, dist_timeout=a.dist_timeout)
+    from fastgan.threads import choose_threads
+    if a.threads is not None and a.threads < 1:
+        return _fail(f"--threads must be at least 1 (CPU threads), not {a.threads}")
+    cfg.threads, cfg.threads_reason = choose_threads(a.threads)
     from fastgan.engine import distributed as ddp
     rank = (ddp.env_world() or {}).get("rank", 0)
     try:
@@ -247,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    if "torch" not in sys.modules:    # OpenMP reads it once, when torch loads it
+        from fastgan.threads import prefer_passive_wait
+        prefer_passive_wait()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["data"]:   # the data layer owns its sub-commands
         from fastgan.data.cli import main as data_main

@@ -65,6 +65,7 @@ def one_error_line(err):
     (["--n-samples", "0"], "--n-samples must be at least 1"),
     (["--variant", "mlp", "--n-samples", "1"], "use --n-samples 2 or more"),
     (["--dist-timeout", "-1"], "--dist-timeout must be a positive number"),
+    (["--threads", "0"], "--threads must be at least 1 (CPU threads), not 0"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(data_dir, tmp_path, capsys, extra, needle):
     if "cuda" in " ".join(extra) and torch.cuda.is_available():

@@ -21,6 +21,7 @@ from fastgan.variants import DEFAULT_VARIANT, get_variant
 from . import checkpoint as ckpt
 from . import distributed as ddp
 from .iteration import Engine, EngineOptions
+from .progress import Progress
 from .sampling import fixed_noise, generate
 
 
@@ -101,6 +102,10 @@ class TrainConfig:
     eval_every: Optional[int] = None     # FID-MNIST etc. every N steps and at the end (0: off)
     eval_n: Optional[int] = None         # generated samples per evaluation
     quiet: bool = False
+    # CPU threads for tensor work (None: torch's current setting). The CLI passes its choice
+    # (fastgan/threads.py: one per free core, or --threads) and the reason, for the start-up line.
+    threads: Optional[int] = None
+    threads_reason: Optional[str] = None
     # Data-parallel (torchrun): synchronized BatchNorm, and the collectives' timeout in seconds.
     sync_bn: bool = False
     dist_timeout: float = ddp.DEFAULT_TIMEOUT_S
@@ -160,6 +165,8 @@ def check_settings(cfg: TrainConfig, h) -> None:
     for opt, lr in (("--lr-d", h.lr_d), ("--lr-g", h.lr_g)):
         need(math.isfinite(lr) and lr > 0, f"{opt} must be a positive number, not {lr}")
     need(cfg.graph_unroll >= 1, f"--graph-unroll must be at least 1, not {cfg.graph_unroll}")
+    need(cfg.threads is None or cfg.threads >= 1,
+         f"--threads must be at least 1 (CPU threads), not {cfg.threads}")
     need(cfg.log_every >= 1, f"--log-every must be at least 1, not {cfg.log_every}")
     for opt, n in (("--sample-every", cfg.sample_every),
                    ("--checkpoint-every", cfg.checkpoint_every)):
@@ -235,6 +242,7 @@ class Run:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        self.progress = None        # the progress line, while the loop runs
         state = None
         self.changes: List[str] = []
         if cfg.resume:
@@ -397,7 +405,10 @@ class Run:
     # ---- helpers ------------------------------------------------------------------------
     def _log(self, msg: str) -> None:
         if not self.cfg.quiet and self.main:
-            print(msg, file=sys.stderr, flush=True)
+            if self.progress is not None:
+                self.progress.message(msg)      # above the progress line on a terminal
+            else:
+                print(msg, file=sys.stderr, flush=True)
 
     def _finite_state(self) -> bool:
         with torch.no_grad():
@@ -520,12 +531,19 @@ class Run:
                               "or the job was cancelled)")
 
     def _train(self) -> Dict[str, Any]:
-        # The run's backend for its duration only: the caller's active backend comes back.
+        # The run's backend and thread count for its duration only: the caller's come back.
+        threads = torch.get_num_threads()
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
         with ops.use_backend(self.backend):
             try:
                 return self._train_loop()
             except OSError as e:        # disk full, read-only, ...: one line, not a traceback
                 raise self._write_failed(e) from None
+            finally:
+                torch.set_num_threads(threads)
+                if self.progress is not None:
+                    self.progress.close()
 
     def _train_loop(self) -> Dict[str, Any]:
         cfg, eng = self.cfg, self.engine
@@ -550,10 +568,15 @@ class Run:
                       f"({self.dist.backend}), {self.variant.hyper.batch_size // self.dist.world}"
                       f" of the batch per rank, BatchNorm "
                       f"{'synchronized' if cfg.sync_bn else 'per rank'}")
-        self._log(f"fastgan: {self.variant.name} on {self.device} with backend "
+        h = self.variant.hyper
+        cpu = (f", {torch.get_num_threads()} CPU thread(s)"
+               + (f" ({cfg.threads_reason})" if cfg.threads_reason else "")
+               if self.device.type == "cpu" else "")
+        self._log(f"fastgan: {self.variant.name} on {self.device}{cpu} with backend "
                   f"{self.backend}{' + CUDA graphs' if cfg.cuda_graphs else ''}, batch "
-                  f"{self.variant.hyper.batch_size}, {self.data.images.shape[0]} images "
-                  f"from {self.data.source}; steps {self.step}->{self.total}; out {self.out}")
+                  f"{h.batch_size} of {h.channels}x{h.image_size}x{h.image_size}, "
+                  f"{self.data.images.shape[0]} images from {self.data.source}; steps "
+                  f"{self.step}->{self.total}; out {self.out}")
         if not eng.resident:
             gb = self.data.images.numel() / 2**30
             self._log(f"fastgan: the data set ({gb:.2f} GiB) stays in pinned host memory"
@@ -589,11 +612,19 @@ class Run:
             _cut_log(eval_path, self.step if cfg.resume else 0)
         last_good = self.step if cfg.resume else None
         t_last, s_last = time.perf_counter(), self.step
+        if self.main and not cfg.quiet:
+            power = None
+            if self.device.type == "cuda":     # NVML: read on the host, no CUDA sync
+                from fastgan.benchmark.telemetry import Nvml
+                power = Nvml(self.device).power_w
+            self.progress = Progress(self.total, start=self.step, power=power)
         interrupted = False
         try:
             while self.step < self.total:
                 runner()
                 self.step += unroll
+                if self.progress is not None:
+                    self.progress.tick(self.step)
                 if stop.now:
                     self._stop_now(stop.now)
                     interrupted = True
@@ -618,11 +649,8 @@ class Run:
                     if self.main:
                         with open(metrics_path, "a") as f:
                             f.write(json.dumps(row) + "\n")
-                    done = int(20 * self.step / self.total)
-                    self._log(f"[{'#' * done}{'.' * (20 - done)}] step {self.step}/{self.total} | "
-                              f"{its:8.1f} it/s | d_loss "
-                              f"{st['d_loss']:.4f} g_loss {st['g_loss']:.4f} | D(x) "
-                              f"{st['d_real']:.3f} D(G(z)) {st['d_fake']:.3f}")
+                    if self.progress is not None:
+                        self.progress.log(self.step, its, st)
                 if due(cfg.checkpoint_every) or at_end or stop.first:
                     if not self._finite_state():
                         raise Diverged(f"parameters became NaN/inf by step {self.step}; "
