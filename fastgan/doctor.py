@@ -45,6 +45,27 @@ def report() -> str:
         err = ops.load_error(b)
         lines.append(f"backend {b:<6} {'loaded' if ok else 'unavailable: ' + str(err)}")
     for dev in (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]):
-        lines.append(f"auto on {dev:<5} {ops.auto_backend(dev)} "
+        auto = ops.auto_backend(dev)
+        lines.append(f"auto on {dev:<5} {auto} "
                      f"(complete backends: {', '.join(ops.available_backends(dev))})")
+        if dev == "cpu" and auto == "cuda":
+            lines.append("             " + _cpu_policy_line())
+    from fastgan.threads import choose_threads
+    n, why = choose_threads()
+    lines.append(f"CPU threads  {n} ({why}): what `fastgan train` would use now (--threads N "
+                 "decides)")
     return "\n".join(lines)
+
+
+def _cpu_policy_line() -> str:
+    """Which implementation the cuda backend runs on CPU tensors, and why."""
+    import os
+
+    from fastgan import _cuda_backend as cb
+    policy = os.environ.get("FASTGAN_CPU_KERNELS", "auto")
+    if policy in ("always", "never"):
+        return (f"FASTGAN_CPU_KERNELS={policy}: "
+                f"{'the C++ kernels' if policy == 'always' else 'the reference code'} for every op")
+    th = ", ".join(f"{op} >= {n:,}" for op, n in cb.CPU_MIN_NUMEL.items())
+    return (f"per op and size, the faster measured (bench/test_cpu_ops.py): the C++ kernels from "
+            f"{th} elements, the reference code below (FASTGAN_CPU_KERNELS=always|never decides)")

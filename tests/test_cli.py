@@ -217,8 +217,20 @@ def test_resume_with_other_architecture(tmp_path, capsys, make_idx_dataset):
 def test_doctor(capsys):
     rc, out, _ = run_cli(["doctor"], capsys)
     assert rc == 0
-    for needle in ("torch", "triton", "GPU", "nvcc", "backend cuda", "auto on cpu"):
+    for needle in ("torch", "triton", "GPU", "nvcc", "backend cuda", "auto on cpu",
+                   "CPU threads"):
         assert needle in out
+
+
+def test_doctor_says_what_auto_runs_on_cpu(capsys, monkeypatch):
+    from fastgan import ops
+    if ops.auto_backend("cpu") != "cuda":
+        pytest.skip("the C++ extension is not built")
+    monkeypatch.delenv("FASTGAN_CPU_KERNELS", raising=False)
+    out = run_cli(["doctor"], capsys)[1]
+    assert "the C++ kernels from linear_act >= 4,000,000" in out and "bn_act >= 100,000" in out
+    monkeypatch.setenv("FASTGAN_CPU_KERNELS", "never")
+    assert "the reference code for every op" in run_cli(["doctor"], capsys)[1]
 
 
 def test_ctrl_c_saves_checkpoint_and_exits_cleanly(data_dir, tmp_path):
