@@ -1,0 +1,101 @@
+"""Adam in the "epsilon-hat" form of TF1's ``AdamOptimizer`` and Keras' ``Adam``.
+
+torch's Adam adds eps to the bias-corrected root: ``p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t)
++ eps)``. TF1 and Keras fold the bias corrections into the step size and add eps to the raw root
+(Kingma & Ba, end of section 2):
+
+    lr_t = lr_d * sqrt(1 - b2^t) / (1 - b1^t)
+    p   -= lr_t * m / (sqrt(v) + eps)
+
+which is torch's form with a time-varying eps ``eps / sqrt(1 - b2^t)`` (large at the first steps:
+it damps the updates of near-zero-gradient parameters). Keras' ``decay`` argument decays the rate
+per update, ``lr_d = lr / (1 + decay * iterations)`` with ``iterations`` counted before this
+update (``OptimizerV2._decayed_lr``); TF1 has no decay (``decay=0``).
+
+Capturable in a CUDA graph: the base rate is a 0-d device tensor in ``param_groups[i]["lr"]``
+(write into it to change the rate, as with torch's capturable Adam), the step count a device
+tensor per parameter (``state[p]["step"]``, as torch keeps it), and ``step()`` is multi-tensor
+``torch._foreach_*`` work with no host read.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+
+
+class EpsHatAdam(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, decay: float = 0.0, device=None):
+        params = list(params)
+        if device is None:
+            device = params[0].device if params and torch.is_tensor(params[0]) else "cpu"
+        if not torch.is_tensor(lr):
+            lr = torch.tensor(float(lr), dtype=torch.float64, device=device)
+        # "capturable" makes torch's load_state_dict put each loaded step on its parameter's
+        # device (see Optimizer._process_value_according_to_param_policy).
+        defaults = dict(lr=lr, betas=tuple(betas), eps=float(eps), decay=float(decay),
+                        capturable=True)
+        super().__init__(params, defaults)
+
+    def _init_state(self, p: torch.Tensor) -> Dict[str, torch.Tensor]:
+        st = self.state[p]
+        if not st:
+            st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return st
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            buckets: Dict[Tuple, List[List[torch.Tensor]]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self._init_state(p)
+                b = buckets.setdefault((p.device, p.dtype), [[], [], [], [], []])
+                for lst, t in zip(b, (p, p.grad, st["exp_avg"], st["exp_avg_sq"], st["step"])):
+                    lst.append(t)
+            for (device, dtype), (ps, gs, ms, vs, steps) in buckets.items():
+                _eps_hat_adam(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
+                              group["decay"], dtype)
+        return loss
+
+
+def _eps_hat_adam(ps, gs, ms, vs, steps, lr, b1: float, b2: float, eps: float, decay: float,
+                  dtype) -> None:
+    torch._foreach_add_(steps, 1.0)
+    # Every parameter of a group has taken the same number of steps: one set of scalars, in
+    # float64 on the device (0.999^t in float32 would round the bias correction at 1e-7).
+    t = steps[0].to(torch.float64)
+    lr = lr.to(device=t.device, dtype=torch.float64) if torch.is_tensor(lr) else lr
+    lr_d = lr / (1.0 + decay * (t - 1.0)) if decay else lr * torch.ones_like(t)
+    # -lr_t, so that the update is one addcdiv: p += m / (-(sqrt(v) + eps) / lr_t).
+    neg_lr_t = lr_d * torch.sqrt(1.0 - b2 ** t) / (b1 ** t - 1.0)
+    neg_lr_t = neg_lr_t.to(dtype)
+    # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2  (TF1 ApplyAdam / Keras).
+    torch._foreach_mul_(ms, b1)
+    torch._foreach_add_(ms, gs, alpha=1.0 - b1)
+    torch._foreach_mul_(vs, b2)
+    torch._foreach_addcmul_(vs, gs, gs, value=1.0 - b2)
+    denom = torch._foreach_sqrt(vs)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_div_(denom, neg_lr_t)
+    torch._foreach_addcdiv_(ps, ms, denom)
+
+
+def eps_hat_adam_reference(p, g, m, v, t: int, lr: float, b1: float, b2: float, eps: float,
+                           decay: float = 0.0):
+    """One update written exactly as Keras' Adam (``decay`` > 0) or TF1's ApplyAdam states it, on
+    plain tensors; returns the new (p, m, v). For tests."""
+    lr_d = lr * (1.0 / (1.0 + decay * (t - 1)))
+    lr_t = lr_d * (1.0 - b2 ** t) ** 0.5 / (1.0 - b1 ** t)
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * g * g
+    return p - lr_t * m / (v.sqrt() + eps), m, v
