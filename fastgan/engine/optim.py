@@ -38,6 +38,16 @@ class EpsHatAdam(torch.optim.Optimizer):
                         capturable=True)
         super().__init__(params, defaults)
 
+    def load_state_dict(self, state_dict) -> None:
+        """torch's, keeping each group's lr tensor (a CUDA graph may hold it): the loaded rate
+        is written into it."""
+        lrs = [g["lr"] for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for g, old in zip(self.param_groups, lrs):
+            with torch.no_grad():
+                old.copy_(torch.as_tensor(g["lr"], dtype=old.dtype))
+            g["lr"] = old
+
     def _init_state(self, p: torch.Tensor) -> Dict[str, torch.Tensor]:
         st = self.state[p]
         if not st:
