@@ -14,8 +14,10 @@ update (``OptimizerV2._decayed_lr``); TF1 has no decay (``decay=0``).
 
 Capturable in a CUDA graph: the base rate is a 0-d device tensor in ``param_groups[i]["lr"]``
 (write into it to change the rate, as with torch's capturable Adam), the step count a device
-tensor per parameter (``state[p]["step"]``, as torch keeps it), and ``step()`` is multi-tensor
-``torch._foreach_*`` work with no host read.
+tensor per parameter (``state[p]["step"]``, as torch keeps it), and ``step()`` reads nothing back
+to the host. On CUDA (``fused=None``, when Triton is there) the update is one multi-tensor Triton
+kernel per 8 tensors that reads p, g, m, v and writes p, m, v once (fastgan/kernels/adam.py);
+otherwise, and for non-contiguous tensors, multi-tensor ``torch._foreach_*`` ops.
 """
 from __future__ import annotations
 
@@ -26,10 +28,17 @@ import torch
 
 class EpsHatAdam(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, decay: float = 0.0, device=None):
+                 eps: float = 1e-8, decay: float = 0.0, device=None, fused=None):
         params = list(params)
         if device is None:
             device = params[0].device if params and torch.is_tensor(params[0]) else "cpu"
+        device = torch.device(device)
+        if fused is None:   # the Triton kernel on GPUs; the interpreter on CPU is for tests
+            fused = device.type == "cuda" and _triton_kernel() is not None
+        elif fused and _triton_kernel() is None:
+            raise RuntimeError("EpsHatAdam(fused=True) needs Triton")
+        self.fused = bool(fused)
+        self._hp: Dict[Tuple, torch.Tensor] = {}
         if not torch.is_tensor(lr):
             lr = torch.tensor(float(lr), dtype=torch.float64, device=device)
         # "capturable" makes torch's load_state_dict put each loaded step on its parameter's
@@ -73,9 +82,35 @@ class EpsHatAdam(torch.optim.Optimizer):
                 for lst, t in zip(b, (p, p.grad, st["exp_avg"], st["exp_avg_sq"], st["step"])):
                     lst.append(t)
             for (device, dtype), (ps, gs, ms, vs, steps) in buckets.items():
-                _eps_hat_adam(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
-                              group["decay"], dtype)
+                if self.fused and all(t.is_contiguous() for lst in (ps, gs, ms, vs)
+                                      for t in lst):
+                    self._fused_step(group, device, ps, gs, ms, vs, steps)
+                else:
+                    _eps_hat_adam(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
+                                  group["decay"], dtype)
         return loss
+
+    def _fused_step(self, group, device, ps, gs, ms, vs, steps) -> None:
+        kern = _triton_kernel()
+        b1, b2 = group["betas"]
+        key = (b1, b2, group["eps"], group["decay"], device)
+        hp = self._hp.get(key)
+        if hp is None:   # first step (eager: a capture warms up first)
+            hp = self._hp[key] = kern.hyper_tensor(b1, b2, group["eps"], group["decay"], device)
+        lr = group["lr"]
+        if not torch.is_tensor(lr) or lr.dtype != torch.float64 or lr.device != device:
+            lr = torch.as_tensor(lr, dtype=torch.float64, device=device)
+        torch._foreach_add_(steps, 1.0)
+        kern.eps_hat_adam_(ps, gs, ms, vs, steps[0], lr, hp)
+
+
+def _triton_kernel():
+    """fastgan.kernels.adam, or None without Triton."""
+    try:
+        from fastgan.kernels import adam
+    except Exception:   # no triton, or no driver for it
+        return None
+    return adam
 
 
 def _eps_hat_adam(ps, gs, ms, vs, steps, lr, b1: float, b2: float, eps: float, decay: float,
