@@ -52,6 +52,9 @@ class SeedLoop:
         loss_d.backward()
         self.opt_d.step()
         if not v.g_reuses_fake:
+            if batch.labels is not None:   # the G step's fresh noise, for the same labels
+                z_g = z_g.clone()
+                v.condition_noise(z_g, batch.labels)
             batch = Batch(real=batch.real, z=z_g, labels=batch.labels,
                           mis_labels=batch.mis_labels)
             gen = v.generate_train(nets, batch)

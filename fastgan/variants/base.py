@@ -113,6 +113,9 @@ class Variant:
         noise unless the seed trains on another distribution."""
         self.fill_noise(z, labels, generator)
 
+    def condition_noise(self, z: torch.Tensor, labels: torch.Tensor) -> None:
+        """Write ``labels`` into noise drawn without them (conditional G only)."""
+
     def noise_shape(self, n: int) -> Tuple[int, ...]:
         return (n, self.hyper.z_dim)
 

@@ -82,6 +82,10 @@ class GANCLS(Variant):
     def fill_noise(self, z, labels, generator):
         # z = [one_hot(y), N(0,1)^38], written in place so the buffer can be captured.
         z.normal_(generator=generator)
+        if labels is not None:
+            self.condition_noise(z, labels)
+
+    def condition_noise(self, z, labels):
         z[:, :N_CLASSES].copy_(one_hot(labels, z.dtype))
 
     def d_loss(self, nets, batch, gen, real_target):
