@@ -9,8 +9,8 @@ fresh noise with the D step's labels: ``tf.random_normal`` (line 31) is re-run b
 
 Knowing departures: batches are drawn with replacement (the seed's ``next_batch`` walks shuffled
 epochs); BatchNorm keeps moving statistics (decay 0.999) for eval-mode sampling, which the seed
-never updates (it does not run UPDATE_OPS) and never uses in training; images in [0, 1] as the
-seed's MNIST reader gives them.
+never updates (it does not run UPDATE_OPS) and never uses in training; the LSGAN losses are
+computed by fastgan's loss op on D's logits (sigmoid inside), the same function.
 """
 from __future__ import annotations
 
