@@ -87,16 +87,17 @@ class EpsHatAdam(torch.optim.Optimizer):
                     self._fused_step(group, device, ps, gs, ms, vs, steps)
                 else:
                     _eps_hat_adam(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
-                                  group["decay"], dtype)
+                                  group.get("decay", 0.0), dtype)
         return loss
 
     def _fused_step(self, group, device, ps, gs, ms, vs, steps) -> None:
         kern = _triton_kernel()
         b1, b2 = group["betas"]
-        key = (b1, b2, group["eps"], group["decay"], device)
+        # .get: a state dict of torch's Adam (same m, v and step) has no decay
+        key = (b1, b2, group["eps"], group.get("decay", 0.0), device)
         hp = self._hp.get(key)
         if hp is None:   # first step (eager: a capture warms up first)
-            hp = self._hp[key] = kern.hyper_tensor(b1, b2, group["eps"], group["decay"], device)
+            hp = self._hp[key] = kern.hyper_tensor(*key)
         lr = group["lr"]
         if not torch.is_tensor(lr) or lr.dtype != torch.float64 or lr.device != device:
             lr = torch.as_tensor(lr, dtype=torch.float64, device=device)
