@@ -126,7 +126,8 @@ class TFAdam:
     m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g²; p -= lr_t * m / (sqrt(v) + eps)."""
 
     def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8, decay=0.0):
-        self.params, self.lr, self.b1, self.b2, self.eps, self.decay = params, lr, b1, b2, eps, decay
+        self.params, self.lr, self.b1, self.b2 = params, lr, b1, b2
+        self.eps, self.decay = eps, decay
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
         self.iterations = 0

@@ -24,8 +24,13 @@ SLOTS = 8
 BLOCK = 1 << 16 if config.INTERPRET else 1024
 
 
-@triton.jit(do_not_specialize=['N0', 'N1', 'N2', 'N3', 'N4', 'N5', 'N6', 'N7', 'S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7'])
-def _eps_hat_adam_kernel(P0, G0, M0, V0, N0, P1, G1, M1, V1, N1, P2, G2, M2, V2, N2, P3, G3, M3, V3, N3, P4, G4, M4, V4, N4, P5, G5, M5, V5, N5, P6, G6, M6, V6, N6, P7, G7, M7, V7, N7,
+# Sizes and offsets are never specialised (a size of 1 would become a constexpr, and the slot
+# selection below needs one type for every slot's values).
+@triton.jit(do_not_specialize=["N0", "N1", "N2", "N3", "N4", "N5", "N6", "N7",
+                               "S1", "S2", "S3", "S4", "S5", "S6", "S7"])
+def _eps_hat_adam_kernel(P0, G0, M0, V0, N0, P1, G1, M1, V1, N1, P2, G2, M2, V2, N2,
+                         P3, G3, M3, V3, N3, P4, G4, M4, V4, N4, P5, G5, M5, V5, N5,
+                         P6, G6, M6, V6, N6, P7, G7, M7, V7, N7,
                          S1, S2, S3, S4, S5, S6, S7,
                          step_ptr, lr_ptr, hp_ptr,
                          ACC: tl.constexpr, BLOCK: tl.constexpr):
