@@ -30,6 +30,10 @@ CASES = [("mlp.G", "mlp", {}, "G"), ("mlp.D", "mlp", {}, "D"),
          ("convgan.G", "convgan", {}, "G"), ("convgan.D", "convgan", {}, "D"),
          ("dcgan64.G", "dcgan", {}, "G"), ("dcgan64.D", "dcgan", {}, "D")]
 FORMS = {"torch": {}, "eps_hat": dict(adam="eps_hat", eps=1e-7, decay=8e-8)}
+# As part of a whole test run (bench/conftest.py): a smoke test, mlp only, three rounds.
+EXPLICIT = os.environ.get("FASTGAN_BENCH_EXPLICIT") == "1"
+if not EXPLICIT:
+    CASES = CASES[:2]
 
 
 def _params(variant, opts, role):
@@ -58,4 +62,7 @@ def test_adam_step(benchmark, case, form):
         opt.step()
         if CUDA:
             torch.cuda.synchronize()
-    benchmark(step)
+    if EXPLICIT:
+        benchmark(step)
+    else:
+        benchmark.pedantic(step, rounds=3, iterations=1)
