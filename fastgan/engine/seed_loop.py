@@ -39,13 +39,13 @@ class SeedLoop:
         """One D update and one G update on ``batch`` (``z_g``: the G step's fresh noise for
         variants that draw it). Returns the two losses as Python floats, as the seeds print."""
         v, nets = self.variant, self.nets
-        gen_roles = [nets[r] for r in v.param_roles()["G"]]
-        if v.d_fakes_from_eval_g:   # e.g. Keras' generator.predict (seed 001, line 173)
-            for m in gen_roles:
-                m.eval()
+        gen_roles = [nets[r] for r in v.param_roles()["G"]] if v.d_fakes_from_eval_g else []
+        was = [m.training for m in gen_roles]
+        for m in gen_roles:   # e.g. Keras' generator.predict (seed 001, line 173)
+            m.eval()
         gen = v.generate_train(nets, batch)
-        for m in gen_roles:
-            m.train()
+        for m, t in zip(gen_roles, was):
+            m.train(t)
         self.opt_d.zero_grad()
         loss_d, _, _ = v.d_loss(nets, batch, {k: (t.detach() if k in v.gen_keys else t)
                                               for k, t in gen.items()}, self.real_target)
