@@ -37,8 +37,7 @@ EVAL_N = 5000
 RUNS = {
     # mlp (seed 001's loop: D on inference-mode fakes, N(-0.5, 0.5²) noise, Keras Adam):
     # reference seeds 0/1/2 -> 436/351/417 (spread 1.24), cuda seed 0 -> 397, triton
-    # (interpreter) seed 0 -> 378. Before those
-    # defaults: 238/263/278, cuda 244, triton 257.
+    # (interpreter) seed 0 -> 378. Before those defaults: 238/263/278, cuda 244, triton 257.
     "mlp":      dict(steps=3000, fid_max=550.0, ratio=1.5),
     # convgan: reference seed 0 -> 484, cuda seed 0 -> 503 (one seed: mlp's spread)
     "convgan":  dict(steps=3000, fid_max=600.0, ratio=1.4),
