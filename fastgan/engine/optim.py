@@ -27,6 +27,10 @@ import torch
 
 
 class EpsHatAdam(torch.optim.Optimizer):
+    """Adam in the eps-hat form. ``eps``: Keras' 1e-7 or TF1's 1e-8; ``decay``: Keras'
+    per-update decay (0 for TF1). ``device``: where lr lives (default: the first parameter's).
+    ``fused``: the Triton kernel (default: on CUDA when Triton is there)."""
+
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, decay: float = 0.0, device=None, fused=None):
         params = list(params)
