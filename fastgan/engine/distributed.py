@@ -311,7 +311,7 @@ class _AllReduceSum(torch.autograd.Function):
 
 
 def sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope,
-                group=None) -> torch.Tensor:
+                group=None, unbiased_running_var: bool = True) -> torch.Tensor:
     """Training-mode BN with statistics over every rank's batch, then the activation.
 
     Each rank computes its own mean and centred sum of squares (two-pass, in fp32, or fp64 for
@@ -342,7 +342,8 @@ def sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope
     if running_mean is not None and running_var is not None:
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
-            running_var.mul_(1 - momentum).add_(var.detach() * (n / (n - 1)) * momentum)
+            corr = n / (n - 1) if unbiased_running_var else 1.0
+            running_var.mul_(1 - momentum).add_(var.detach() * corr * momentum)
     return act(y, slope).to(x.dtype)
 
 
@@ -358,7 +359,8 @@ class SyncBatchNormAct(BatchNormAct):
         w = self.weight if self.weight is not None else self.gamma_const
         b = self.bias if self.bias is not None else self.beta_const
         return sync_bn_act(x, w, b, self.running_mean, self.running_var, self.momentum,
-                           self.eps, self.slope, _SYNC.group)
+                           self.eps, self.slope, _SYNC.group,
+                           getattr(self, "unbiased_running_var", True))
 
 
 def convert_sync_bn(modules) -> int:

@@ -13,11 +13,14 @@ import torch
 
 class HostBatchLoader:
     def __init__(self, images: torch.Tensor, n_real: int, device: torch.device, seed: int,
-                 local: Optional[slice] = None):
+                 local: Optional[slice] = None, contiguous: bool = False):
         self.cuda = device.type == "cuda"
         self.images = images.pin_memory() if self.cuda else images
         self.n_images = images.shape[0]
         self.gen = torch.Generator().manual_seed(seed)
+        # contiguous: a run of n_real images at a random offset (seed 001) instead of n_real
+        # independent indices.
+        self.contiguous = contiguous
 
         def buf(shape, dtype):
             t = torch.empty(shape, dtype=dtype)
@@ -37,8 +40,13 @@ class HostBatchLoader:
         k = self.k
         if self.events[k] is not None:
             self.events[k].synchronize()  # the copy out of this staging buffer has finished
-        torch.randint(0, self.n_images, self.stage_idx[k].shape, generator=self.gen,
-                      out=self.stage_idx[k])
+        if self.contiguous:
+            n = self.stage_idx[k].shape[0]
+            o = torch.randint(0, self.n_images - n, (1,), generator=self.gen)
+            torch.add(torch.arange(n), o, out=self.stage_idx[k])
+        else:
+            torch.randint(0, self.n_images, self.stage_idx[k].shape, generator=self.gen,
+                          out=self.stage_idx[k])
         torch.index_select(self.images, 0, self.stage_idx[k][self.local], out=self.stage[k])
         real_u8.copy_(self.stage[k], non_blocking=True)
         idx.copy_(self.stage_idx[k], non_blocking=True)

@@ -20,6 +20,7 @@ import torch.nn as nn
 from fastgan.variants import Batch, Variant
 
 from .host_loader import HostBatchLoader, fits_on_device
+from .optim import EpsHatAdam
 
 # Indices into Engine.stats (sums since the host last read them).
 STAT_D_LOSS, STAT_G_LOSS, STAT_D_REAL, STAT_D_FAKE, STAT_COUNT = range(5)
@@ -43,15 +44,32 @@ class EngineOptions:
 
 
 def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device,
-                   capturable: bool = True) -> torch.optim.Adam:
-    """Adam as the seeds use it. On CUDA: fused; when ``capturable``, with its step counter
-    and lr in device tensors so a schedule can change lr inside a captured graph."""
+                   capturable: bool = True, adam: str = "torch", eps: float = 1e-8,
+                   decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam as the seed uses it (``adam``: "torch" or "eps_hat", Hyper.adam). torch's on CUDA:
+    fused; when ``capturable``, with its step counter and lr in device tensors so a schedule can
+    change lr inside a captured graph. The eps-hat Adam always keeps both on the device."""
+    if adam == "eps_hat":
+        return EpsHatAdam(params, lr=lr, betas=betas, eps=eps, decay=decay, device=device)
+    if adam != "torch":
+        raise ValueError(f"unknown Adam form {adam!r}; use 'torch' or 'eps_hat'")
+    if decay:
+        raise ValueError("lr_decay is Keras' Adam decay: use it with adam='eps_hat'")
     if device.type == "cuda" and capturable:
         return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas,
-                                fused=True, capturable=True)
+                                eps=eps, fused=True, capturable=True)
     if device.type == "cuda":
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
-    return torch.optim.Adam(params, lr=lr, betas=betas)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+
+
+def variant_optimizers(variant: Variant, d_params, g_params, device: torch.device,
+                       capturable: bool = True):
+    """(D's optimizer, G's optimizer) as the variant's Hyper names them."""
+    h = variant.hyper
+    kw = dict(capturable=capturable, adam=h.adam, eps=h.adam_eps, decay=h.lr_decay)
+    return (make_optimizer(d_params, h.lr_d, h.betas, device, **kw),
+            make_optimizer(g_params, h.lr_g, h.betas, device, **kw))
 
 
 def _shard(n: int, rank: int, world: int) -> slice:
@@ -71,8 +89,8 @@ class Engine:
         roles = variant.param_roles()
         self.d_params = [p for r in roles["D"] for p in nets[r].parameters()]
         self.g_params = [p for r in roles["G"] for p in nets[r].parameters()]
-        self.opt_d = make_optimizer(self.d_params, h.lr_d, h.betas, device, opts.capturable)
-        self.opt_g = make_optimizer(self.g_params, h.lr_g, h.betas, device, opts.capturable)
+        self.opt_d, self.opt_g = variant_optimizers(variant, self.d_params, self.g_params, device,
+                                                    opts.capturable)
 
         # The dataset, resident on the device as uint8 (MNIST: 47 MB), unless it is too large
         # for the GPU: then it stays in pinned host memory (HostBatchLoader).
@@ -84,13 +102,27 @@ class Engine:
             raise ValueError(f"batch size {opts.batch_size} does not split over {W} ranks")
         # This rank's slices of the global batch (the whole batch in one process).
         sl_real, sl_noise = _shard(n_real, R, W), _shard(n_noise, R, W)
+        if variant.real_draw not in ("random", "slice"):
+            raise ValueError(f"real_draw must be 'random' or 'slice', not {variant.real_draw!r}")
+        if variant.real_draw == "slice" and images.shape[0] <= n_real:
+            raise ValueError(f"variant {variant.name!r} draws a contiguous slice of {n_real} "
+                             f"images; the data set has only {images.shape[0]}")
+        if variant.d_fakes_from_eval_g and variant.g_reuses_fake:
+            raise ValueError("d_fakes_from_eval_g needs a G step that draws its own fakes")
         self.resident = fits_on_device(images, device) if resident is None else resident
         self.host = None
         if self.resident:
             self.images = images.to(device)
         else:
             self.images = images
-            self.host = HostBatchLoader(images, n_real, device, opts.seed + 3, sl_real)
+            self.host = HostBatchLoader(images, n_real, device, opts.seed + 3, sl_real,
+                                        contiguous=variant.real_draw == "slice")
+        # Seed 001 (lines 170-171): x[o : o + n] with o = randint(0, len(x) - n).
+        self.slice_offset = self.slice_arange = None
+        if variant.real_draw == "slice":
+            self.slice_high = images.shape[0] - n_real
+            self.slice_offset = torch.zeros((), dtype=torch.long, device=device)
+            self.slice_arange = torch.arange(n_real, device=device)
         self.labels_all = labels.to(device) if labels is not None else None
         self.n_images = images.shape[0]
         # Graph mode with a host loader fetches outside the graph (GraphedIteration does it).
@@ -99,7 +131,8 @@ class Engine:
         # Static buffers: every draw writes into these in place.
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(opts.seed + 1)
-        if n_real != n_noise and variant.needs_labels:
+        n_g_all = n_noise if variant.g_reuses_fake else variant.g_batch_size(opts.batch_size)
+        if variant.needs_labels and not n_real == n_noise == n_g_all:
             raise ValueError("conditional variants need as many noise vectors as real images")
         # Indices, labels and noise are drawn for the global batch (the same stream on every
         # rank, independent of the world size); images are gathered for this rank's slice only.
@@ -144,7 +177,11 @@ class Engine:
         if self.host is not None:
             self.host.fetch_into(self.real_u8, self.idx)
         else:
-            self.idx.random_(0, self.n_images, generator=self.gen)
+            if self.slice_offset is not None:
+                self.slice_offset.random_(0, self.slice_high, generator=self.gen)
+                torch.add(self.slice_arange, self.slice_offset, out=self.idx)
+            else:
+                self.idx.random_(0, self.n_images, generator=self.gen)
             torch.index_select(self.images, 0, self.idx_local, out=self.real_u8)
 
     def draw(self) -> None:
@@ -158,14 +195,31 @@ class Engine:
             # Mismatched labels: the labels of another random batch (as the seed does).
             self.mis_idx.random_(0, self.n_images, generator=self.gen)
             torch.index_select(self.labels_all, 0, self.mis_idx, out=self.mis_labels)
-        self.variant.fill_noise(self.z, self.batch_labels, self.gen)
+        self.variant.fill_train_noise(self.z, self.batch_labels, self.gen)
 
     def draw_g_noise(self) -> None:
-        self.variant.fill_noise(self.z_g, None, self.gen)
+        """The G step's own noise, for the D step's labels (conditional G, as seed 002)."""
+        self.variant.fill_train_noise(self.z_g, self.batch_labels, self.gen)
 
     def batch(self) -> Batch:
         return Batch(real=self.real, z=self.z_local, labels=self.labels_local,
                      mis_labels=self.mis_local)
+
+    @contextlib.contextmanager
+    def _g_eval(self):
+        """The generators in inference mode for the D step's fakes, when the variant says so."""
+        if not self.variant.d_fakes_from_eval_g:
+            yield
+            return
+        mods = [self.nets[r] for r in self.variant.param_roles()["G"]]
+        was = [m.training for m in mods]
+        for m in mods:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m, t in zip(mods, was):
+                m.train(t)
 
     # ---- the iteration ------------------------------------------------------------------
     def _autocast(self):
@@ -191,7 +245,7 @@ class Engine:
                 self.draw()
             batch = self.batch()
             with self._autocast():
-                with torch.set_grad_enabled(reuse and last):
+                with torch.set_grad_enabled(reuse and last), self._g_eval():
                     gen = v.generate_train(nets, batch)
                 detached = {k: (t.detach() if k in v.gen_keys else t) for k, t in gen.items()}
                 self.opt_d.zero_grad(set_to_none=True)
@@ -205,7 +259,8 @@ class Engine:
         if not reuse:
             if self.draw_inside:
                 self.draw_g_noise()
-            batch = Batch(real=self.real, z=self.z_g_local, labels=None, mis_labels=None)
+            batch = Batch(real=self.real, z=self.z_g_local, labels=self.labels_local,
+                          mis_labels=self.mis_local)
             with self._autocast():
                 gen = v.generate_train(nets, batch)
         # The G step differentiates with respect to G's parameters only (``inputs=``): D is

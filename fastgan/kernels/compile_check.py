@@ -240,6 +240,12 @@ def cases() -> List[Case]:
                                 ptr_types={"part_ptr": "*fp32"}))
         out.append(Case(f"gan_loss.finalize[{dt}]", GL._gan_loss_finalize_kernel, "fp32",
                         dict(ACC=tl.float32, BLOCK=1024), ptr_types={"loss_ptr": "*" + dt}))
+    # the eps-hat Adam: fp32 parameters and state (parameters stay fp32 under bf16 autocast)
+    from . import adam as AD
+    pt = {f"{x}{i}": "*fp32" for i in range(AD.SLOTS) for x in "PGMV"}
+    pt.update(step_ptr="*fp32", lr_ptr="*fp64", hp_ptr="*fp64")
+    out.append(Case("adam.eps_hat[fp32]", AD._eps_hat_adam_kernel, "fp32",
+                    dict(ACC=tl.float32, BLOCK=1024), ptr_types=pt))
     return out
 
 

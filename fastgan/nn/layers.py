@@ -53,14 +53,17 @@ class BatchNormAct(nn.Module):
 
     ``affine="gamma_beta"`` (PyTorch), ``"beta"`` (TF-slim's default: no scale), or ``"none"``.
     ``momentum`` is PyTorch's convention (Keras momentum m is 1 - m here).
+    ``unbiased_running_var``: the running variance tracks the unbiased batch variance (PyTorch)
+    or, when False, the biased one (Keras' BatchNormalization on 2-D input).
     """
 
     def __init__(self, num_features: int, slope: Optional[float] = None, momentum: float = 0.1,
-                 eps: float = 1e-5, affine: str = "gamma_beta"):
+                 eps: float = 1e-5, affine: str = "gamma_beta", unbiased_running_var: bool = True):
         super().__init__()
         if affine not in ("gamma_beta", "beta", "none"):
             raise ValueError(f"BatchNormAct: affine must be gamma_beta, beta or none, not {affine!r}")
         self.num_features, self.slope, self.momentum, self.eps = num_features, slope, momentum, eps
+        self.unbiased_running_var = unbiased_running_var
         self.weight = nn.Parameter(torch.ones(num_features)) if affine == "gamma_beta" else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine != "none" else None
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -75,12 +78,23 @@ class BatchNormAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight if self.weight is not None else self.gamma_const
         b = self.bias if self.bias is not None else self.beta_const
-        return ops.bn_act(x, w, b, self.running_mean, self.running_var, self.training,
-                          self.momentum, self.eps, self.slope)
+        if self.unbiased_running_var or not self.training:
+            return ops.bn_act(x, w, b, self.running_mean, self.running_var, self.training,
+                              self.momentum, self.eps, self.slope)
+        # Every backend updates with the unbiased variance: into a copy, t = (1-m) r + m s²
+        # n/(n-1) (the op may keep it for its backward, so it is not touched again); then
+        # r (1-m)/n + t (n-1)/n = (1-m) r + m s². Device work only.
+        n = x.numel() // x.shape[1]
+        t = self.running_var.clone()
+        y = ops.bn_act(x, w, b, self.running_mean, t, True, self.momentum, self.eps, self.slope)
+        with torch.no_grad():
+            self.running_var.mul_((1 - self.momentum) / n).add_(t, alpha=(n - 1) / n)
+        return y
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, slope={self.slope}, momentum={self.momentum}, "
-                f"eps={self.eps}, gamma={self.weight is not None}")
+                f"eps={self.eps}, gamma={self.weight is not None}"
+                + ("" if self.unbiased_running_var else ", biased running var"))
 
 
 class ConvBNAct(nn.Module):

@@ -26,6 +26,11 @@ class Hyper:
     data_range: str = "tanh"          # "tanh": images in [-1, 1]; "sigmoid": in [0, 1]
     d_steps: int = 1                  # D updates per G update
     label_smoothing: float = 0.0      # real target = 1 - label_smoothing
+    # Which Adam: "torch" (eps added to the bias-corrected root) or "eps_hat" (TF1's
+    # AdamOptimizer and Keras' Adam: eps added to the raw root, engine/optim.py).
+    adam: str = "torch"
+    adam_eps: float = 1e-8
+    lr_decay: float = 0.0             # Keras' per-update decay lr / (1 + decay * t) (eps_hat)
     extra: Dict[str, object] = field(default_factory=dict)
 
 
@@ -50,6 +55,13 @@ class Variant:
     # True: the G step reuses the D step's fake batch (one G forward per iteration, as the PyTorch
     # DCGAN example does); False: the G step draws fresh noise and runs G again (as the seed does).
     g_reuses_fake: bool = True
+    # True: the D step's fakes come from G in inference mode (BatchNorm on its running
+    # statistics, which it leaves alone), as Keras' ``generator.predict`` makes them; the G step
+    # still runs G in training mode. Only with ``g_reuses_fake`` False.
+    d_fakes_from_eval_g: bool = False
+    # How the D step's real images are drawn: "random" (independent indices, with replacement)
+    # or "slice" (a contiguous run of the data set at a random offset, as seed 001 does).
+    real_draw: str = "random"
     # Keys of ``generate_train`` output that the D step must see detached.
     gen_keys: Tuple[str, ...] = ("fake",)
     # How the losses reduce over the batch: "mean" or "sum". Data-parallel training averages
@@ -92,8 +104,17 @@ class Variant:
 
     def fill_noise(self, z: torch.Tensor, labels: Optional[torch.Tensor],
                    generator: Optional[torch.Generator]) -> None:
-        """Draw noise into the static buffer ``z`` in place (labels for conditional G)."""
+        """Draw sampling noise (grids, metrics) into ``z`` in place (labels for conditional G)."""
         z.normal_(generator=generator)
+
+    def fill_train_noise(self, z: torch.Tensor, labels: Optional[torch.Tensor],
+                         generator: Optional[torch.Generator]) -> None:
+        """Draw the training steps' noise into the static buffer ``z`` in place; the sampling
+        noise unless the seed trains on another distribution."""
+        self.fill_noise(z, labels, generator)
+
+    def condition_noise(self, z: torch.Tensor, labels: torch.Tensor) -> None:
+        """Write ``labels`` into noise drawn without them (conditional G only)."""
 
     def noise_shape(self, n: int) -> Tuple[int, ...]:
         return (n, self.hyper.z_dim)

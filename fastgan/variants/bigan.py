@@ -1,4 +1,14 @@
-"""`bigan` — seed 000 (TensorFlow, MNIST): BiGAN / ALI with an encoder Q and a joint D(x, z)."""
+"""`bigan` — seed 000 (TensorFlow, MNIST): BiGAN / ALI with an encoder Q and a joint D(x, z).
+
+The defaults reproduce the seed's loop (lines 205-218): one D update and one Q+P update on the
+same batch and noise, TF1's ``AdamOptimizer(learning_rate=1e-3)`` for both (eps-hat form, eps
+1e-8, lines 189-193), the seed's init (lines 65-74).
+
+Knowing departures: the losses are BCE in logit space where the seed takes ``log(p + 1e-8)`` of
+the sigmoid (lines 76-82, 169, 177): a relative difference of ~1e-8 until D saturates, where the
+seed's form loses the gradient; batches are drawn with replacement (``next_batch`` walks
+shuffled epochs).
+"""
 from __future__ import annotations
 
 import math
@@ -51,7 +61,8 @@ class Discriminator(nn.Module):
 class BiGAN(Variant):
     name = "bigan"
     seed_doc = "seed 000: TensorFlow BiGAN/ALI on MNIST"
-    hyper = Hyper(batch_size=32, lr_d=1e-3, lr_g=1e-3, z_dim=64, data_range="sigmoid")
+    hyper = Hyper(batch_size=32, lr_d=1e-3, lr_g=1e-3, z_dim=64, data_range="sigmoid",
+                  adam="eps_hat", adam_eps=1e-8)   # tf.train.AdamOptimizer
     gen_keys = ("fake", "z_hat")
 
     def build(self, cfg):

@@ -1,5 +1,14 @@
 """`convgan` — seed 004 (PyTorch, MNIST): a conv D with average pooling and a conv G that
-works at 56x56 and halves to 28x28 at the end."""
+works at 56x56 and halves to 28x28 at the end.
+
+The defaults reproduce the seed's loop (lines 261-307): its networks (198-258), BCE, torch's
+Adam(3e-4) for both, a D step on real and G(z) and a G step on fresh noise.
+
+Knowing departures: images in [-1, 1], where the seed normalises with MNIST's mean/std (lines
+188-191) although its G ends in tanh; BCE in logit space (the seed's Sigmoid + BCELoss differs
+only once D saturates); batches drawn with replacement (the seed's DataLoader walks shuffled
+epochs).
+"""
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,18 @@
 """`dcgan` — seed 003 (TensorFlow DCGAN on 96x96 faces) and the DCGAN paper / PyTorch example.
 
 Defaults equal the PyTorch DCGAN example: 64x64, ngf = ndf = 64, 4x4 kernels, no conv biases,
-a final 4x4 conv to one logit. Any size 4·2^k or 6·2^k (32, 64, 96, 128...) with 1 or 3 channels.
+a final 4x4 conv to one logit, N(0, 0.02) init. Any size 4·2^k or 6·2^k (32, 64, 96, 128...)
+with 1 or 3 channels.
+
+``kernel=5`` is seed 003's TF DCGAN as far as its text survives (lines 100-105): 5x5
+convolutions with biases (zero-initialised) and ``tf.truncated_normal(stddev=0.02)`` weights
+(re-drawn beyond two standard deviations); "SAME" padding as exact halving/doubling. The seed's
+text stops after D's second layer: the rest (BN, layer widths, the final layer: ``final=linear``
+for the seed's linear layer) follows the DCGAN recipe of its lines 39-53.
+
+Knowing departures: BCE in logit space (the example's Sigmoid + BCELoss differs only once D
+saturates); batches drawn with replacement, as seed 003's ``get_batch`` does (the example walks
+shuffled epochs).
 """
 from __future__ import annotations
 
@@ -38,13 +49,14 @@ class Generator(nn.Module):
         base, n = base_and_doublings(image_size)
         p, op = _pad(kernel)
         ch = ngf * 2 ** (n - 1)
-        layers = [ConvBNAct(z_dim, ch, base, 1, 0, transposed=True, bias=False, bn=True,
+        bias = kernel == 5   # the TF seed's layers have biases, the PyTorch example's none
+        layers = [ConvBNAct(z_dim, ch, base, 1, 0, transposed=True, bias=bias, bn=True,
                             slope=0.0)]
         for _ in range(n - 1):
-            layers.append(ConvBNAct(ch, ch // 2, kernel, 2, p, op, transposed=True, bias=False,
+            layers.append(ConvBNAct(ch, ch // 2, kernel, 2, p, op, transposed=True, bias=bias,
                                     bn=True, slope=0.0))
             ch //= 2
-        layers.append(ConvBNAct(ch, channels, kernel, 2, p, op, transposed=True, bias=False))
+        layers.append(ConvBNAct(ch, channels, kernel, 2, p, op, transposed=True, bias=bias))
         self.net = nn.Sequential(*layers)
         self.z_dim = z_dim
 
@@ -57,14 +69,15 @@ class Discriminator(nn.Module):
         super().__init__()
         base, n = base_and_doublings(image_size)
         p, _ = _pad(kernel)
-        layers = [ConvBNAct(channels, ndf, kernel, 2, p, bias=False, slope=0.2)]
+        bias = kernel == 5   # seed 003: w1, b1, w2, b2 (lines 102-105)
+        layers = [ConvBNAct(channels, ndf, kernel, 2, p, bias=bias, slope=0.2)]
         ch = ndf
         for _ in range(n - 1):
-            layers.append(ConvBNAct(ch, ch * 2, kernel, 2, p, bias=False, bn=True, slope=0.2))
+            layers.append(ConvBNAct(ch, ch * 2, kernel, 2, p, bias=bias, bn=True, slope=0.2))
             ch *= 2
         self.body = nn.Sequential(*layers)
         if final == "conv":   # the PyTorch example
-            self.out = ConvBNAct(ch, 1, base, 1, 0, bias=False)
+            self.out = ConvBNAct(ch, 1, base, 1, 0, bias=bias)
         elif final == "linear":  # the TF seed
             self.out = FusedLinearAct(ch * base * base, 1)
         else:
@@ -78,14 +91,18 @@ class Discriminator(nn.Module):
         return self.out(h).view(-1, 1)
 
 
-def dcgan_init_(module: nn.Module) -> nn.Module:
-    """DCGAN paper init: conv (and linear) weights N(0, 0.02); BN gamma N(1, 0.02), beta 0."""
+def dcgan_init_(module: nn.Module, truncated: bool = False) -> nn.Module:
+    """DCGAN paper init: conv (and linear) weights N(0, 0.02); BN gamma N(1, 0.02), beta 0.
+    ``truncated``: weights as ``tf.truncated_normal(stddev=0.02)``, re-drawn beyond 2 std."""
     for m in module.modules():
         if isinstance(m, BatchNormAct):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            if truncated:
+                nn.init.trunc_normal_(m.weight, 0.0, 0.02, -0.04, 0.04)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
@@ -112,7 +129,8 @@ class DCGAN(Variant):
         G = Generator(h.z_dim, h.image_size, h.channels, int(x["ngf"]), int(x["kernel"]))
         D = Discriminator(h.image_size, h.channels, int(x["ndf"]), int(x["kernel"]),
                           str(x["final"]))
-        return {"G": dcgan_init_(G), "D": dcgan_init_(D)}
+        tf = int(x["kernel"]) == 5   # seed 003's truncated_normal (line 102)
+        return {"G": dcgan_init_(G, tf), "D": dcgan_init_(D, tf)}
 
     def d_loss(self, nets, batch, gen, real_target):
         # D has BatchNorm: real and fake are scored in separate passes (batch statistics of

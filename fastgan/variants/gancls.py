@@ -1,5 +1,17 @@
 """`gancls` — seed 002 (TensorFlow, MNIST): conditional GAN with a matching-aware D (GAN-CLS)
-and LSGAN losses summed over the batch."""
+and LSGAN losses summed over the batch.
+
+The defaults reproduce the seed's training loop (lines 28-66): D scores (x, y), (G(z), y) and
+(x, y_mis) as one batch (lines 37-40), the LSGAN losses summed (lines 41-42), TF1's
+``AdamOptimizer`` (eps-hat form, eps 1e-8; D lr 1e-4, G lr 1e-3, lines 49-50), and a G step on
+fresh noise with the D step's labels: ``tf.random_normal`` (line 31) is re-run by the second
+``sess.run`` (line 66). The generator is the book's InfoGAN one, with tf-slim's defaults.
+
+Knowing departures: batches are drawn with replacement (the seed's ``next_batch`` walks shuffled
+epochs); BatchNorm keeps moving statistics (decay 0.999) for eval-mode sampling, which the seed
+never updates (it does not run UPDATE_OPS) and never uses in training; the LSGAN losses are
+computed by fastgan's loss op on D's logits (sigmoid inside), the same function.
+"""
 from __future__ import annotations
 
 import torch
@@ -15,16 +27,18 @@ BN = dict(momentum=0.001, eps=1e-3, affine="beta")
 
 
 class Generator(nn.Module):
-    """The InfoGAN generator of the book (Linear→BN→ReLU ×2, two 4x4 stride-2 deconvs)."""
+    """The InfoGAN generator of the book: ``slim.fully_connected`` keeps its defaults (a bias and
+    a ReLU) before ``slim.batch_norm(activation_fn=relu)``, twice; the first
+    ``conv2d_transpose`` sets ``activation_fn=None`` but keeps its bias; two 4x4 stride-2
+    deconvolutions ("SAME": padding 1)."""
 
     def __init__(self, z_dim: int = 48):
         super().__init__()
-        # TF-slim layers followed by a normalizer have no bias.
-        self.fc1 = FusedLinearAct(z_dim, 1024, bias=False)
+        self.fc1 = FusedLinearAct(z_dim, 1024, slope=0.0)
         self.bn1 = BatchNormAct(1024, slope=0.0, **BN)
-        self.fc2 = FusedLinearAct(1024, 7 * 7 * 128, bias=False)
+        self.fc2 = FusedLinearAct(1024, 7 * 7 * 128, slope=0.0)
         self.bn2 = BatchNormAct(7 * 7 * 128, slope=0.0, **BN)
-        self.up1 = ConvBNAct(128, 64, 4, 2, 1, transposed=True, bias=False, bn=True, slope=0.0,
+        self.up1 = ConvBNAct(128, 64, 4, 2, 1, transposed=True, bias=True, bn=True, slope=0.0,
                              bn_momentum=BN["momentum"], bn_eps=BN["eps"], bn_affine="beta")
         self.up2 = ConvBNAct(64, 1, 4, 2, 1, transposed=True, bias=True, slope=None)
 
@@ -56,8 +70,10 @@ def one_hot(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
 class GANCLS(Variant):
     name = "gancls"
     seed_doc = "seed 002: TensorFlow GAN-CLS (conditional, matching-aware D) on MNIST"
-    hyper = Hyper(batch_size=10, lr_d=1e-4, lr_g=1e-3, z_dim=48, data_range="sigmoid")
+    hyper = Hyper(batch_size=10, lr_d=1e-4, lr_g=1e-3, z_dim=48, data_range="sigmoid",
+                  adam="eps_hat", adam_eps=1e-8)   # tf.train.AdamOptimizer
     needs_labels = True
+    g_reuses_fake = False   # fresh z_rand for the G step (lines 31, 66), the same labels
     loss_reduction = "sum"   # LSGAN losses summed over the batch, as the seed does
 
     def build(self, cfg):
@@ -66,6 +82,10 @@ class GANCLS(Variant):
     def fill_noise(self, z, labels, generator):
         # z = [one_hot(y), N(0,1)^38], written in place so the buffer can be captured.
         z.normal_(generator=generator)
+        if labels is not None:
+            self.condition_noise(z, labels)
+
+    def condition_noise(self, z, labels):
         z[:, :N_CLASSES].copy_(one_hot(labels, z.dtype))
 
     def d_loss(self, nets, batch, gen, real_target):

@@ -1,4 +1,23 @@
-"""`mlp` — seed 001 (Keras, MNIST): fully connected G with activation *before* BatchNorm."""
+"""`mlp` — seed 001 (Keras, MNIST): fully connected G with activation *before* BatchNorm.
+
+The defaults reproduce the seed's training loop (lines 169-194):
+
+* real images: ``x_train[o : o + 32]`` with ``o = randint(0, len(x_train) - 32)`` (lines 170-171);
+* training noise ``np.random.normal(-1, 1, (n, 100)) / 2``, i.e. N(-0.5, 0.5²), for both steps
+  (lines 172, 186); the sample grid's noise is N(0, 1) (line 141);
+* the D step's fakes from ``generator.predict`` (line 173): G's BatchNorm in inference mode, on
+  the moving statistics, which it leaves alone; the G step (``gan.train_on_batch``, line 194)
+  runs G in training mode on 64 fresh noise vectors and updates them (from the biased batch
+  variance, as Keras does on 2-D input);
+* Keras ``Adam(lr=0.0002, beta_1=0.5, decay=8e-8)`` (lines 123-137): the eps-hat form with
+  eps 1e-7 and the per-update decay (engine/optim.py);
+* Keras' Dense init: glorot_uniform kernels, zero biases.
+
+Knowing departures: the loss is BCE computed in logit space, where Keras clips the sigmoid's
+output to [1e-7, 1 - 1e-7] (the same value until D saturates). Line 191 trains the same model a
+second time under a name the seed never defines (``stacked_generator_discriminator``); line 194
+is the one G step per iteration.
+"""
 from __future__ import annotations
 
 import torch
@@ -8,8 +27,18 @@ from fastgan.nn import BatchNormAct, FusedLinearAct, bce
 
 from .base import Hyper, Variant
 
-# Keras BatchNormalization(momentum=0.8) keeps 0.8 of the old statistic: PyTorch momentum 0.2.
-BN = dict(momentum=0.2, eps=1e-3)
+# Keras BatchNormalization(momentum=0.8) keeps 0.8 of the old statistic: PyTorch momentum 0.2;
+# its moving variance follows the biased batch variance.
+BN = dict(momentum=0.2, eps=1e-3, unbiased_running_var=False)
+
+
+def keras_dense_init_(module: nn.Module) -> nn.Module:
+    """Keras Dense defaults: glorot_uniform kernel, zero bias."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
 
 
 class Generator(nn.Module):
@@ -42,11 +71,20 @@ class Discriminator(nn.Module):
 class MLP(Variant):
     name = "mlp"
     seed_doc = "seed 001: Keras MLP GAN on MNIST"
-    hyper = Hyper(batch_size=64, lr_d=2e-4, lr_g=2e-4, betas=(0.5, 0.999), z_dim=100)
+    # Keras Adam(lr=0.0002, beta_1=0.5, decay=8e-8): eps-hat form, K.epsilon() = 1e-7.
+    hyper = Hyper(batch_size=64, lr_d=2e-4, lr_g=2e-4, betas=(0.5, 0.999), z_dim=100,
+                  adam="eps_hat", adam_eps=1e-7, lr_decay=8e-8)
     g_reuses_fake = False  # the seed trains G on a fresh batch of B noise vectors
+    d_fakes_from_eval_g = True  # generator.predict (line 173)
+    real_draw = "slice"         # lines 170-171
 
     def build(self, cfg):
-        return {"G": Generator(self.hyper.z_dim), "D": Discriminator()}
+        return {"G": keras_dense_init_(Generator(self.hyper.z_dim)),
+                "D": keras_dense_init_(Discriminator())}
+
+    def fill_train_noise(self, z, labels, generator):
+        # np.random.normal(-1, 1, (n, 100)) / 2 (lines 172, 186).
+        z.normal_(-1.0, 1.0, generator=generator).div_(2.0)
 
     def batch_sizes(self, batch_size):
         # The seed's D sees half a batch of real and half of fake images.

@@ -1,0 +1,68 @@
+"""One optimizer step on each variant's real parameter sets: torch's Adam as the engine makes it
+(fused and capturable on a GPU) against the eps-hat Adam of the TF1/Keras seeds
+(fastgan/engine/optim.py). Adam is the memory floor of the MLP variants' iteration, so the
+eps-hat form must not be slower than torch's fused one on a GPU.
+
+    pytest bench/test_optim.py --benchmark-group-by=param:case --benchmark-columns=min,median,rounds
+
+On a GPU each timed step ends with ``torch.cuda.synchronize()``; on CPU (no GPU here) the same
+cases time torch's default (foreach) Adam against the eps-hat one with one thread.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from fastgan.engine.iteration import make_optimizer
+from fastgan.variants import get_variant
+
+pytest.importorskip("pytest_benchmark")
+
+CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+
+# (case, variant, options, role): every network an optimizer trains in the seeds' variants
+CASES = [("mlp.G", "mlp", {}, "G"), ("mlp.D", "mlp", {}, "D"),
+         ("bigan.G+E", "bigan", {}, "G"), ("bigan.D", "bigan", {}, "D"),
+         ("gancls.G", "gancls", {}, "G"), ("gancls.D", "gancls", {}, "D"),
+         ("convgan.G", "convgan", {}, "G"), ("convgan.D", "convgan", {}, "D"),
+         ("dcgan64.G", "dcgan", {}, "G"), ("dcgan64.D", "dcgan", {}, "D")]
+FORMS = {"torch": {}, "eps_hat": dict(adam="eps_hat", eps=1e-7, decay=8e-8)}
+# As part of a whole test run (bench/conftest.py): a smoke test, mlp only, three rounds.
+EXPLICIT = os.environ.get("FASTGAN_BENCH_EXPLICIT") == "1"
+if not EXPLICIT:
+    CASES = CASES[:2]
+
+
+def _params(variant, opts, role):
+    v = get_variant(variant, **opts)
+    torch.manual_seed(0)
+    nets = {k: m.to(DEVICE) for k, m in v.build({}).items()}
+    roles = v.param_roles()[role]
+    ps = [p for r in roles for p in nets[r].parameters()]
+    for p in ps:
+        p.grad = torch.randn_like(p) * 1e-3
+    return ps
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_adam_step(benchmark, case, form):
+    _, variant, opts, role = next(c for c in CASES if c[0] == case)
+    ps = _params(variant, opts, role)
+    opt = make_optimizer(ps, 2e-4, (0.5, 0.999), DEVICE, capturable=True, **FORMS[form])
+    opt.step()   # state, and any compilation, outside the timing
+    n = sum(p.numel() for p in ps)
+    benchmark.extra_info.update(params=n, device=str(DEVICE), optimizer=type(opt).__name__,
+                                fused=bool(opt.defaults.get("fused")))
+
+    def step():
+        opt.step()
+        if CUDA:
+            torch.cuda.synchronize()
+    if EXPLICIT:
+        benchmark(step)
+    else:
+        benchmark.pedantic(step, rounds=3, iterations=1)

@@ -1,0 +1,151 @@
+"""Adam in the "epsilon-hat" form of TF1's ``AdamOptimizer`` and Keras' ``Adam``.
+
+torch's Adam adds eps to the bias-corrected root: ``p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t)
++ eps)``. TF1 and Keras fold the bias corrections into the step size and add eps to the raw root
+(Kingma & Ba, end of section 2):
+
+    lr_t = lr_d * sqrt(1 - b2^t) / (1 - b1^t)
+    p   -= lr_t * m / (sqrt(v) + eps)
+
+which is torch's form with a time-varying eps ``eps / sqrt(1 - b2^t)`` (large at the first steps:
+it damps the updates of near-zero-gradient parameters). Keras' ``decay`` argument decays the rate
+per update, ``lr_d = lr / (1 + decay * iterations)`` with ``iterations`` counted before this
+update (``OptimizerV2._decayed_lr``); TF1 has no decay (``decay=0``).
+
+Capturable in a CUDA graph: the base rate is a 0-d device tensor in ``param_groups[i]["lr"]``
+(write into it to change the rate, as with torch's capturable Adam), the step count a device
+tensor per parameter (``state[p]["step"]``, as torch keeps it), and ``step()`` reads nothing back
+to the host. On CUDA (``fused=None``, when Triton is there) the update is one multi-tensor Triton
+kernel per 8 tensors that reads p, g, m, v and writes p, m, v once (fastgan/kernels/adam.py);
+otherwise, and for non-contiguous tensors, multi-tensor ``torch._foreach_*`` ops.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+
+
+class EpsHatAdam(torch.optim.Optimizer):
+    """Adam in the eps-hat form. ``eps``: Keras' 1e-7 or TF1's 1e-8; ``decay``: Keras'
+    per-update decay (0 for TF1). ``device``: where lr lives (default: the first parameter's).
+    ``fused``: the Triton kernel (default: on CUDA when Triton is there)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, decay: float = 0.0, device=None, fused=None):
+        params = list(params)
+        if device is None:
+            device = params[0].device if params and torch.is_tensor(params[0]) else "cpu"
+        device = torch.device(device)
+        if fused is None:   # the Triton kernel on GPUs; the interpreter on CPU is for tests
+            fused = device.type == "cuda" and _triton_kernel() is not None
+        elif fused and _triton_kernel() is None:
+            raise RuntimeError("EpsHatAdam(fused=True) needs Triton")
+        self.fused = bool(fused)
+        self._hp: Dict[Tuple, torch.Tensor] = {}
+        if not torch.is_tensor(lr):
+            lr = torch.tensor(float(lr), dtype=torch.float64, device=device)
+        # "capturable" makes torch's load_state_dict put each loaded step on its parameter's
+        # device (see Optimizer._process_value_according_to_param_policy).
+        defaults = dict(lr=lr, betas=tuple(betas), eps=float(eps), decay=float(decay),
+                        capturable=True)
+        super().__init__(params, defaults)
+
+    def load_state_dict(self, state_dict) -> None:
+        """torch's, keeping each group's lr tensor (a CUDA graph may hold it): the loaded rate
+        is written into it."""
+        lrs = [g["lr"] for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for g, old in zip(self.param_groups, lrs):
+            with torch.no_grad():
+                old.copy_(torch.as_tensor(g["lr"], dtype=old.dtype))
+            g["lr"] = old
+
+    def _init_state(self, p: torch.Tensor) -> Dict[str, torch.Tensor]:
+        st = self.state[p]
+        if not st:
+            st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return st
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            buckets: Dict[Tuple, List[List[torch.Tensor]]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self._init_state(p)
+                b = buckets.setdefault((p.device, p.dtype), [[], [], [], [], []])
+                for lst, t in zip(b, (p, p.grad, st["exp_avg"], st["exp_avg_sq"], st["step"])):
+                    lst.append(t)
+            for (device, dtype), (ps, gs, ms, vs, steps) in buckets.items():
+                if self.fused and all(t.is_contiguous() for lst in (ps, gs, ms, vs)
+                                      for t in lst):
+                    self._fused_step(group, device, ps, gs, ms, vs, steps)
+                else:
+                    _eps_hat_adam(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
+                                  group.get("decay", 0.0), dtype)
+        return loss
+
+    def _fused_step(self, group, device, ps, gs, ms, vs, steps) -> None:
+        kern = _triton_kernel()
+        b1, b2 = group["betas"]
+        # .get: a state dict of torch's Adam (same m, v and step) has no decay
+        key = (b1, b2, group["eps"], group.get("decay", 0.0), device)
+        hp = self._hp.get(key)
+        if hp is None:   # first step (eager: a capture warms up first)
+            hp = self._hp[key] = kern.hyper_tensor(*key)
+        lr = group["lr"]
+        if not torch.is_tensor(lr) or lr.dtype != torch.float64 or lr.device != device:
+            lr = torch.as_tensor(lr, dtype=torch.float64, device=device)
+        torch._foreach_add_(steps, 1.0)
+        kern.eps_hat_adam_(ps, gs, ms, vs, steps[0], lr, hp)
+
+
+def _triton_kernel():
+    """fastgan.kernels.adam, or None without Triton."""
+    try:
+        from fastgan.kernels import adam
+    except Exception:   # no triton, or no driver for it
+        return None
+    return adam
+
+
+def _eps_hat_adam(ps, gs, ms, vs, steps, lr, b1: float, b2: float, eps: float, decay: float,
+                  dtype) -> None:
+    torch._foreach_add_(steps, 1.0)
+    # Every parameter of a group has taken the same number of steps: one set of scalars, in
+    # float64 on the device (0.999^t in float32 would round the bias correction at 1e-7).
+    t = steps[0].to(torch.float64)
+    lr = lr.to(device=t.device, dtype=torch.float64) if torch.is_tensor(lr) else lr
+    lr_d = lr / (1.0 + decay * (t - 1.0)) if decay else lr * torch.ones_like(t)
+    # -lr_t, so that the update is one addcdiv: p += m / (-(sqrt(v) + eps) / lr_t).
+    neg_lr_t = lr_d * torch.sqrt(1.0 - b2 ** t) / (b1 ** t - 1.0)
+    neg_lr_t = neg_lr_t.to(dtype)
+    # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2  (TF1 ApplyAdam / Keras).
+    torch._foreach_mul_(ms, b1)
+    torch._foreach_add_(ms, gs, alpha=1.0 - b1)
+    torch._foreach_mul_(vs, b2)
+    torch._foreach_addcmul_(vs, gs, gs, value=1.0 - b2)
+    denom = torch._foreach_sqrt(vs)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_div_(denom, neg_lr_t)
+    torch._foreach_addcdiv_(ps, ms, denom)
+
+
+def eps_hat_adam_reference(p, g, m, v, t: int, lr: float, b1: float, b2: float, eps: float,
+                           decay: float = 0.0):
+    """One update written exactly as Keras' Adam (``decay`` > 0) or TF1's ApplyAdam states it, on
+    plain tensors; returns the new (p, m, v). For tests."""
+    lr_d = lr * (1.0 / (1.0 + decay * (t - 1)))
+    lr_t = lr_d * (1.0 - b2 ** t) ** 0.5 / (1.0 - b1 ** t)
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * g * g
+    return p - lr_t * m / (v.sqrt() + eps), m, v
