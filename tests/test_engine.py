@@ -174,21 +174,39 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tiny_mnist, tmp_path, m
     assert all(torch.isfinite(p).all() for p in params.values())
 
 
+# Learning, measured as FID-MNIST (1,000 samples) after / before training, reference backend,
+# seed 0: bigan 0.89 (demo digits) / 0.91 (MNIST test split) after 200 steps, convgan 0.53 / 0.53,
+# dcgan (32x32, 8 filters) 0.88 after 600. mlp's seed loop starts slowly (0.98 after 200 steps
+# at batch 64): test_convergence's short check trains it 800 steps; gancls needs thousands
+# (make test-quality), here it is checked to train without NaN.
+LEARNS = {"bigan": (200, 0.95), "convgan": (200, 0.7), "dcgan": (600, 0.95),
+          "mlp": (200, None), "gancls": (200, None)}
+
+
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_every_variant_trains_on_real_mnist(name, mnist_dir, tmp_path):
-    steps = 200
+def test_every_variant_trains_on_real_digits(name, real_digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTGAN_CACHE_DIR", str(tmp_path / "cache"))
+    steps, bound = LEARNS[name]
     kw = dict(SMALL[name])
     kw.setdefault("batch_size", 16 if name in ("mlp", "bigan") else 10)
     vopts = {k: kw.pop(k) for k in ("ngf", "ndf") if k in kw}
-    cfg = _cfg(mnist_dir, tmp_path / name, variant=name, steps=steps, log_every=50,
-               variant_options=vopts, max_images=2000, **kw)
-    res = Run(cfg).train()
+    cfg = TrainConfig(**{**_cfg(None, tmp_path / name).to_dict(), **real_digits,
+                         "variant": name, "steps": steps, "log_every": 50,
+                         "variant_options": vopts, "max_images": 2000, "eval_every": steps,
+                         "eval_n": 1000, **kw})
+    run = Run(cfg)
+    before = run.evaluate()["fid"]
+    res = run.train()
     assert res["step"] == steps
     rows = [eval_json(line) for line in open(tmp_path / name / "metrics.jsonl")]
     assert len(rows) == steps // 50
     for r in rows:
         assert math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"])
         assert 0 <= r["d_real"] <= 1 and 0 <= r["d_fake"] <= 1
+    after = res["eval"]["fid"]
+    assert math.isfinite(after)
+    if bound is not None:
+        assert after < bound * before, (name, before, after)
 
 
 @pytest.mark.parametrize("name", ["gancls", "mlp"])
