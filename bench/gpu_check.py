@@ -145,6 +145,7 @@ def step_machine(c: Check) -> None:
         smi = r.stdout.strip() or r.stderr.strip()
     code = ("import json, sys, torch, triton; print(json.dumps({'python': sys.version.split()[0],"
             " 'torch': torch.__version__, 'triton': triton.__version__, 'cuda': torch.version.cuda,"
+            " 'setuptools': __import__('setuptools').__version__,"
             " 'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,"
             " 'capability': list(torch.cuda.get_device_capability(0)) if "
             "torch.cuda.is_available() else None, 'cpus': __import__('os').cpu_count()}))")

@@ -1,6 +1,6 @@
 """CPU throughput of the cuda backend's C++ kernels against the reference, at the variants' shapes.
 
-Each case is one op at a shape the seed variants really run (docs: shared/VARIANTS.md), timed
+Each case is one op at a shape the seed variants really run (docs/VARIANTS.md), timed
 forward + backward (what a training step does), once with ``--backend reference`` and once with
 the C++ kernels (``cuda`` backend on CPU tensors). pytest-benchmark groups the two per case, so
 the table reads as a side-by-side comparison:

@@ -31,7 +31,7 @@ from fastgan.ops import reference as _reference
 from fastgan.ops.registry import register
 
 _BUILD_HINT = ("build it with `pip install --no-build-isolation -e .` or "
-               "`python setup.py build_ext --inplace` (notes/BUILD.md)")
+               "`python setup.py build_ext --inplace` (README: Building the extension)")
 
 
 def _major_minor(version: str) -> tuple:
@@ -343,7 +343,7 @@ def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str
 
 
 # ------------------------------------------------------------------------------------------
-# CPU: keep the faster implementation (measured with bench/test_cpu_ops.py, notes/BUILD.md).
+# CPU: keep the faster implementation (measured with bench/test_cpu_ops.py, README: CPU dispatch).
 # Each C++ op carries a fixed cost (the Python autograd wiring of torch.library, a second op for
 # the batch statistics) of roughly 50-100 us per forward+backward; ATen's kernels are AVX2 where
 # ours are compiled for baseline x86-64. So the C++ kernels win on large tensors (memory-bound,

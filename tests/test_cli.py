@@ -45,6 +45,8 @@ def one_error_line(err):
     (["--variant", "wgan"], "unknown variant 'wgan'; choose one of: mlp, bigan, gancls, dcgan"),
     (["--variant", "mlp", "--image-size", "64"], "use --image-size 28 --channels 1 or the dcgan variant"),
     (["--variant", "dcgan", "--image-size", "28"], "4·2^k or 6·2^k"),
+    (["--variant", "dcgan", "--image-size", "30"], "use --image-size 32"),   # the nearest
+    (["--variant", "dcgan", "--image-size", "90"], "use --image-size 96"),
     (["--variant", "mlp", "--ngf", "32"], "has no option 'ngf'"),
     (["--device", "cuda"], "no CUDA GPU is available"),
     (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU"),

@@ -66,7 +66,7 @@ def test_graph_replays_match_eager_steps(name, backend):
         graphed = _engine(v, nets_g, imgs, labels)
         graphed.draw_inside = eager.draw_inside = False
         # The same batches for both: drawn by a third engine, fed as static inputs (graph RNG
-        # and eager RNG are different streams, DESIGN.md pitfall 8).
+        # and eager RNG are different streams, the two never share a sequence).
         src = _engine(v, copy.deepcopy(nets), imgs, labels, seed=5)
         src.draw()
         if src.z_g is not None:

@@ -1,4 +1,4 @@
-"""The five variants: exact parameter counts (VARIANTS.md), shapes and ranges, and each loss
+"""The five variants: exact parameter counts (docs/VARIANTS.md), shapes and ranges, and each loss
 against the seed's own formula written in probability space."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from fastgan.variants import (VARIANTS, Batch, UnknownVariant, count_bn_buffers, count_params,
                               get_variant)
 
-# (trainable parameters, BN running mean+var) per network, from VARIANTS.md and the seeds.
+# (trainable parameters, BN running mean+var) per network, from docs/VARIANTS.md and the seeds.
 EXPECTED = {
     "mlp": {"G": (1_489_936, 3_584), "D": (1_066_497, 0)},
     "bigan": {"G": (64 * 128 + 128 + 128 * 784 + 784, 0),

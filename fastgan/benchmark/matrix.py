@@ -42,7 +42,7 @@ GPU_BATCHES = {"mlp": [64, 256, 1024, 8192], "bigan": [32, 128, 512], "gancls": 
 # CPU tiny mode (CI): small batches, dcgan at 32x32 with 8 filters: seconds for the matrix.
 TINY = {"mlp": (16, {}), "bigan": (8, {}), "gancls": (4, {}), "convgan": (4, {}),
         "dcgan": (4, {"image_size": 32, "ngf": 8, "ndf": 8})}
-HEAVY = ("mlp", "dcgan")   # the variants of the DESIGN.md targets: compiled first
+HEAVY = ("mlp", "dcgan")   # the variants with speed targets of their own: compiled first
 
 
 @dataclass

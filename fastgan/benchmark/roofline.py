@@ -33,11 +33,11 @@ import torch.nn as nn
 
 # Peak numbers used for the floor, per GPU family. fp32 training runs its matmuls/convs in TF32
 # (fastgan and every benchmark path set allow_tf32), so "fp32" uses the TF32 rate.
-# H100: ~400 TFLOP/s TF32 and ~790 bf16 (DESIGN.md targets), ~3.0 TB/s (a device-to-device copy
+# H100: ~400 TFLOP/s TF32 and ~790 bf16 (vendor figures), ~3.0 TB/s (a device-to-device copy
 # measured on this workplace's H100, bytes read + written). H200: same SMs, ~4.3 TB/s measured.
 PEAKS = {
     "h100": {"tf32": 400e12, "bf16": 790e12, "bytes": 3.0e12,
-             "source": "H100: ~400 TFLOP/s tf32, ~790 bf16 (DESIGN.md), ~3.0 TB/s measured copy"},
+             "source": "H100: ~400 TFLOP/s tf32, ~790 bf16, ~3.0 TB/s measured copy"},
     "h200": {"tf32": 400e12, "bf16": 790e12, "bytes": 4.3e12,
              "source": "H200: ~400 TFLOP/s tf32, ~790 bf16, ~4.3 TB/s measured copy"},
 }

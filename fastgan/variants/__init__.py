@@ -1,4 +1,4 @@
-"""The five variants of VARIANTS.md, by name."""
+"""The five variants (docs/VARIANTS.md), by name."""
 from __future__ import annotations
 
 import copy

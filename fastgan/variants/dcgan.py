@@ -34,6 +34,12 @@ def base_and_doublings(size: int):
     return None
 
 
+def nearest_size(size: int) -> int:
+    """The image size the networks can make that is nearest to ``size`` (the larger on a tie)."""
+    sizes = [b << k for b in (4, 6) for k in range(1, 12)]
+    return min(sizes, key=lambda s: (abs(s - size), -s))
+
+
 def _pad(kernel: int):
     """(padding, output_padding) giving exact halving/doubling at stride 2 ("SAME")."""
     if kernel == 4:
@@ -118,7 +124,8 @@ class DCGAN(Variant):
     def check_image_size(self, image_size, channels):
         if base_and_doublings(image_size) is None:
             raise ValueError(f"dcgan cannot make {image_size}x{image_size} images: the size must "
-                             "be 4·2^k or 6·2^k (e.g. 32, 64, 96, 128); use --image-size 64")
+                             "be 4·2^k or 6·2^k (e.g. 32, 64, 96, 128); use --image-size "
+                             f"{nearest_size(image_size)}")
         if channels not in (1, 3):
             raise ValueError(f"dcgan makes 1- or 3-channel images, not {channels}")
 
