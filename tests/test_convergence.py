@@ -43,7 +43,8 @@ RUNS = {
     # convgan: reference seed 0 -> 484, cuda seed 0 -> 503 (one seed: mlp's spread)
     "convgan":  dict(steps=3000, fid_max=600.0, ratio=1.4),
     # gancls (tf-slim generator, fresh G-step noise, TF1 Adam): reference seeds 0/1/2 ->
-    # 135/116/84 (spread 1.61), cuda seed 0 -> 101; cond. acc. 0.935-0.948. Before: seeds 0/1
+    # 135/116/84 (spread 1.61), cuda seed 0 -> 101, triton (interpreter) seed 0 -> 118; cond. acc.
+    # 0.935-0.948. Before: seeds 0/1
     # 92/242, cuda 120, triton 95.
     "gancls":   dict(steps=2000, fid_max=170.0, ratio=1.9, cond_acc_min=0.80),
 }
