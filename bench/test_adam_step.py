@@ -3,7 +3,7 @@
 (fastgan/engine/optim.py). Adam is the memory floor of the MLP variants' iteration, so the
 eps-hat form must not be slower than torch's fused one on a GPU.
 
-    pytest bench/test_optim.py --benchmark-group-by=param:case --benchmark-columns=min,median,rounds
+    pytest bench/test_adam_step.py --benchmark-group-by=param:case --benchmark-columns=min,median,rounds
 
 On a GPU each timed step ends with ``torch.cuda.synchronize()``; on CPU (no GPU here) the same
 cases time torch's default (foreach) Adam against the eps-hat one with one thread.
