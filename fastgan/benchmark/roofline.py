@@ -152,7 +152,7 @@ def count_iteration(variant: str, batch_size: int, precision: str = "fp32",
     with ops.use_backend("reference"), FakeTensorMode(allow_non_fake_inputs=True):
         torch.manual_seed(0)
         nets = v.build({})
-        n_data = 8
+        n_data = 2 * batch_size + 8   # more than one batch: mlp draws a contiguous slice of it
         images = torch.empty((n_data, h.channels, h.image_size, h.image_size), dtype=torch.uint8)
         labels = torch.empty((n_data,), dtype=torch.long)
         eng = Engine(v, nets, images, labels if v.needs_labels else None,
