@@ -30,7 +30,7 @@ inspected instead of rebuilt, the test selection is collected instead of run, th
 bench run in tiny mode. CI runs it so (tests/test_gpu_check.py), so the script cannot rot.
 
 Environment: FASTGAN_RESULTS, FASTGAN_GPU_CHECK_BUDGET_S (default 340: the 6 minutes less the
-machine's start-up margin), PYTHON (default: this interpreter).
+machine's start-up margin). Every step runs with the interpreter that runs this script.
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)   # fastgan's benchmark helpers, from this checkout (imported lazily)
 T0 = time.monotonic()
 
 # Seconds per step on a GPU, estimated from the 2026-11-23 H100 run (build ~30 s on 16 cores,
@@ -66,6 +67,7 @@ TEST_FILES = [
 ]
 TEST_MARKS = "(gpu or gpucheck) and not slow"
 WARM_PATHS = ("compile-default", "compile-reduce-overhead", "fastgan-triton")
+BENCH_RESERVE_S = 120   # seconds of the budget the warm-up leaves to the peaks and the bench
 
 
 def elapsed() -> float:
@@ -103,6 +105,7 @@ class Check:
 
     def run(self, cmd, log: str, timeout: float, env=None):
         """(exit code or 124 on timeout, last lines of the log)."""
+        from fastgan.benchmark.worker import kill_group
         path = os.path.join(self.results, log)
         with open(path, "a") as f:
             f.write(f"$ {' '.join(cmd)}\n")
@@ -112,19 +115,12 @@ class Check:
             try:
                 rc = p.wait(timeout=max(1.0, timeout))
             except subprocess.TimeoutExpired:
-                _kill(p)
+                kill_group(p)
+                p.wait()
                 rc = 124
         with open(path, errors="replace") as f:
             tail = f.read().splitlines()[-12:]
         return rc, tail
-
-
-def _kill(p: subprocess.Popen) -> None:
-    try:
-        os.killpg(p.pid, 9)
-    except (ProcessLookupError, PermissionError):
-        p.kill()
-    p.wait()
 
 
 def has_gpu(py: str) -> bool:
@@ -235,59 +231,44 @@ def warm_specs(c: Check) -> list:
             for p in WARM_PATHS for v in order if v in seeds]
 
 
-def start_warm(c: Check, parallel: int = 3):
+def start_warm(c: Check, deadline_s: float, parallel: int = 3):
+    """Run the warm-up specs in ``parallel`` children, each killed by ``deadline_s`` (elapsed
+    seconds): the peaks and every measured row need the GPU to themselves after it."""
+    from fastgan.benchmark.worker import run_isolated
     specs = warm_specs(c)
-    state = {"done": 0, "ok": 0, "n": len(specs), "procs": set(), "stop": False}
+    state = {"ok": 0, "n": len(specs)}
     lock = threading.Lock()
 
     def worker():
         while True:
             with lock:
-                if not specs or state["stop"]:
+                if not specs:
                     return
                 spec = specs.pop(0)
-            t = time.monotonic()
-            p = subprocess.Popen([c.py, "-m", "fastgan.benchmark.worker"], cwd=ROOT, env=c.env,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+            left = min(spec["budget_s"], deadline_s - elapsed())
+            if left < 5:
+                continue
+            row = run_isolated(spec, timeout_s=left, env=c.env)
             with lock:
-                state["procs"].add(p)
-            try:
-                out, _ = p.communicate(json.dumps(dict(spec, isolated=True)),
-                                       timeout=spec["budget_s"])
-                ok = "FASTGAN_BENCH_RESULT" in out and '"status": "ok"' in out
-            except subprocess.TimeoutExpired:
-                _kill(p)
-                ok = False
-            with lock:
-                state["procs"].discard(p)
-                state["done"] += 1
-                state["ok"] += int(ok)
+                state["ok"] += int(row["status"] == "ok")
             c.record("warm", variant=spec["variant"], batch=spec["batch"], path=spec["path"],
-                     status="ok" if ok else "failed", wall_s=round(time.monotonic() - t, 2))
+                     status="ok" if row["status"] == "ok" else "failed",
+                     wall_s=round(row.get("wall_s") or 0.0, 2))
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(parallel)]
     for th in threads:
         th.start()
-    return {"threads": threads, "state": state, "lock": lock, "t0": elapsed()}
+    return {"threads": threads, "state": state, "t0": elapsed(), "deadline_s": deadline_s}
 
 
-def stop_warm(c: Check, w, deadline_s: float) -> None:
-    """Wait for the warm-up children until ``deadline_s`` (elapsed), then kill the rest: the
-    peaks and every measured row need the GPU to themselves."""
+def stop_warm(c: Check, w) -> None:
+    """Wait for the warm-up children (none outlives the deadline)."""
     for th in w["threads"]:
-        th.join(timeout=max(0.0, deadline_s - elapsed()))
+        th.join(timeout=max(0.0, w["deadline_s"] - elapsed()) + 10)
     st = w["state"]
-    with w["lock"]:
-        st["stop"] = True
-        killed = len(st["procs"])
-        for p in list(st["procs"]):
-            _kill(p)
-    for th in w["threads"]:
-        th.join(timeout=5)
     status = "ok" if st["ok"] == st["n"] else "partial"
-    c.done("warm", status, w["t0"], f"{st['ok']} of {st['n']} paths compiled ahead"
-           + (f", {killed} killed at the deadline" if killed else ""), ok=st["ok"], n=st["n"])
+    c.done("warm", status, w["t0"], f"{st['ok']} of {st['n']} paths compiled ahead",
+           ok=st["ok"], n=st["n"])
 
 
 def step_tests(c: Check) -> None:
@@ -378,7 +359,6 @@ def summary(c: Check) -> int:
         with open(c.json_path) as f:
             doc = json.load(f)
     if doc:
-        sys.path.insert(0, ROOT)
         from fastgan.benchmark.publish import short_table
         print()
         print("\n".join(short_table(doc)))
@@ -398,17 +378,18 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float,
                     default=float(os.environ.get("FASTGAN_GPU_CHECK_BUDGET_S", 340)))
     a = ap.parse_args(argv)
-    py = os.environ.get("PYTHON") or sys.executable
+    py = sys.executable
     tiny = a.tiny or not has_gpu(py)
     c = Check(os.path.abspath(a.results), tiny, a.budget_s, py)
     c.info = None
     c.record("start", tiny=tiny, budget_s=a.budget_s, root=ROOT,
              utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     step_machine(c)
-    warm = start_warm(c)          # compiles on the CPU while the extension builds
+    # compiles on the CPU while the extension builds; ends with time left for peaks and bench
+    warm = start_warm(c, deadline_s=min(CAPS["warm"], c.budget - BENCH_RESERVE_S))
     step_build(c)
     step_tests(c)
-    stop_warm(c, warm, deadline_s=min(CAPS["warm"], c.left() - 120))
+    stop_warm(c, warm)
     step_peaks(c)
     step_bench(c)
     return summary(c)

@@ -13,7 +13,6 @@ README "CPU threads" quotes it with the machine named. Not a test: timings are n
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,15 +22,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def run(spec: dict, env: dict) -> dict:
-    p = subprocess.run([sys.executable, "-m", "fastgan.benchmark.worker"], input=json.dumps(spec),
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("FASTGAN_BENCH_RESULT "):
-            return json.loads(line[len("FASTGAN_BENCH_RESULT "):])
-    return {"status": "error", "reason": (p.stderr.strip().splitlines() or ["?"])[-1]}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", default="mlp")
@@ -39,13 +29,14 @@ def main() -> int:
     ap.add_argument("--load", default="0,1", help="numbers of busy competitors, comma-separated")
     ap.add_argument("--block-s", type=float, default=0.5)
     a = ap.parse_args()
+    from fastgan.benchmark.worker import run_isolated
     from fastgan.threads import choose_threads
     from fastgan.variants import get_variant
     cores = len(os.sched_getaffinity(0))
     batch = get_variant(a.variant).hyper.batch_size
-    base = dict(os.environ, PYTHONPATH=ROOT)
-    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "FASTGAN_THREADS"):
-        base.pop(k, None)
+    os.environ["PYTHONPATH"] = ROOT   # the children: each setting alone decides the threads
+    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+        os.environ.pop(k, None)
     settings = [("1 thread", {"OMP_NUM_THREADS": "1"}),
                 (f"{cores} threads, OpenMP default wait", {"OMP_NUM_THREADS": str(cores)}),
                 (f"{cores} threads, OMP_WAIT_POLICY=PASSIVE",
@@ -62,14 +53,14 @@ def main() -> int:
         try:
             time.sleep(2.0 if n_load else 0.0)     # let the load average see them
             for name, extra in settings:
-                env = dict(base)
+                env = {}
                 if extra is None:
                     n, why = choose_threads(None)
                     env.update({"OMP_NUM_THREADS": str(n), "OMP_WAIT_POLICY": "PASSIVE"})
                     name = f"fastgan's choice: {n} ({why})"
                 else:
                     env.update(extra)
-                r = run(spec, env)
+                r = run_isolated(spec, timeout_s=600, env=env)
                 rows.append((n_load, name, r.get("it_s"), r.get("spread_pct"), r.get("reason")))
                 print(f"load {n_load}: {name}: {r.get('it_s') or r.get('reason')}",
                       file=sys.stderr, flush=True)

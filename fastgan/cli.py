@@ -97,8 +97,6 @@ def cmd_train(a) -> int:
         eval_every=a.eval_every, eval_n=a.eval_n, quiet=a.quiet,
         sync_bn=a.sync_bn, dist_timeout=a.dist_timeout)
     from fastgan.threads import choose_threads
-    if a.threads is not None and a.threads < 1:
-        return _fail(f"--threads must be at least 1 (CPU threads), not {a.threads}")
     cfg.threads, cfg.threads_reason = choose_threads(a.threads)
     from fastgan.engine import distributed as ddp
     rank = (ddp.env_world() or {}).get("rank", 0)

@@ -14,11 +14,10 @@ import pytest
 from fastgan.benchmark import make_config, plan, validate
 from fastgan.benchmark.matrix import T_COMPILE, T_DCGAN, T_SEED, check_tier
 from fastgan.benchmark.paths import parse_path
-from fastgan.benchmark.publish import LATEST_BEGIN, LATEST_END, publish
+from fastgan.benchmark.publish import LATEST_BEGIN, LATEST_END, STEPS, publish, step_records
 from fastgan.variants import VARIANTS, get_variant
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = ("machine", "build", "tests", "warm", "peaks", "bench")
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +39,13 @@ def test_dry_run_runs_every_step_and_writes_as_it_goes(dry_run):
     p, out = dry_run
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     recs = _records(out)
-    done = {r["step"]: r for r in recs if "detail" in r and "path" not in r and "test" not in r}
+    done = {r["step"]: r for r in step_records(recs)}
     for step in STEPS:
         allowed = ("ok", "partial", "skipped") if step == "build" else ("ok", "partial")
         assert done[step]["status"] in allowed, done[step]
     assert recs[0]["step"] == "start" and recs[-1]["step"] == "summary"
     # the steps are written in priority order, each when it ends
-    order = [r["step"] for r in recs if r["step"] in STEPS and "detail" in r]
+    order = [r["step"] for r in step_records(recs)]
     assert order == ["machine", "build", "tests", "warm", "peaks", "bench"]
     assert done["tests"]["collected"] > 100          # the GPU subset still exists
     assert "sm_90" in done["build"]["want_arch"]

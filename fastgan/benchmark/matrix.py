@@ -304,7 +304,9 @@ def gpu_slug(name: Optional[str] = None) -> str:
     return "-".join(x for x in out if x) or "gpu"
 
 
-def environment(device: str) -> dict:
+def environment(device: str, threads: Optional[int] = None) -> dict:
+    """The machine and software of a run; ``threads``: the CPU threads it runs with (default:
+    torch's current setting)."""
     from fastgan import __version__, ops
     dev = torch.device(device)
     env = {"device": device, "python": platform.python_version(), "torch": torch.__version__,
@@ -324,8 +326,9 @@ def environment(device: str) -> dict:
         from .telemetry import Nvml
         env["nvml"] = Nvml(dev).info()
     else:
+        n = threads or torch.get_num_threads()
         env.update(device_name=f"CPU ({platform.processor() or platform.machine()}, "
-                               f"{torch.get_num_threads()} threads)",
+                               f"{n} thread{'s' if n != 1 else ''})",
                    gpu_slug="cpu", nvml={"available": False, "error": "CPU run"})
     dt = dev.type
     env["backends"] = ops.available_backends(dt)
@@ -437,7 +440,10 @@ def run_matrix(cfg: BenchConfig, on_update: Optional[Callable[[dict], None]] = N
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but torch.cuda.is_available() is False")
-    env = environment(cfg.device)
+    # Tiny mode is a smoke test of the benchmark code, not a measurement: one thread keeps it at
+    # seconds on a loaded CI machine (two OpenMP threads on two busy cores spin).
+    threads = torch.get_num_threads()
+    env = environment(cfg.device, 1 if cfg.tiny else None)
     peaks = device_peaks(env.get("device_name")) if device.type == "cuda" else device_peaks(None)
     items = plan(cfg)
     now = _dt.datetime.now(_dt.timezone.utc)
@@ -465,14 +471,9 @@ def run_matrix(cfg: BenchConfig, on_update: Optional[Callable[[dict], None]] = N
         if on_update is not None:
             on_update(doc)
 
-    threads = torch.get_num_threads()
     if cfg.tiny:
-        # Tiny mode is a smoke test of the benchmark code, not a measurement: one thread keeps
-        # it at seconds on a loaded CI machine (two OpenMP threads on two busy cores spin).
         torch.set_num_threads(1)
         doc["env"]["threads"] = 1
-        doc["env"]["device_name"] = doc["env"]["device_name"].replace(
-            f"{threads} threads)", "1 thread)")
     try:
         _run_items(cfg, todo, rows, deadline, device, nvml, log, publish, on_row)
     finally:

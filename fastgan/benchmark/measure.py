@@ -297,23 +297,14 @@ def measure_path(spec: dict, data=None, nvml: Optional[Nvml] = None) -> dict:
 
 
 def proxy_kernels(runner) -> dict:
-    """CPU rows: kernels per iteration from the dispatch-level count (kernel_count.py), with
-    the C++ kernels forced on so the cuda backend counts as it runs on a GPU. Not for
+    """CPU rows: kernels per iteration from the dispatch-level count (kernel_count.py). Not for
     torch.compile paths: Inductor's generated C++ is invisible to the dispatcher."""
-    import os
-
-    from .kernel_count import count_work
-    old = os.environ.get("FASTGAN_CPU_KERNELS")
-    os.environ["FASTGAN_CPU_KERNELS"] = "always"
+    from .kernel_count import count_work, gpu_like_cpu_kernels
     try:
-        c = count_work(lambda: runner.run(1))
+        with gpu_like_cpu_kernels():
+            c = count_work(lambda: runner.run(1))
     except Exception as e:   # the count is optional
         return {"kernels_error": first_line(e)}
-    finally:
-        if old is None:
-            os.environ.pop("FASTGAN_CPU_KERNELS", None)
-        else:
-            os.environ["FASTGAN_CPU_KERNELS"] = old
     return {"kernels_per_it": float(c["kernels"]), "kernels_source": "dispatch proxy (CPU)",
             "host_syncs_per_it": float(c["host_syncs"])}
 

@@ -33,7 +33,7 @@ def run_isolated(spec: dict, timeout_s: float, env: Optional[dict] = None) -> di
     try:
         out, err = proc.communicate(json.dumps(spec), timeout=max(1.0, timeout_s))
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        kill_group(proc)
         out, err = proc.communicate()
         row = base_row(spec)
         row.update(status="skipped", wall_s=time.perf_counter() - t0,
@@ -51,7 +51,7 @@ def run_isolated(spec: dict, timeout_s: float, env: Optional[dict] = None) -> di
     return row
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
     """Kill the child and what it started (inductor's compile workers): its own process group,
     created by start_new_session."""
     try:

@@ -73,8 +73,8 @@ def remove_stale_temps(d: str, own: bool = False) -> list:
         m = _TEMP.match(name)
         if not m or (m.group("host") not in (None, me)):
             continue
-        pid = int(m.group("pid"))
-        if (pid != os.getpid()) if own else (pid != os.getpid() and _pid_alive(pid)):
+        mine = int(m.group("pid")) == os.getpid()
+        if not (mine if own else mine or not _pid_alive(int(m.group("pid")))):
             continue
         try:
             os.unlink(os.path.join(d, name))
