@@ -46,7 +46,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-tf32", dest="tf32", action="store_false",
                    help="keep fp32 matmuls/convs in full fp32 on the GPU")
     g.add_argument("--threads", type=int,
-                   help="CPU threads (default: one per free core; OMP_NUM_THREADS also works)")
+                   help="CPU threads (default: one per free core, following the load; OMP_NUM_THREADS also works)")
     g.add_argument("--data-on", choices=("auto", "device", "host"), default="auto",
                    help="keep the data set on the GPU (default when it fits in a quarter of "
                    "free GPU memory) or in pinned host memory")
@@ -97,7 +97,7 @@ def cmd_train(a) -> int:
         eval_every=a.eval_every, eval_n=a.eval_n, quiet=a.quiet,
         sync_bn=a.sync_bn, dist_timeout=a.dist_timeout)
     from fastgan.threads import choose_threads
-    cfg.threads, cfg.threads_reason = choose_threads(a.threads)
+    cfg.threads, cfg.threads_reason, cfg.threads_adapt = choose_threads(a.threads)
     from fastgan.engine import distributed as ddp
     rank = (ddp.env_world() or {}).get("rank", 0)
     try:
@@ -252,9 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    if "torch" not in sys.modules:    # OpenMP reads it once, when torch loads it
-        from fastgan.threads import prefer_passive_wait
-        prefer_passive_wait()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["data"]:   # the data layer owns its sub-commands
         from fastgan.data.cli import main as data_main

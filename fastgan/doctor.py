@@ -51,7 +51,7 @@ def report() -> str:
         if dev == "cpu" and auto == "cuda":
             lines.append("             " + _cpu_policy_line())
     from fastgan.threads import choose_threads
-    n, why = choose_threads()
+    n, why, _ = choose_threads()
     lines.append(f"CPU threads  {n} ({why}): what `fastgan train` would use now (--threads N "
                  "decides)")
     return "\n".join(lines)

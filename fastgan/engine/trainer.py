@@ -106,6 +106,7 @@ class TrainConfig:
     # (fastgan/threads.py: one per free core, or --threads) and the reason, for the start-up line.
     threads: Optional[int] = None
     threads_reason: Optional[str] = None
+    threads_adapt: bool = False     # follow the free cores while training (fastgan.threads)
     # Data-parallel (torchrun): synchronized BatchNorm, and the collectives' timeout in seconds.
     sync_bn: bool = False
     dist_timeout: float = ddp.DEFAULT_TIMEOUT_S
@@ -535,6 +536,10 @@ class Run:
         threads = torch.get_num_threads()
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
+        self.governor = None
+        if self.cfg.threads_adapt and self.device.type == "cpu":
+            from fastgan.threads import ThreadGovernor
+            self.governor = ThreadGovernor(torch.get_num_threads(), torch.set_num_threads)
         with ops.use_backend(self.backend):
             try:
                 return self._train_loop()
@@ -625,6 +630,10 @@ class Run:
                 self.step += unroll
                 if self.progress is not None:
                     self.progress.tick(self.step)
+                if self.governor is not None:
+                    note = self.governor.poll()
+                    if note:
+                        self._log(note)
                 if stop.now:
                     self._stop_now(stop.now)
                     interrupted = True
