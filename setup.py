@@ -146,7 +146,16 @@ class CMakeBuild(build_ext):
             raise ExtensionBuildError(f"CMake finished but {out_path} was not produced")
 
 
+def _license() -> dict:
+    # The SPDX expression where setuptools knows it (>= 77; the table form is deprecated there),
+    # the plain field before: pyproject.toml names the license dynamic so both work.
+    import setuptools
+    major = int(setuptools.__version__.split(".")[0])
+    return {"license_expression": "MIT"} if major >= 77 else {"license": "MIT"}
+
+
 setup(
+    **_license(),
     ext_modules=[CMakeExtension("fastgan._C")],
     cmdclass={"build_ext": CMakeBuild},
 )
