@@ -55,11 +55,24 @@ def test_engine_matches_seed_loop(name):
         eng.draw_inside = False
         eng.step()
         ref.step(b, z_g)
+    # A bias right before BatchNorm has no gradient in exact arithmetic: its float32 gradient is
+    # rounding noise (~1e-9), which Adam normalises into steps of up to lr with either sign, so
+    # two exact implementations may move it differently. Those, and the running mean of the BN
+    # they feed (shifted by the same amount), are held to Adam's bound (lr a step); every other
+    # tensor to float32 rounding.
+    steps, lr = 3, max(v.hyper.lr_d, v.hyper.lr_g)
+    noise_only = {(role, k) for role in nets for k, p in nets_ref[role].named_parameters()
+                  if p.grad is not None and p.grad.abs().max() < 1e-7}
+    noise_only |= {(role, k.rsplit(".", 2)[0] + ".bn.running_mean") for role, k in noise_only
+                   if k.endswith(".conv.bias")}
     for role in nets:
         for (k, a), (_, r) in zip(nets[role].state_dict().items(),
                                   nets_ref[role].state_dict().items()):
             assert torch.isfinite(a).all()
-            torch.testing.assert_close(a, r, rtol=2e-5, atol=2e-6, msg=f"{role}.{k}")
+            if (role, k) in noise_only:
+                assert (a - r).abs().max() <= 2 * steps * lr * 1.01, f"{role}.{k}"
+            else:
+                torch.testing.assert_close(a, r, rtol=2e-5, atol=2e-6, msg=f"{role}.{k}")
 
 
 def test_engine_draws_are_deterministic_and_in_range():

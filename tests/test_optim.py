@@ -57,12 +57,12 @@ FORMS = [
 ]
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "triton"])
+@pytest.mark.parametrize("fused", [False, "torch", True], ids=["foreach", "torch-cpu", "triton"])
 @pytest.mark.parametrize("form", FORMS)
 def test_matches_the_keras_and_tf1_formula_in_float64(form, fused):
-    """Both implementations: the foreach ops, and the multi-tensor Triton kernel (run by the
-    interpreter on CPU)."""
-    if fused:
+    """Every implementation: the foreach ops, torch's fused CPU kernel with the step's eps, and
+    the multi-tensor Triton kernel (run by the interpreter on CPU)."""
+    if fused is True:
         _triton_or_skip()
     ps = _params()
     ref = _transcribed(ps, 12, **form)
@@ -84,15 +84,17 @@ def test_matches_the_keras_and_tf1_formula_in_float64(form, fused):
     torch.testing.assert_close(p2, want, rtol=1e-13, atol=0)
 
 
-def test_triton_kernel_equals_foreach_on_a_variants_parameters():
-    """fp32, mlp's G (14 tensors: two launches, blocks across slots) and D."""
-    _triton_or_skip()
+@pytest.mark.parametrize("fused", ["torch", True], ids=["torch-cpu", "triton"])
+def test_fused_kernels_equal_foreach_on_a_variants_parameters(fused):
+    """fp32, mlp's G (14 tensors: two Triton launches, blocks across slots) and D."""
+    if fused is True:
+        _triton_or_skip()
     from fastgan.variants import get_variant
     for role in ("G", "D"):
         torch.manual_seed(0)
         a = list(get_variant("mlp").build({})[role].parameters())
         b = [p.detach().clone().requires_grad_() for p in a]
-        oa = EpsHatAdam(a, lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=8e-8, fused=True)
+        oa = EpsHatAdam(a, lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=8e-8, fused=fused)
         ob = EpsHatAdam(b, lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=8e-8, fused=False)
         for t in range(1, 4):
             for p, q, g in zip(a, b, _grads(a, t)):
@@ -120,10 +122,14 @@ def test_differs_from_torch_adam_where_the_seeds_say():
     assert max((p - q).abs().max().item() for p, q in zip(a, b)) > 1e-5
 
 
-def test_step_never_reads_back_to_the_host(monkeypatch):
-    """Capture-safe: no .item(), float(), bool(), .tolist(), .cpu() on a tensor inside step()."""
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "triton"])
+def test_step_never_reads_back_to_the_host(monkeypatch, fused):
+    """Capture-safe (the forms a GPU runs): no .item(), float(), bool(), .tolist(), .cpu() on a
+    tensor inside step(). (torch's fused CPU form reads its CPU step count: nothing to capture.)"""
+    if fused:
+        _triton_or_skip()
     ps = _params(torch.float32)
-    opt = EpsHatAdam(ps, lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=8e-8)
+    opt = EpsHatAdam(ps, lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=8e-8, fused=fused)
     for p, g in zip(ps, _grads(ps, 0)):
         p.grad = g
     opt.step()   # state creation (a capture warms up eagerly first)

@@ -16,11 +16,14 @@ Capturable in a CUDA graph: the base rate is a 0-d device tensor in ``param_grou
 (write into it to change the rate, as with torch's capturable Adam), the step count a device
 tensor per parameter (``state[p]["step"]``, as torch keeps it), and ``step()`` reads nothing back
 to the host. On CUDA (``fused=None``, when Triton is there) the update is one multi-tensor Triton
-kernel per 8 tensors that reads p, g, m, v and writes p, m, v once (fastgan/kernels/adam.py);
-otherwise, and for non-contiguous tensors, multi-tensor ``torch._foreach_*`` ops.
+kernel per 8 tensors that reads p, g, m, v and writes p, m, v once (fastgan/kernels/adam.py). On
+CPU it is torch's own fused Adam kernel (one pass, vectorised) given the time-varying eps above:
+a CPU step count costs nothing to read, and nothing is captured there. Otherwise, and for
+non-contiguous tensors, multi-tensor ``torch._foreach_*`` ops.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Tuple
 
 import torch
@@ -29,7 +32,8 @@ import torch
 class EpsHatAdam(torch.optim.Optimizer):
     """Adam in the eps-hat form. ``eps``: Keras' 1e-7 or TF1's 1e-8; ``decay``: Keras'
     per-update decay (0 for TF1). ``device``: where lr lives (default: the first parameter's).
-    ``fused``: the Triton kernel (default: on CUDA when Triton is there)."""
+    ``fused``: "triton" (or True) the Triton kernel, "torch" torch's fused CPU kernel, False the
+    foreach ops; default: Triton on CUDA when it is there, torch's kernel on CPU."""
 
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, decay: float = 0.0, device=None, fused=None):
@@ -38,10 +42,14 @@ class EpsHatAdam(torch.optim.Optimizer):
             device = params[0].device if params and torch.is_tensor(params[0]) else "cpu"
         device = torch.device(device)
         if fused is None:   # the Triton kernel on GPUs; the interpreter on CPU is for tests
-            fused = device.type == "cuda" and _triton_kernel() is not None
-        elif fused and _triton_kernel() is None:
+            fused = ("triton" if device.type == "cuda" and _triton_kernel() is not None else
+                     "torch" if device.type == "cpu" and hasattr(torch, "_fused_adam_") else "")
+        fused = "triton" if fused is True else (fused or "")
+        if fused not in ("", "triton", "torch"):
+            raise ValueError(f"EpsHatAdam(fused={fused!r}): use 'triton', 'torch' or False")
+        if fused == "triton" and _triton_kernel() is None:
             raise RuntimeError("EpsHatAdam(fused=True) needs Triton")
-        self.fused = bool(fused)
+        self.fused = fused
         self._hp: Dict[Tuple, torch.Tensor] = {}
         if not torch.is_tensor(lr):
             lr = torch.tensor(float(lr), dtype=torch.float64, device=device)
@@ -86,9 +94,12 @@ class EpsHatAdam(torch.optim.Optimizer):
                 for lst, t in zip(b, (p, p.grad, st["exp_avg"], st["exp_avg_sq"], st["step"])):
                     lst.append(t)
             for (device, dtype), (ps, gs, ms, vs, steps) in buckets.items():
-                if self.fused and all(t.is_contiguous() for lst in (ps, gs, ms, vs)
-                                      for t in lst):
+                dense = all(t.is_contiguous() for lst in (ps, gs, ms, vs) for t in lst)
+                if self.fused == "triton" and dense:
                     self._fused_step(group, device, ps, gs, ms, vs, steps)
+                elif (self.fused == "torch" and dense and device.type == "cpu"
+                      and not torch.compiler.is_compiling()):   # Inductor fuses the foreach
+                    _torch_fused_step(group, ps, gs, ms, vs, steps)
                 else:
                     _eps_hat_adam(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
                                   group.get("decay", 0.0), dtype)
@@ -107,6 +118,20 @@ class EpsHatAdam(torch.optim.Optimizer):
             lr = torch.as_tensor(lr, dtype=torch.float64, device=device)
         torch._foreach_add_(steps, 1.0)
         kern.eps_hat_adam_(ps, gs, ms, vs, steps[0], lr, hp)
+
+
+def _torch_fused_step(group, ps, gs, ms, vs, steps) -> None:
+    """torch's fused Adam computes p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps); with
+    eps = eps_hat / sqrt(1-b2^t) that is the eps-hat update (CPU: the step is a host value)."""
+    b1, b2 = group["betas"]
+    torch._foreach_add_(steps, 1.0)
+    t = float(steps[0])
+    lr = float(group["lr"])
+    decay = group.get("decay", 0.0)
+    lr_d = lr / (1.0 + decay * (t - 1.0)) if decay else lr
+    eps = group["eps"] / math.sqrt(1.0 - b2 ** t)
+    torch._fused_adam_(ps, gs, ms, vs, [], steps, lr=lr_d, beta1=b1, beta2=b2, weight_decay=0.0,
+                       eps=eps, amsgrad=False, maximize=False)
 
 
 def _triton_kernel():
