@@ -98,7 +98,7 @@ class EpsHatAdam(torch.optim.Optimizer):
                 if self.fused == "triton" and dense:
                     self._fused_step(group, device, ps, gs, ms, vs, steps)
                 elif (self.fused == "torch" and dense and device.type == "cpu"
-                      and not torch.compiler.is_compiling()):   # Inductor fuses the foreach
+                      and _plain(steps[0])):
                     _torch_fused_step(group, ps, gs, ms, vs, steps)
                 else:
                     _eps_hat_adam(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
@@ -118,6 +118,13 @@ class EpsHatAdam(torch.optim.Optimizer):
             lr = torch.as_tensor(lr, dtype=torch.float64, device=device)
         torch._foreach_add_(steps, 1.0)
         kern.eps_hat_adam_(ps, gs, ms, vs, steps[0], lr, hp)
+
+
+def _plain(t: torch.Tensor) -> bool:
+    """A real CPU tensor whose value can be read: not traced by torch.compile (Inductor fuses
+    the foreach form itself) nor a fake tensor (the roofline's counter)."""
+    from torch._subclasses.fake_tensor import is_fake
+    return not torch.compiler.is_compiling() and not is_fake(t)
 
 
 def _torch_fused_step(group, ps, gs, ms, vs, steps) -> None:
