@@ -50,6 +50,9 @@ def report() -> str:
                      f"(complete backends: {', '.join(ops.available_backends(dev))})")
         if dev == "cpu" and auto == "cuda":
             lines.append("             " + _cpu_policy_line())
+    lines.append("Adam on cpu  torch's fused kernel, one pass (the eps-hat form: with the step's eps)"
+                 + ("; on cuda: fused, capturable (eps-hat: Triton)" if torch.cuda.is_available()
+                    else ""))
     from fastgan.threads import choose_threads
     n, why, _ = choose_threads()
     lines.append(f"CPU threads  {n} ({why}): what `fastgan train` would use now (--threads N "
