@@ -212,9 +212,10 @@ def step_build(c: Check) -> None:
 def warm_specs(c: Check) -> list:
     """The seed-batch rows whose first run compiles (torch.compile, Triton JIT), as worker specs
     with one iteration: run once in children, their on-disk caches make the measured rows cheap.
-    A dry run warms one eager row, to exercise the path."""
-    code = ("import json; from fastgan.variants import VARIANTS, get_variant; print(json.dumps("
-            "{v: get_variant(v).hyper.batch_size for v in VARIANTS}))")
+    The heavy variants (mlp, dcgan) first. A dry run warms one eager row, to exercise the path."""
+    code = ("import json; from fastgan.variants import VARIANTS as V, get_variant; from fastgan"
+            ".benchmark.matrix import heavy_variants; h = heavy_variants(); print(json.dumps("
+            "{v: get_variant(v).hyper.batch_size for v in h + [v for v in V if v not in h]}))")
     r = subprocess.run([c.py, "-c", code], capture_output=True, text=True, env=c.env, cwd=ROOT)
     try:
         seeds = json.loads(r.stdout.strip().splitlines()[-1])
@@ -226,9 +227,8 @@ def warm_specs(c: Check) -> list:
     if c.tiny:
         return [dict(base, variant="mlp", batch=16, path="eager-reference", device="cpu",
                      threads=1)]
-    order = ["mlp", "dcgan"] + [v for v in seeds if v not in ("mlp", "dcgan")]
     return [dict(base, variant=v, batch=seeds[v], path=p, device="cuda")
-            for p in WARM_PATHS for v in order if v in seeds]
+            for p in WARM_PATHS for v in seeds]
 
 
 def start_warm(c: Check, deadline_s: float, parallel: int = 3):

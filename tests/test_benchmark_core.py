@@ -12,9 +12,10 @@ import torch
 
 from fastgan.benchmark import (count_iteration, device_peaks, make_config, parse_path, plan,
                                run_matrix, select_paths, to_markdown, validate, write_json)
-from fastgan.benchmark.matrix import derive, gpu_slug, summarize
+from fastgan.benchmark.environment import gpu_slug
 from fastgan.benchmark.measure import measure_path
 from fastgan.benchmark.roofline import roofline_row
+from fastgan.benchmark.running import derive, summarize
 from fastgan.variants import VARIANTS, get_variant
 
 QUIET = dict(log=lambda s: None)
@@ -311,7 +312,7 @@ def test_isolated_worker_result_and_timeout():
 
 
 def test_bench_cli(tmp_path, capsys):
-    from fastgan.bench_cli import main
+    from fastgan.cli.bench import run as main
 
     def args(**kw):
         base = dict(variant=["bigan"], quick=True, batch_size=None, device="cpu",

@@ -597,7 +597,7 @@ def test_pinned_checksums_are_md5_hex():
 # ------------------------------------------------------------------ CLI
 
 def test_cli_info_and_error(tmp_path, capsys):
-    from fastgan.data.cli import main
+    from fastgan.cli.data import main
     make_pair(tmp_path / "m", n=5)
     assert main(["info", "mnist", "--data-dir", str(tmp_path / "m"), "--image-size", "32"]) == 0
     assert "5 images 1x32x32" in capsys.readouterr().out

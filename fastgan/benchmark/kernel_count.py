@@ -111,31 +111,3 @@ def gpu_like_cpu_kernels():
             os.environ.pop("FASTGAN_CPU_KERNELS", None)
         else:
             os.environ["FASTGAN_CPU_KERNELS"] = old
-
-
-def iteration_count(variant: str, backend: str, batch: int = None, overrides=None,
-                    device: str = "cpu", warmup: int = 2) -> Dict[str, object]:
-    """The proxy count of one ``Engine.step()`` of ``variant`` with ``backend`` after
-    ``warmup`` steps (first-call work such as lazy state creation is not per iteration)."""
-    from fastgan.variants import get_variant
-    v = get_variant(variant, **dict(overrides or {}))
-    b = batch or v.hyper.batch_size
-    dev = torch.device(device)
-    g = torch.Generator().manual_seed(0)
-    s, c = v.hyper.image_size, v.hyper.channels
-    imgs = torch.randint(0, 256, (max(4 * b, 64), c, s, s), generator=g, dtype=torch.uint8)
-    labels = torch.randint(0, 10, (imgs.shape[0],), generator=g)
-    with gpu_like_cpu_kernels():
-        return _count_steps(v, b, dev, imgs, labels, backend, warmup)
-
-
-def _count_steps(v, b, dev, imgs, labels, backend, warmup):
-    from fastgan import ops
-    from fastgan.engine import Engine, EngineOptions
-    with ops.use_backend(backend):
-        torch.manual_seed(0)
-        nets = {k: m.to(dev) for k, m in v.build({}).items()}
-        e = Engine(v, nets, imgs.to(dev), labels.to(dev), EngineOptions(batch_size=b), dev)
-        for _ in range(warmup):
-            e.step()
-        return count_work(e.step)

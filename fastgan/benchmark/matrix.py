@@ -21,28 +21,38 @@ quick matrix after torch.compile; it shows in the compile/capture column.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import gc
 import math
 import os
-import platform
-import sys
-import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .paths import make_dataset, parse_path, path_names, select_paths
+from .paths import parse_path, path_names, select_paths
 
 SCHEMA = "fastgan-bench/1"
 
-GPU_BATCHES = {"mlp": [64, 256, 1024, 8192], "bigan": [32, 128, 512], "gancls": [10, 40, 160],
-               "convgan": [16, 64, 256], "dcgan": [128, 512, 2048]}
-# CPU tiny mode (CI): small batches, dcgan at 32x32 with 8 filters: seconds for the matrix.
-TINY = {"mlp": (16, {}), "bigan": (8, {}), "gancls": (4, {}), "convgan": (4, {}),
-        "dcgan": (4, {"image_size": 32, "ngf": 8, "ndf": 8})}
-HEAVY = ("mlp", "dcgan")   # the variants with speed targets of their own: compiled first
+# Each variant's batches, tiny-mode settings and tiers are its own (``Variant.bench``,
+# fastgan/variants/base.py: BenchSettings), so a new variant needs no edit here.
+
+
+def heavy_variants() -> List[str]:
+    """The variants with speed targets of their own: compiled first."""
+    from fastgan.variants import VARIANTS
+    return [v for v in VARIANTS if VARIANTS[v].bench_settings().heavy]
+
+
+def bf16_cases(variants: List[str], quick: bool, gpu_check: bool) -> List[Tuple[str, int]]:
+    """The GPU matrix's bf16 rows: gpu-check's own first, then those of --quick, then the rest."""
+    from fastgan.variants import VARIANTS
+    settings = {v: VARIANTS[v].bench_settings() for v in VARIANTS if v in variants}
+    out = [(v, b) for v, s in settings.items() if s.bf16_quick for b in s.bf16_batches]
+    if not quick:
+        out += [(v, b) for v, s in settings.items() if not s.bf16_quick for b in s.bf16_batches]
+    if gpu_check:
+        out = [(v, b) for v, s in settings.items() for b in s.check_batches
+               if (v, b) not in out] + out
+    return out
 
 
 @dataclass
@@ -174,7 +184,7 @@ def backend_rows(device_type: str) -> Tuple[List[str], Dict[str, str]]:
 def plan(cfg: BenchConfig) -> List[Item]:
     """Every row of the matrix with its priority, budget and skip reason (see module doc)."""
     from fastgan import ops
-    from fastgan.variants import get_variant
+    from fastgan.variants import bench_settings, get_variant
     dev_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
     backends, why = backend_rows(dev_type)
     all_paths = select_paths(path_names(backends), cfg.paths)
@@ -182,24 +192,24 @@ def plan(cfg: BenchConfig) -> List[Item]:
     cases: List[Tuple[str, int, str, dict, bool]] = []   # variant, batch, precision, ovr, seed?
     for v in cfg.variants:
         seed_b = get_variant(v).hyper.batch_size
+        bs = bench_settings(v)
         if cfg.batch_sizes:
-            ovr = TINY[v][1] if cfg.tiny else {}
+            ovr = dict(bs.tiny_overrides) if cfg.tiny else {}
             cases += [(v, b, "fp32", ovr, True) for b in cfg.batch_sizes]
         elif cfg.tiny:
-            cases.append((v, TINY[v][0], "fp32", TINY[v][1], True))
+            cases.append((v, bs.tiny_batch, "fp32", dict(bs.tiny_overrides), True))
         elif dev_type == "cpu":
             cases.append((v, seed_b, "fp32", {}, True))
         else:
-            cases += [(v, b, "fp32", {}, b == seed_b) for b in GPU_BATCHES.get(v, [seed_b])]
+            cases += [(v, b, "fp32", {}, b == seed_b) for b in bs.gpu_batches or (seed_b,)]
     if dev_type == "cuda" and not cfg.batch_sizes:
-        extra = [("dcgan", 512)] if cfg.quick else [("dcgan", 512), ("mlp", 8192)]
-        if cfg.gpu_check:
-            extra = [("dcgan", 128)] + extra
-        cases += [(v, b, "bf16", {}, False) for v, b in extra if v in cfg.variants]
+        cases += [(v, b, "bf16", {}, False)
+                  for v, b in bf16_cases(cfg.variants, cfg.quick, cfg.gpu_check)]
+    heavy_names = heavy_variants()
 
     items: List[Item] = []
     for (v, b, prec, ovr, seed) in cases:
-        heavy = v in HEAVY
+        heavy = v in heavy_names
         sizes = sorted(c[1] for c in cases if c[0] == v and c[2] == prec)
         largest = b == sizes[-1]
         # Larger-batch tiers: 16x the seed (and mlp's 8192) before 4x.
@@ -235,7 +245,8 @@ def plan(cfg: BenchConfig) -> List[Item]:
                         skip = "max-autotune only at the seed and the largest batch"
                     prio = P_COMPILE_LARGER
                 if skip is None and mode == "max-autotune" and cfg.quick and not heavy:
-                    skip = "quick mode: max-autotune only for mlp and dcgan at the seed batch"
+                    skip = (f"quick mode: max-autotune only for {' and '.join(heavy_names)} "
+                            "at the seed batch")
             else:
                 b_name = p["backend"]
                 if kind == "fastgan" and b_name in why:
@@ -266,7 +277,8 @@ def plan(cfg: BenchConfig) -> List[Item]:
 
 # make gpu-check's tiers (the order of its questions): (1) every variant at its seed batch,
 # eager-reference, the auto backend eager and every backend graphed; (2) torch.compile default
-# and reduce-overhead there; (3) dcgan at 128 and 512 in fp32 and bf16; (4) the rest of --quick.
+# and reduce-overhead there; (3) the check batches (dcgan at 128 and 512) in fp32 and bf16;
+# (4) the rest of --quick.
 (T_SEED, T_COMPILE, T_DCGAN, T_REST) = range(1, 5)
 
 
@@ -280,266 +292,10 @@ def check_tier(variant: str, batch: int, precision: str, p: dict, seed: bool,
             return T_SEED
         if kind == "compile" and p["mode"] in ("default", "reduce-overhead"):
             return T_COMPILE
-    if variant == "dcgan" and batch in (128, 512) and kind != "compile" and (
+    from fastgan.variants import VARIANTS
+    check = VARIANTS[variant].bench_settings().check_batches if variant in VARIANTS else ()
+    if batch in check and kind != "compile" and (
             main and (not p["graph"] or p["backend"] in ("reference", auto))):
         return T_DCGAN
     return T_REST
 
-
-# ---- environment ------------------------------------------------------------------------------
-
-def gpu_slug(name: Optional[str] = None) -> str:
-    """A short file-name-safe name of the GPU: "NVIDIA H100 80GB HBM3" -> "h100"; "cpu"."""
-    if name is None:
-        if not torch.cuda.is_available():
-            return "cpu"
-        name = torch.cuda.get_device_name(0)
-    words = [w for w in name.lower().replace("_", " ").replace("-", " ").split()
-             if w not in ("nvidia", "geforce", "tesla", "quadro")]
-    out = []
-    for w in words:
-        out.append("".join(c for c in w if c.isalnum()))
-        if any(c.isdigit() for c in w):
-            break
-    return "-".join(x for x in out if x) or "gpu"
-
-
-def environment(device: str, threads: Optional[int] = None) -> dict:
-    """The machine and software of a run; ``threads``: the CPU threads it runs with (default:
-    torch's current setting)."""
-    from fastgan import __version__, ops
-    dev = torch.device(device)
-    env = {"device": device, "python": platform.python_version(), "torch": torch.__version__,
-           "cuda": torch.version.cuda, "fastgan": __version__, "platform": platform.platform(),
-           "cpu_count": os.cpu_count(), "triton": None, "cudnn": None}
-    try:
-        import triton
-        env["triton"] = triton.__version__
-    except Exception as e:
-        env["triton"] = f"not importable ({type(e).__name__})"
-    if dev.type == "cuda":
-        p = torch.cuda.get_device_properties(dev)
-        env.update(device_name=p.name, gpu_slug=gpu_slug(p.name),
-                   sm=f"{p.major}.{p.minor}", sms=p.multi_processor_count,
-                   memory_gib=round(p.total_memory / 2**30, 1),
-                   cudnn=torch.backends.cudnn.version())
-        from .telemetry import Nvml
-        env["nvml"] = Nvml(dev).info()
-    else:
-        n = threads or torch.get_num_threads()
-        env.update(device_name=f"CPU ({platform.processor() or platform.machine()}, "
-                               f"{n} thread{'s' if n != 1 else ''})",
-                   gpu_slug="cpu", nvml={"available": False, "error": "CPU run"})
-    dt = dev.type
-    env["backends"] = ops.available_backends(dt)
-    env["auto_backend"] = ops.auto_backend(dt)
-    env["backend_errors"] = {b: ops.load_error(b) for b in ops.BACKENDS if ops.load_error(b)}
-    env["tf32"] = dt == "cuda"
-    from .paths import cudnn_benchmark
-    env["cudnn_benchmark"] = bool(dt == "cuda" and cudnn_benchmark())
-    env["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
-    return env
-
-
-# ---- running ------------------------------------------------------------------------------------
-
-def _skip_row(it: Item, reason: str, status: str = "skipped") -> dict:
-    from .measure import base_row
-    row = base_row({"variant": it.variant, "batch": it.batch, "precision": it.precision,
-                    "overrides": it.overrides, "path": it.path})
-    row.update(status=status, reason=reason, wall_s=0.0)
-    return row
-
-
-def derive(rows: List[dict]) -> None:
-    """Fill the ratio columns: vs eager-reference and vs the best torch.compile of the case."""
-    by_case: Dict[Tuple, List[dict]] = {}
-    for r in rows:
-        by_case.setdefault(case_key(r["variant"], r["batch"], r["precision"],
-                                    r.get("overrides")), []).append(r)
-    for rs in by_case.values():
-        ok = [r for r in rs if r["status"] == "ok" and r.get("it_s")]
-        ref = next((r["it_s"] for r in ok if r["path"] == "eager-reference"), None)
-        comp = [r["it_s"] for r in ok if r["kind"] == "compile"]
-        best_c = max(comp) if comp else None
-        for r in rs:
-            if r["status"] == "ok" and r.get("it_s"):
-                r["x_vs_eager_ref"] = r["it_s"] / ref if ref else None
-                r["x_vs_best_compile"] = r["it_s"] / best_c if best_c else None
-
-
-def summarize(rows: List[dict]) -> List[dict]:
-    """Per case: the four numbers issue 5 asks (eager-reference, fastest eager backend, graph on
-    the reference backend, fastest graph) with GPU busy %, and the best torch.compile."""
-    out = []
-    seen = []
-    for r in rows:
-        k = case_key(r["variant"], r["batch"], r["precision"], r.get("overrides"))
-        if k not in seen:
-            seen.append(k)
-    for k in seen:
-        rs = [r for r in rows if case_key(r["variant"], r["batch"], r["precision"],
-                                          r.get("overrides")) == k and r["status"] == "ok"]
-
-        def pick(pred):
-            cand = [r for r in rs if pred(r)]
-            if not cand:
-                return None
-            best = max(cand, key=lambda r: r["it_s"])
-            return {"path": best["path"], "it_s": best["it_s"],
-                    "gpu_busy_pct": best.get("gpu_busy_pct"),
-                    "nvml_util_pct": best.get("nvml_util_pct")}
-
-        out.append({
-            "variant": k[0], "batch": k[1], "precision": k[2], "overrides": dict(k[3]),
-            "eager_reference": pick(lambda r: r["path"] == "eager-reference"),
-            "eager_fastest": pick(lambda r: r["kind"] == "fastgan" and not r["graph"]),
-            "graph_reference": pick(lambda r: r["path"] == "fastgan-reference-graph"),
-            "graph_fastest": pick(lambda r: r["kind"] == "fastgan" and r["graph"]),
-            "best_compile": pick(lambda r: r["kind"] == "compile"),
-        })
-    return out
-
-
-def roofline(rows: List[dict], peaks: Optional[dict], cache: Optional[dict] = None) -> List[dict]:
-    from .roofline import roofline_row
-    cache = {} if cache is None else cache
-    out, seen = [], []
-    for r in rows:
-        k = case_key(r["variant"], r["batch"], r["precision"], r.get("overrides"))
-        if k in seen:
-            continue
-        seen.append(k)
-        ok = [x for x in rows if x["status"] == "ok" and x.get("ms_per_it") and
-              case_key(x["variant"], x["batch"], x["precision"], x.get("overrides")) == k]
-        best = min(ok, key=lambda x: x["ms_per_it"]) if ok else None
-        if k not in cache:
-            cache[k] = roofline_row(k[0], k[1], k[2], dict(k[3]), peaks)
-        row = dict(cache[k])
-        if "error" not in row:
-            row["best_path"] = best["path"] if best else None
-            row["best_ms"] = best["ms_per_it"] if best else None
-            fl = row.get("floor")
-            row["measured_over_floor"] = (best["ms_per_it"] / 1e3 / fl["floor_s"]
-                                          if best and fl and fl["floor_s"] > 0 else None)
-        out.append(row)
-    return out
-
-
-def run_matrix(cfg: BenchConfig, on_update: Optional[Callable[[dict], None]] = None,
-               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
-               on_row: Optional[Callable[[dict], None]] = None) -> dict:
-    """Run the plan and return the results document (``report.validate`` describes it).
-    ``on_update(doc)`` is called after every path, so partial results survive a kill;
-    ``on_row(row)`` with each row as it is measured (or skipped for the budget)."""
-    from .roofline import device_peaks
-    from .telemetry import Nvml
-
-    t_start = time.perf_counter()
-    deadline = t_start + cfg.total_budget_s
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch.cuda.is_available() is False")
-    # Tiny mode is a smoke test of the benchmark code, not a measurement: one thread keeps it at
-    # seconds on a loaded CI machine (two OpenMP threads on two busy cores spin).
-    threads = torch.get_num_threads()
-    env = environment(cfg.device, 1 if cfg.tiny else None)
-    peaks = device_peaks(env.get("device_name")) if device.type == "cuda" else device_peaks(None)
-    items = plan(cfg)
-    now = _dt.datetime.now(_dt.timezone.utc)
-    doc = {"schema": SCHEMA, "created_utc": now.isoformat(timespec="seconds"),
-           "date": now.strftime("%Y-%m-%d"), "env": env, "config": cfg.to_dict(),
-           "peaks": peaks, "results": [], "roofline": [], "summary": [], "complete": False,
-           "wall_s": 0.0}
-    rows: Dict[int, dict] = {}
-    for it in items:
-        if it.skip:
-            rows[it.order] = _skip_row(it, it.skip)
-    todo = sorted([it for it in items if not it.skip], key=lambda i: (i.priority, i.order))
-    nvml = Nvml(device)
-    cache: dict = {}
-
-    def publish(final=False):
-        ordered = [rows[i.order] for i in items if i.order in rows]
-        derive(ordered)
-        doc["results"] = ordered
-        doc["summary"] = summarize(ordered)
-        doc["wall_s"] = time.perf_counter() - t_start
-        if final:
-            doc["roofline"] = roofline(ordered, peaks, cache)
-            doc["complete"] = True
-        if on_update is not None:
-            on_update(doc)
-
-    if cfg.tiny:
-        torch.set_num_threads(1)
-        doc["env"]["threads"] = 1
-    try:
-        _run_items(cfg, todo, rows, deadline, device, nvml, log, publish, on_row)
-    finally:
-        torch.set_num_threads(threads)
-    publish(final=True)
-    return doc
-
-
-def _run_items(cfg, todo, rows, deadline, device, nvml, log, publish, on_row=None) -> None:
-    from .measure import cuda_healthy, measure_path
-    from .worker import run_isolated
-    data_key, data = None, None
-    broken = False
-    n_total = len(todo)
-    for i, it in enumerate(todo, 1):
-        left = deadline - time.perf_counter()
-        # A compile path runs in a child killed at its budget; an in-process path cannot be
-        # interrupted (a Triton JIT at a new shape can take 30 s), so it needs some room.
-        need = 20.0 if it.path.startswith("compile-") else 10.0
-        if left < need:
-            rows[it.order] = _skip_row(
-                it, f"budget: {max(left, 0):.0f} s left of the run's "
-                    f"{cfg.total_budget_s:.0f} s")
-            if on_row is not None:
-                on_row(rows[it.order])
-            continue
-        spec = {"variant": it.variant, "batch": it.batch, "precision": it.precision,
-                "overrides": it.overrides, "path": it.path, "device": cfg.device,
-                "seed": cfg.seed, "budget_s": min(it.budget_s, left), "profile": cfg.profile,
-                "timing": asdict(cfg.timing)}
-        if cfg.tiny:
-            spec["threads"] = 1
-        if it.isolate or broken:
-            if device.type == "cuda":
-                data, data_key = None, None
-                gc.collect()
-                torch.cuda.empty_cache()
-            row = run_isolated(spec, timeout_s=min(it.budget_s, left))
-        else:
-            key = (it.variant, it.batch, tuple(sorted(it.overrides.items())))
-            if key != data_key:
-                data = None
-                gc.collect()
-                from fastgan.variants import get_variant
-                v = get_variant(it.variant, batch_size=it.batch, **it.overrides)
-                data = make_dataset(v, v.batch_sizes(it.batch)[0], device, cfg.seed)
-                data_key = key
-            row = measure_path(spec, data=data, nvml=nvml)
-            if row["status"] == "error" and not cuda_healthy(device):
-                broken = True
-                data, data_key = None, None
-                log("fastgan bench: the CUDA context is broken; the remaining paths run in "
-                    "child processes")
-        rows[it.order] = row
-        log(_progress(i, n_total, row))
-        if on_row is not None:
-            on_row(row)
-        publish()
-
-
-def _progress(i: int, n: int, r: dict) -> str:
-    bf = " bf16" if r["precision"] == "bf16" else ""
-    what = f"[{i:>3}/{n}] {r['variant']} {r['batch']}{bf} {r['path']}"
-    if r["status"] == "ok":
-        extra = f" (compile/capture {r['compile_s']:.1f} s)" if (r.get("compile_s") or 0) > 1 \
-            else ""
-        return f"{what}: {r['it_s']:,.1f} it/s, {r['ms_per_it']:.3f} ms/it{extra} " \
-               f"[{r['wall_s']:.1f} s]"
-    return f"{what}: {r['status']}: {r['reason']} [{(r.get('wall_s') or 0):.1f} s]"

@@ -271,16 +271,15 @@ def summary_lines(doc: dict) -> List[str]:
     return out
 
 
-TOP_KERNEL_VARIANTS = ("dcgan",)   # where the kernels themselves, not launches, are the time
-
-
 def top_kernel_lines(doc: dict) -> List[str]:
     """Where the GPU time goes, per measured row of the variants above: the kernels with the
     most time per iteration (name, calls, µs, share of the kernel time), from the profiler."""
+    from fastgan.variants import VARIANTS
+    # where the kernels themselves, not launches, are the time (``BenchSettings.top_kernels``)
+    shown = [v for v in VARIANTS if VARIANTS[v].bench_settings().top_kernels]
     out = []
     for r in doc["results"]:
-        if r["status"] != "ok" or not r.get("top_kernels") or \
-                r["variant"] not in TOP_KERNEL_VARIANTS:
+        if r["status"] != "ok" or not r.get("top_kernels") or r["variant"] not in shown:
             continue
         bf = " bf16" if r["precision"] == "bf16" else ""
         out += ["", f"#### Top kernels: {variant_label(r)} {r['batch']}{bf} {r['path']} "

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from fastgan.cli.data import main
 
 sys.exit(main(prog="python -m fastgan.data"))

@@ -144,7 +144,7 @@ def evaluate_generator(variant, nets, real: Dict[str, torch.Tensor], n: int = 10
                        seed: int = 1234, batch: int = EVAL_BATCH) -> Dict[str, object]:
     """Generate ``n`` samples (G's BatchNorm on each batch's own statistics, training state
     untouched, as the sample grids) and compute every metric against ``real`` stats."""
-    from fastgan.engine.sampling import generate
+    from fastgan.variants.sampling import generate
     if n < 10:
         raise QualityError(f"--eval-n must be at least 10, not {n}")
     device = real["mu"].device

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import copy
-from typing import Dict, Type
+from typing import Dict, List, Tuple, Type
 
-from .base import Batch, Hyper, Variant, count_bn_buffers, count_params
+from .base import (Batch, BenchSettings, Hyper, Option, Variant, count_bn_buffers,
+                   count_params)
 from .bigan import BiGAN
 from .convgan import ConvGAN
 from .dcgan import DCGAN
@@ -38,5 +39,24 @@ def get_variant(name: str, **overrides) -> Variant:
     return v
 
 
+def cli_options() -> Tuple[Option, ...]:
+    """Every variant's own ``fastgan train`` flags, in VARIANTS order, each flag once."""
+    seen: Dict[str, Option] = {}
+    for v in VARIANTS.values():
+        for o in v.cli_options:
+            seen.setdefault(o.flag, o)
+    return tuple(seen.values())
+
+
+def bench_settings(name: str) -> BenchSettings:
+    return VARIANTS[name].bench_settings()
+
+
+def labelled_variants() -> List[str]:
+    """The conditional variants (they take a class label)."""
+    return [n for n, v in VARIANTS.items() if v.needs_labels]
+
+
 __all__ = ["VARIANTS", "DEFAULT_VARIANT", "get_variant", "Variant", "Hyper", "Batch",
-           "count_params", "count_bn_buffers", "UnknownVariant"]
+           "count_params", "count_bn_buffers", "UnknownVariant", "Option", "BenchSettings",
+           "cli_options", "bench_settings", "labelled_variants"]

@@ -7,7 +7,7 @@ the step order, capture); it never looks at a variant's name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -47,10 +47,35 @@ class Batch:
     mis_labels: Optional[torch.Tensor] = None
 
 
+@dataclass(frozen=True)
+class Option:
+    """A command-line flag of ``fastgan train`` that sets ``Hyper.extra[key]``."""
+    flag: str
+    key: str
+    type: Any = None
+    choices: Optional[Tuple] = None
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Where a variant sits in ``fastgan bench``'s matrix (fastgan/benchmark/matrix.py)."""
+    tiny_batch: int                                  # CPU tiny mode (CI): seconds for the matrix
+    tiny_overrides: Mapping[str, object] = field(default_factory=dict)
+    gpu_batches: Tuple[int, ...] = ()                # fp32 batches on a GPU (default: the seed's)
+    heavy: bool = False          # speed targets of its own: compiled first, max-autotune in quick
+    bf16_batches: Tuple[int, ...] = ()               # bf16 rows of the GPU matrix
+    bf16_quick: bool = False                         # ... also in --quick
+    check_batches: Tuple[int, ...] = ()    # make gpu-check's third tier, fp32 and bf16
+    top_kernels: bool = False    # the report lists its top kernels (kernels, not launches, cost)
+
+
 class Variant:
     name: str = ""
-    seed_doc: str = ""
     hyper: Hyper
+    # Flags of ``fastgan train`` for keys of ``hyper.extra``; None: the base default below.
+    cli_options: Tuple[Option, ...] = ()
+    bench: Optional[BenchSettings] = None
     needs_labels: bool = False
     # True: the G step reuses the D step's fake batch (one G forward per iteration, as the PyTorch
     # DCGAN example does); False: the G step draws fresh noise and runs G again (as the seed does).
@@ -67,6 +92,10 @@ class Variant:
     # How the losses reduce over the batch: "mean" or "sum". Data-parallel training averages
     # the ranks' gradients for mean losses and sums them for summed ones.
     loss_reduction: str = "mean"
+
+    @classmethod
+    def bench_settings(cls) -> BenchSettings:
+        return cls.bench or BenchSettings(tiny_batch=min(8, cls.hyper.batch_size))
 
     # ---- construction -------------------------------------------------------------------
     def build(self, cfg: Dict[str, object]) -> Dict[str, nn.Module]:

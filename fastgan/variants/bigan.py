@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from fastgan.nn import FusedLinearAct, bce
 
-from .base import Hyper, Variant
+from .base import BenchSettings, Hyper, Variant
 
 
 def xavier_(module: nn.Module) -> nn.Module:
@@ -60,7 +60,8 @@ class Discriminator(nn.Module):
 
 class BiGAN(Variant):
     name = "bigan"
-    seed_doc = "seed 000: TensorFlow BiGAN/ALI on MNIST"
+    # seed 000: TensorFlow BiGAN/ALI on MNIST
+    bench = BenchSettings(tiny_batch=8, gpu_batches=(32, 128, 512))
     hyper = Hyper(batch_size=32, lr_d=1e-3, lr_g=1e-3, z_dim=64, data_range="sigmoid",
                   adam="eps_hat", adam_eps=1e-8)   # tf.train.AdamOptimizer
     gen_keys = ("fake", "z_hat")

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct, bce
 
-from .base import Hyper, Variant
+from .base import BenchSettings, Hyper, Variant
 
 
 class Discriminator(nn.Module):
@@ -49,7 +49,8 @@ class Generator(nn.Module):
 
 class ConvGAN(Variant):
     name = "convgan"
-    seed_doc = "seed 004: PyTorch conv GAN on MNIST"
+    # seed 004: PyTorch conv GAN on MNIST
+    bench = BenchSettings(tiny_batch=4, gpu_batches=(16, 64, 256))
     hyper = Hyper(batch_size=16, lr_d=3e-4, lr_g=3e-4, z_dim=100)
     g_reuses_fake = False  # the seed draws new noise for the G step
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct, bce
 
-from .base import Hyper, Variant
+from .base import BenchSettings, Hyper, Option, Variant
 
 
 def base_and_doublings(size: int):
@@ -116,10 +116,20 @@ def dcgan_init_(module: nn.Module, truncated: bool = False) -> nn.Module:
 
 class DCGAN(Variant):
     name = "dcgan"
-    seed_doc = "seed 003 (TF DCGAN, faces) / the PyTorch DCGAN example"
+    # seed 003 (TF DCGAN, faces) / the PyTorch DCGAN example
+    bench = BenchSettings(
+        tiny_batch=4, tiny_overrides={"image_size": 32, "ngf": 8, "ndf": 8},
+        gpu_batches=(128, 512, 2048), heavy=True, bf16_batches=(512,), bf16_quick=True,
+        check_batches=(128, 512), top_kernels=True)
     hyper = Hyper(batch_size=128, lr_d=2e-4, lr_g=2e-4, betas=(0.5, 0.999), z_dim=100,
                   image_size=64, channels=3,
                   extra={"ngf": 64, "ndf": 64, "kernel": 4, "final": "conv"})
+    cli_options = (Option("--ngf", "ngf", int, help="dcgan: generator width"),
+                   Option("--ndf", "ndf", int, help="dcgan: discriminator width"),
+                   Option("--kernel", "kernel", int, (4, 5),
+                          help="dcgan: 4 (PyTorch) or 5 (TF seed)"),
+                   Option("--final", "final", choices=("conv", "linear"),
+                          help="dcgan: D's last layer"))
 
     def check_image_size(self, image_size, channels):
         if base_and_doublings(image_size) is None:

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct, lsgan
 
-from .base import Hyper, Variant
+from .base import BenchSettings, Hyper, Variant
 
 N_CLASSES = 10
 # TF-slim batch_norm defaults: no gamma (beta only), epsilon 1e-3, decay 0.999.
@@ -69,7 +69,8 @@ def one_hot(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
 
 class GANCLS(Variant):
     name = "gancls"
-    seed_doc = "seed 002: TensorFlow GAN-CLS (conditional, matching-aware D) on MNIST"
+    # seed 002: TensorFlow GAN-CLS (conditional, matching-aware D) on MNIST
+    bench = BenchSettings(tiny_batch=4, gpu_batches=(10, 40, 160))
     hyper = Hyper(batch_size=10, lr_d=1e-4, lr_g=1e-3, z_dim=48, data_range="sigmoid",
                   adam="eps_hat", adam_eps=1e-8)   # tf.train.AdamOptimizer
     needs_labels = True

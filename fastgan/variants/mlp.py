@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from fastgan.nn import BatchNormAct, FusedLinearAct, bce
 
-from .base import Hyper, Variant
+from .base import BenchSettings, Hyper, Variant
 
 # Keras BatchNormalization(momentum=0.8) keeps 0.8 of the old statistic: PyTorch momentum 0.2;
 # its moving variance follows the biased batch variance.
@@ -70,7 +70,9 @@ class Discriminator(nn.Module):
 
 class MLP(Variant):
     name = "mlp"
-    seed_doc = "seed 001: Keras MLP GAN on MNIST"
+    # seed 001: Keras MLP GAN on MNIST
+    bench = BenchSettings(tiny_batch=16, gpu_batches=(64, 256, 1024, 8192), heavy=True,
+                          bf16_batches=(8192,))
     # Keras Adam(lr=0.0002, beta_1=0.5, decay=8e-8): eps-hat form, K.epsilon() = 1e-7.
     hyper = Hyper(batch_size=64, lr_d=2e-4, lr_g=2e-4, betas=(0.5, 0.999), z_dim=100,
                   adam="eps_hat", adam_eps=1e-7, lr_decay=8e-8)

@@ -13,13 +13,33 @@ as "skipped: budget". Exit codes: 0 ran (failed paths are rows of the table, wit
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from fastgan.cli import _fail, missing_folder
+from .errors import fail, missing_folder
+
+NAME = "bench"
+HELP = "iterations/s of fastgan vs eager PyTorch and torch.compile"
 
 
-def main(args) -> int:
+def add_parser(sub) -> argparse.ArgumentParser:
+    b = sub.add_parser(NAME, help=HELP)
+    b.add_argument("--variant", action="append", help="repeatable; default all")
+    b.add_argument("--quick", action="store_true", help="fewer sizes and repetitions")
+    b.add_argument("--batch-size", type=int, action="append")
+    b.add_argument("--device")
+    b.add_argument("--json", help="write results to this JSON file")
+    b.add_argument("--md", help="write the table to this markdown file")
+    b.add_argument("--paths", help="comma-separated subset of paths to run")
+    b.add_argument("--gpu-check", action="store_true",
+                   help="the quick matrix in make gpu-check's order (seed batches, then the "
+                        "compiled rivals, then dcgan's precisions, then the rest)")
+    b.add_argument("--jsonl", help="append each row to this JSON-lines file as it is measured")
+    return b
+
+
+def run(args) -> int:
     import torch
 
     from fastgan.benchmark import (append_jsonl, make_config, run_matrix, to_markdown,
@@ -28,9 +48,9 @@ def main(args) -> int:
     device = getattr(args, "device", None)
     if device not in (None, "auto"):
         if device != "cpu" and not device.startswith("cuda"):
-            return _fail(f"unknown device {device!r}; use cpu or cuda")
+            return fail(f"unknown device {device!r}; use cpu or cuda")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            return _fail("--device cuda was asked for but no CUDA GPU is available "
+            return fail("--device cuda was asked for but no CUDA GPU is available "
                          f"(torch {torch.__version__}); use --device cpu")
     else:
         device = None
@@ -43,9 +63,9 @@ def main(args) -> int:
         from fastgan.benchmark import plan
         items = plan(cfg)   # checks --paths before anything runs
     except ValueError as e:
-        return _fail(str(e))
+        return fail(str(e))
     if not items:
-        return _fail("nothing to run")
+        return fail("nothing to run")
 
     json_path = getattr(args, "json", None)
     md_path = getattr(args, "md", None)
@@ -58,7 +78,7 @@ def main(args) -> int:
     jsonl_path = getattr(args, "jsonl", None)
     for opt, path in (("--json", json_path), ("--md", md_path), ("--jsonl", jsonl_path)):
         if problem := missing_folder(opt, path):
-            return _fail(problem)
+            return fail(problem)
 
     def on_update(doc):
         write_json(doc, json_path)
@@ -79,7 +99,7 @@ def main(args) -> int:
     try:
         doc = run_matrix(cfg, on_update=on_update, on_row=on_row)
     except RuntimeError as e:
-        return _fail(str(e))
+        return fail(str(e))
     except KeyboardInterrupt:
         print(f"fastgan bench: interrupted; partial results in {json_path}", file=sys.stderr)
         return 130

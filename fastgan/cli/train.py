@@ -1,18 +1,18 @@
-"""`fastgan train | sample | eval | classifier | doctor | bench | data` — the command line.
-
-Bad input ends with one line on stderr and exit code 2; a diverged run with exit code 3; Ctrl-C
-(SIGINT) or SIGTERM saves a checkpoint and exits with 130 or 143; a data-parallel run (torchrun)
-that stops because another rank failed exits with 4.
-"""
+"""`fastgan train`: the options of a run, and how it ends (messages and exit codes)."""
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+
+from .errors import fail
+
+NAME = "train"
+HELP = "train a variant"
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from fastgan.variants import DEFAULT_VARIANT, VARIANTS
+def add_parser(sub) -> argparse.ArgumentParser:
+    from fastgan.variants import DEFAULT_VARIANT, VARIANTS, cli_options
+    p = sub.add_parser(NAME, help=HELP)
     g = p.add_argument_group("what to train")
     g.add_argument("--variant", help=f"one of {', '.join(VARIANTS)} (default {DEFAULT_VARIANT}, "
                    "or the resumed run's)")
@@ -24,10 +24,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-images", type=int, help="use at most this many images")
     g.add_argument("--image-size", type=int, help="image size the networks make (dcgan)")
     g.add_argument("--channels", type=int, choices=(1, 3), help="1 gray, 3 RGB (default: data's)")
-    g.add_argument("--ngf", type=int, help="dcgan: generator width")
-    g.add_argument("--ndf", type=int, help="dcgan: discriminator width")
-    g.add_argument("--kernel", type=int, choices=(4, 5), help="dcgan: 4 (PyTorch) or 5 (TF seed)")
-    g.add_argument("--final", choices=("conv", "linear"), help="dcgan: D's last layer")
+    for o in cli_options():   # the variants' own flags (e.g. dcgan's widths)
+        g.add_argument(o.flag, dest=o.key, type=o.type, choices=o.choices, help=o.help)
     g = p.add_argument_group("how long and how")
     g.add_argument("--batch-size", type=int, help="default: the seed's")
     g.add_argument("--steps", type=int, help="total iterations of the run (default 1000, or the "
@@ -78,12 +76,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--verbose", action="store_true",
                    help="with an error, also print the underlying library's own message")
+    return p
 
 
-def cmd_train(a) -> int:
+def run(a) -> int:
     from fastgan.engine import Diverged, TrainConfig, UserError, train
-    vopts = {k: getattr(a, k) for k in ("ngf", "ndf", "kernel", "final")
-             if getattr(a, k) is not None}
+    from fastgan.variants import cli_options
+    vopts = {o.key: getattr(a, o.key) for o in cli_options() if getattr(a, o.key) is not None}
     cfg = TrainConfig(
         variant=a.variant, dataset=a.dataset, data_dir=a.data_dir, download=a.download,
         max_images=a.max_images, batch_size=a.batch_size, steps=a.steps, epochs=a.epochs,
@@ -108,7 +107,7 @@ def cmd_train(a) -> int:
                  else ""), file=sys.stderr)
         return 130
     except UserError as e:
-        return _fail(str(e) if rank == 0 else f"[rank {rank}] {e}", e.detail, a.verbose)
+        return fail(str(e) if rank == 0 else f"[rank {rank}] {e}", e.detail, a.verbose)
     except ddp.RankFailure as e:
         if not e.quiet:
             print(f"fastgan: error: {e}", file=sys.stderr, flush=True)
@@ -134,139 +133,3 @@ def cmd_train(a) -> int:
     print(f"fastgan: done at step {res['step']}; samples, metrics and checkpoint in "
           f"{res['out']}", file=sys.stderr)
     return 0
-
-
-def cmd_sample(a) -> int:
-    import torch
-
-    from fastgan.engine import checkpoint as ckpt
-    from fastgan.engine.sampling import fixed_noise, generate
-    from fastgan.engine.trainer import UserError, pick_device
-    from fastgan.nn.layers import uses_batch_statistics
-    from fastgan.viz import save_grid
-    try:
-        device = pick_device(a.device)
-        state, v, nets = ckpt.load_networks(a.checkpoint, device)
-        if a.label is not None:
-            if not v.needs_labels:
-                raise UserError(f"--label: variant {v.name!r} is not conditional (only gancls "
-                                "takes a label)")
-            if not 0 <= a.label <= 9:
-                raise UserError(f"--label must be a class 0..9, not {a.label}")
-        if a.n < 1:
-            raise UserError(f"--n must be at least 1, not {a.n}")
-        z, labels, nrow = fixed_noise(v, a.n, a.seed, device, a.label)
-        if a.bn == "batch" and z.shape[0] < 2 and uses_batch_statistics(nets["G"]):
-            raise UserError(f"--n {a.n}: {v.name}'s BatchNorm needs at least 2 samples for "
-                            "batch statistics; use --n 2 or more, or --bn running")
-    except (UserError, ckpt.CheckpointError) as e:
-        return fail_from(e, a)
-    with torch.no_grad():
-        imgs = generate(v, nets, z, labels, bn=a.bn)
-    try:
-        save_grid(imgs, a.out, nrow)
-    except OSError as e:
-        return _fail(f"cannot write {a.out!r} ({e.strerror}); pass --out PATH somewhere writable")
-    print(f"fastgan: wrote {imgs.shape[0]} samples of {v.name} (step {state['step']}) to "
-          f"{a.out}", file=sys.stderr)
-    return 0
-
-
-def cmd_doctor(a) -> int:
-    from fastgan.doctor import report
-    print(report())
-    return 0
-
-
-def cmd_bench(a) -> int:
-    from fastgan.bench_cli import main as bench_main
-    return bench_main(a)
-
-
-def missing_folder(opt: str, path: Optional[str]) -> Optional[str]:
-    """The error for an output file whose folder does not exist (checked before the work that
-    would end in writing it), or None."""
-    import os
-    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        return f"{opt} {path}: its folder does not exist; create it or pass another path"
-    return None
-
-
-def _fail(msg: str, detail: Optional[str] = None, verbose: bool = False) -> int:
-    """One line; the underlying library's own text (e.g. PyTorch's zip errors) only with
-    --verbose, on a second line."""
-    print(f"fastgan: error: {msg}", file=sys.stderr)
-    if verbose and detail:
-        print(f"fastgan: detail: {' '.join(str(detail).split())}", file=sys.stderr)
-    return 2
-
-
-def fail_from(e: BaseException, a) -> int:
-    return _fail(str(e), getattr(e, "detail", None), bool(getattr(a, "verbose", False)))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastgan", description="Train GANs fast on NVIDIA GPUs.")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
-    t = sub.add_parser("train", help="train a variant")
-    _add_train_args(t)
-    t.set_defaults(fn=cmd_train)
-
-    s = sub.add_parser("sample", help="write a grid of samples from a checkpoint")
-    s.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--out", default="samples.png")
-    s.add_argument("--label", type=int, help="gancls: generate this class only")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device")
-    s.add_argument("--bn", choices=("batch", "running"), default="batch",
-                   help="BatchNorm statistics: the sample batch's (default) or the running ones")
-    s.add_argument("--verbose", action="store_true",
-                   help="with an error, also print the underlying library's own message")
-    s.set_defaults(fn=cmd_sample)
-
-    from fastgan.quality.cli import add_classifier_parser, add_eval_parser
-    add_eval_parser(sub)
-    add_classifier_parser(sub)
-
-    d = sub.add_parser("doctor", help="what is installed and which backend auto picks")
-    d.set_defaults(fn=cmd_doctor)
-
-    b = sub.add_parser("bench", help="iterations/s of fastgan vs eager PyTorch and torch.compile")
-    b.add_argument("--variant", action="append", help="repeatable; default all")
-    b.add_argument("--quick", action="store_true", help="fewer sizes and repetitions")
-    b.add_argument("--batch-size", type=int, action="append")
-    b.add_argument("--device")
-    b.add_argument("--json", help="write results to this JSON file")
-    b.add_argument("--md", help="write the table to this markdown file")
-    b.add_argument("--paths", help="comma-separated subset of paths to run")
-    b.add_argument("--gpu-check", action="store_true",
-                   help="the quick matrix in make gpu-check's order (seed batches, then the "
-                        "compiled rivals, then dcgan's precisions, then the rest)")
-    b.add_argument("--jsonl", help="append each row to this JSON-lines file as it is measured")
-    b.set_defaults(fn=cmd_bench)
-
-    sub.add_parser("data", help="dataset utilities: download, info, where (fastgan data -h)",
-                   add_help=False)
-    return p
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["data"]:   # the data layer owns its sub-commands
-        from fastgan.data.cli import main as data_main
-        return data_main(argv[1:])
-    try:
-        p = build_parser()
-        a = p.parse_args(argv)
-        if not getattr(a, "fn", None):
-            p.print_help()
-            return 2
-        return a.fn(a)
-    except KeyboardInterrupt:   # Ctrl-C while importing or loading: one line, not a traceback
-        print("fastgan: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,6 +5,18 @@ import platform
 import shutil
 import subprocess
 
+NAME = "doctor"
+HELP = "what is installed and which backend auto picks"
+
+
+def add_parser(sub):
+    return sub.add_parser(NAME, help=HELP)
+
+
+def run(a) -> int:
+    print(report())
+    return 0
+
 
 def _nvcc() -> str:
     import os

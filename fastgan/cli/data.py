@@ -10,7 +10,18 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .base import DataError
+NAME = "data"
+HELP = "dataset utilities: download, info, where (fastgan data -h)"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """A help-only entry: ``fastgan.cli.main`` hands ``fastgan data ...`` to ``main`` before
+    argparse sees it, so its texts are this module's own."""
+    return sub.add_parser(NAME, help=HELP, add_help=False)
+
+
+def run(args) -> int:   # reached only through build_parser() without main's hand-over
+    return main([])
 
 
 def build_parser(prog: str = "fastgan data") -> argparse.ArgumentParser:
@@ -34,19 +45,20 @@ def build_parser(prog: str = "fastgan data") -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "fastgan data") -> int:
+    from fastgan.data.base import DataError
     args = build_parser(prog).parse_args(argv)
     try:
         if args.cmd == "download":
-            from .downloader import download
+            from fastgan.data.downloader import download
             print(download(args.name, args.data_dir, force=args.force))
         elif args.cmd == "info":
-            from .sources import load_dataset
+            from fastgan.data.sources import load_dataset
             ds = load_dataset(args.name, data_dir=args.data_dir, split=args.split,
                               image_size=args.image_size, channels=args.channels,
                               max_images=args.max_images)
             print(ds.describe())
         else:
-            from .sources import default_cache_dir, search_dirs
+            from fastgan.data.sources import default_cache_dir, search_dirs
             print(f"cache: {default_cache_dir()}")
             for name in ("mnist", "fashion-mnist"):
                 for folder, origin in search_dirs(name, args.data_dir):

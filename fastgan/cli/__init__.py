@@ -1,0 +1,48 @@
+"""`fastgan train | sample | eval | classifier | doctor | bench | data` — the command line.
+
+One module per command, each with ``NAME``, ``HELP``, ``add_parser(sub)`` and ``run(args)``;
+``errors`` holds the one-line failure every command uses.
+
+Bad input ends with one line on stderr and exit code 2; a diverged run with exit code 3; Ctrl-C
+(SIGINT) or SIGTERM saves a checkpoint and exits with 130 or 143; a data-parallel run (torchrun)
+that stops because another rank failed exits with 4.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from . import bench, classifier, data, doctor, eval, sample, train
+
+COMMANDS = (train, sample, eval, classifier, doctor, bench, data)   # the order of `fastgan -h`
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastgan", description="Train GANs fast on NVIDIA GPUs.")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    for cmd in COMMANDS:
+        cmd.add_parser(sub).set_defaults(fn=cmd.run)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The data commands parse their own arguments: a nested subparser would change their usage
+    # text and the "required: cmd" error.
+    if argv[:1] == [data.NAME]:
+        return data.main(argv[1:])
+    try:
+        p = build_parser()
+        a = p.parse_args(argv)
+        if not getattr(a, "fn", None):
+            p.print_help()
+            return 2
+        return a.fn(a)
+    except KeyboardInterrupt:   # Ctrl-C while importing or loading: one line, not a traceback
+        print("fastgan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""How a command reports bad input: one line on stderr and exit code 2. Imports nothing of
+``fastgan.cli``, so command modules and libraries can use it without a cycle."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+
+def missing_folder(opt: str, path: Optional[str]) -> Optional[str]:
+    """The error for an output file whose folder does not exist (checked before the work that
+    would end in writing it), or None."""
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return f"{opt} {path}: its folder does not exist; create it or pass another path"
+    return None
+
+
+def fail(msg: str, detail: Optional[str] = None, verbose: bool = False) -> int:
+    """One line; the underlying library's own text (e.g. PyTorch's zip errors) only with
+    --verbose, on a second line."""
+    print(f"fastgan: error: {msg}", file=sys.stderr)
+    if verbose and detail:
+        print(f"fastgan: detail: {' '.join(str(detail).split())}", file=sys.stderr)
+    return 2
+
+
+def fail_from(e: BaseException, a) -> int:
+    return fail(str(e), getattr(e, "detail", None), bool(getattr(a, "verbose", False)))
