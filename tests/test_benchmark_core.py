@@ -167,6 +167,30 @@ def test_plan_gpu_quick_rules_and_order():
     assert all(i.skip for i in items if i.skip is not None)   # every skip has a reason
 
 
+def test_a_new_variant_needs_no_edit_in_the_bench_or_the_cli(monkeypatch):
+    """A sixth variant without BenchSettings gets the defaults (tiny batch min(8, seed), its seed
+    batch on a GPU), and its own flags join `fastgan train`, each flag once."""
+    from fastgan.cli import build_parser
+    from fastgan.variants import Option, cli_options
+    from fastgan.variants.dcgan import DCGAN
+    from fastgan.variants.mlp import MLP
+
+    class Sixth(MLP):
+        name = "sixth"
+        bench = None
+        cli_options = (Option("--width", "width", int, help="sixth: width"),
+                       DCGAN.cli_options[0])
+
+    monkeypatch.setitem(VARIANTS, "sixth", Sixth)
+    tiny = plan(make_config(device="cpu", quick=True, variants=["sixth"]))
+    assert {(i.batch, i.precision) for i in tiny} == {(8, "fp32")}
+    gpu = plan(make_config(device="cuda", variants=["sixth"]))
+    assert {(i.batch, i.precision) for i in gpu} == {(64, "fp32")}
+    assert [o.flag for o in cli_options()] == ["--ngf", "--ndf", "--kernel", "--final", "--width"]
+    a = build_parser().parse_args(["train", "--width", "3", "--ngf", "5"])
+    assert (a.width, a.ngf) == (3, 5)
+
+
 def test_gpu_slug():
     assert gpu_slug("NVIDIA H100 80GB HBM3") == "h100"
     assert gpu_slug("NVIDIA GeForce RTX 4090") == "rtx-4090"

@@ -42,7 +42,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:   # Ctrl-C while importing or loading: one line, not a traceback
         print("fastgan: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,6 @@
+"""`python -m fastgan.cli`, as `python -m fastgan`."""
+import sys
+
+from fastgan.cli import main
+
+sys.exit(main())
