@@ -20,6 +20,7 @@ import torch
 from fastgan.cli import main
 from fastgan.engine import checkpoint as ckpt
 from fastgan.engine import trainer
+from fastgan.engine.loop import metrics as loop_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -471,7 +472,7 @@ def test_metrics_history_survives_a_kill_during_the_cut(data_dir, tmp_path, caps
     def dying_open(path, mode="r", *a, **k):
         f = builtins.open(path, mode, *a, **k)
         return Dying(f) if "metrics.jsonl" in str(path) and "w" in mode else f
-    monkeypatch.setattr(trainer, "open", dying_open, raising=False)
+    monkeypatch.setattr(loop_metrics, "open", dying_open, raising=False)
     with pytest.raises(Killed):
         main(train_args(data_dir, out, "--resume", str(out), "--steps", "10"))
     assert (out / "metrics.jsonl").read_bytes() == history
@@ -504,7 +505,7 @@ def test_full_disk_on_another_run_file_is_one_line(run_dir, data_dir, capsys, mo
         if str(path).endswith("metrics.jsonl") and "a" in mode:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return builtins.open(path, mode, *a, **k)
-    monkeypatch.setattr(trainer, "open", full_open, raising=False)
+    monkeypatch.setattr(loop_metrics, "open", full_open, raising=False)
     rc, _, err = run_cli(train_args(data_dir, run_dir, "--resume", str(run_dir),
                                     "--steps", "8"), capsys)
     assert rc == 2, err

@@ -258,3 +258,26 @@ def test_bf16_autocast_trains_on_cpu():
     st = e.read_stats()
     assert all(math.isfinite(x) for x in st.values())
     assert all(p.dtype == torch.float32 for p in e.g_params)
+
+
+def test_cuda_graph_check_says_what_to_change(monkeypatch):
+    """One check (graphs.check_capture), run by the trainer's validation before anything is
+    written and by GraphedIteration as a guard."""
+    from fastgan.engine.graphs import CudaGraphsUnavailable, check_capture
+    with pytest.raises(CudaGraphsUnavailable, match=r"needs a CUDA GPU and --device cuda "
+                       r"\(this run is on cpu\); drop --cuda-graphs"):
+        check_capture(torch.device("cpu"), False, 1, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_capture(torch.device("cuda"), False, 4, 2)      # data on the device: any unroll
+    check_capture(torch.device("cuda"), True, 1, 1)
+    for unroll, d_steps in ((2, 1), (1, 2)):
+        with pytest.raises(CudaGraphsUnavailable, match="use --graph-unroll 1 and --d-steps 1"):
+            check_capture(torch.device("cuda"), True, unroll, d_steps)
+
+
+def test_engine_refuses_a_batch_that_does_not_split():
+    v = _variant("mlp", batch_size=10)            # D sees 5 real images: not 2 equal halves
+    imgs, labels = _fake_data(v)
+    with pytest.raises(ValueError, match="does not split over 2 ranks.*use --batch-size 12"):
+        Engine(v, v.build({}), imgs, labels, EngineOptions(batch_size=10, world=2),
+               torch.device("cpu"))

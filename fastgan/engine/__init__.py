@@ -1,4 +1,5 @@
+from .config import Diverged, TrainConfig, UserError
 from .iteration import Engine, EngineOptions
-from .trainer import Diverged, Run, TrainConfig, UserError, train
+from .run import Run, train
 
 __all__ = ["Engine", "EngineOptions", "TrainConfig", "Run", "train", "UserError", "Diverged"]

@@ -193,14 +193,9 @@ def shutdown(clean: bool = True) -> None:
 
 # ---- the global batch, split -------------------------------------------------------------
 
-def shard(n: int, rank: int, world: int) -> slice:
-    """This rank's slice of ``n`` items of the global batch (n must divide by world)."""
-    k = n // world
-    return slice(rank * k, (rank + 1) * k)
-
-
 def check_batch(variant, batch_size: int, world: int) -> None:
-    """Raise DistributedSetupError unless every per-step count divides by the world size."""
+    """Raise DistributedSetupError unless every per-step count divides by the world size (the
+    trainer's validation and the Engine both call it)."""
     if world <= 1:
         return
 

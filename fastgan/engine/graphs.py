@@ -18,23 +18,24 @@ class CudaGraphsUnavailable(RuntimeError):
     pass
 
 
-def require_cuda_graphs(device: torch.device) -> None:
+def check_capture(device: torch.device, host_resident: bool, unroll: int, d_steps: int) -> None:
+    """Whether this run's iteration can be captured: the trainer's validation calls it before
+    anything is written, GraphedIteration again as a guard for direct users."""
     if device.type != "cuda" or not torch.cuda.is_available():
+        raise CudaGraphsUnavailable("--cuda-graphs needs a CUDA GPU and --device cuda "
+                                    f"(this run is on {device.type}); drop --cuda-graphs")
+    if host_resident and (unroll > 1 or d_steps > 1):
         raise CudaGraphsUnavailable(
-            "--cuda-graphs needs a CUDA GPU (torch.cuda.is_available() is False here or "
-            "--device is not cuda); drop --cuda-graphs to train eagerly")
+            "a data set kept in host memory is fetched outside the graph, one batch per "
+            "replay: use --graph-unroll 1 and --d-steps 1, or a smaller data set")
 
 
 class GraphedIteration:
     def __init__(self, engine: Engine, warmup: int = 3, unroll: int = 1):
-        require_cuda_graphs(engine.device)
+        check_capture(engine.device, engine.host is not None, unroll, engine.opts.d_steps)
         if not engine.opts.capturable:
             raise CudaGraphsUnavailable("the engine's optimizers are not capturable: build it "
                                         "with EngineOptions(capturable=True)")
-        if engine.host is not None and (unroll > 1 or engine.opts.d_steps > 1):
-            raise CudaGraphsUnavailable(
-                "a data set kept in host memory is fetched outside the graph, one batch per "
-                "replay: use --graph-unroll 1 and --d-steps 1, or a smaller data set")
         self.engine, self.unroll = engine, unroll
         # A host-resident data set is gathered on the host and copied in before each replay.
         engine.fetch_outside = engine.host is not None

@@ -19,12 +19,13 @@ import torch.nn as nn
 
 from fastgan.variants import Batch, Variant
 
+from .distributed import check_batch
 from .host_loader import HostBatchLoader, fits_on_device
 from .optim import EpsHatAdam
 
 # Indices into Engine.stats (sums since the host last read them).
-STAT_D_LOSS, STAT_G_LOSS, STAT_D_REAL, STAT_D_FAKE, STAT_COUNT = range(5)
 STAT_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
+STAT_COUNT = len(STAT_NAMES)          # the last entry: iterations summed
 
 
 @dataclass
@@ -96,10 +97,7 @@ class Engine:
         # for the GPU: then it stays in pinned host memory (HostBatchLoader).
         n_real, n_noise = variant.batch_sizes(opts.batch_size)
         W, R = max(1, opts.world), opts.rank
-        counts = [n_real, n_noise] + ([] if variant.g_reuses_fake else
-                                      [variant.g_batch_size(opts.batch_size)])
-        if any(c % W for c in counts):
-            raise ValueError(f"batch size {opts.batch_size} does not split over {W} ranks")
+        check_batch(variant, opts.batch_size, W)
         # This rank's slices of the global batch (the whole batch in one process).
         sl_real, sl_noise = _shard(n_real, R, W), _shard(n_noise, R, W)
         if variant.real_draw not in ("random", "slice"):

@@ -1,0 +1,139 @@
+"""A training run's settings: the config, what a resumed run takes from its checkpoint, the
+defaults, and the two errors a run ends with (bad input, divergence)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from fastgan.variants import DEFAULT_VARIANT
+
+from .distributed import DEFAULT_TIMEOUT_S
+
+
+# Settings a resumed run takes from its checkpoint unless given again (None: not given). The
+# others (--device, --data-on, --cuda-graphs, --graph-unroll, --no-tf32, --sync-bn,
+# --dist-timeout, --quiet) say where and how this process runs, and come from its command line.
+RESUMED_FIELDS = ("variant", "dataset", "data_dir", "image_size", "channels", "variant_options",
+                  "batch_size", "seed", "precision", "backend", "d_steps", "label_smoothing",
+                  "lr_d", "lr_g", "max_images", "steps", "epochs", "log_every", "sample_every",
+                  "checkpoint_every", "n_samples", "eval_every", "eval_n")
+# Of those, the ones a resumed run cannot change: its random streams continue from the
+# checkpoint (seed), its batches are drawn from its data set at its batch size. (The variant and
+# the architecture are checked against the checkpoint itself.)
+FIXED_ON_RESUME = {
+    "batch_size": "the optimizer state and the batch stream belong to that batch size",
+    "seed": "the random streams continue from the checkpoint, so a new seed cannot take effect",
+    "dataset": "the batches are drawn from the run's data set",
+    "max_images": "the batches are drawn from the run's images",
+}
+# Defaults of the settings that are None until resolved (None: the resumed run's value, if any).
+DEFAULTS = {"variant": DEFAULT_VARIANT, "dataset": "mnist", "backend": "auto",
+            "precision": "fp32", "seed": 0, "log_every": 50, "sample_every": 500,
+            "checkpoint_every": 1000, "n_samples": 64, "eval_every": 0, "eval_n": 10000}
+HYPER_FIELDS = ("batch_size", "d_steps", "label_smoothing", "lr_d", "lr_g")
+
+
+def _opt(k: str) -> str:
+    return "--" + k.replace("_", "-")
+
+
+class UserError(Exception):
+    """Bad input: the CLI prints the message as one line and exits with code 2 (``detail``:
+    the underlying library's text, printed with --verbose)."""
+
+    def __init__(self, msg: str, detail: Optional[str] = None):
+        super().__init__(msg)
+        self.detail = detail
+
+
+class Diverged(Exception):
+    """A NaN or inf loss: the run stops and the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    variant: Optional[str] = None        # None: the resumed run's, else DEFAULT_VARIANT
+    dataset: Optional[str] = None        # None: the resumed run's, else "mnist"
+    data_dir: Optional[str] = None
+    download: bool = False
+    max_images: Optional[int] = None
+    batch_size: Optional[int] = None
+    steps: Optional[int] = None
+    epochs: Optional[float] = None
+    backend: Optional[str] = None        # None: the resumed run's, else "auto"
+    device: Optional[str] = None          # None: cuda when available, else cpu
+    seed: Optional[int] = None            # None: the resumed run's, else 0
+    out: Optional[str] = None
+    resume: Optional[str] = None
+    overwrite: bool = False              # start over in an ``out`` that holds another run
+    data_on: str = "auto"                # "device", "host" (pinned, double-buffered) or "auto"
+    cuda_graphs: bool = False
+    graph_unroll: int = 1
+    graph_warmup: int = 3
+    precision: Optional[str] = None      # None: the resumed run's, else "fp32"
+    tf32: bool = True
+    d_steps: Optional[int] = None
+    label_smoothing: Optional[float] = None
+    lr_d: Optional[float] = None
+    lr_g: Optional[float] = None
+    image_size: Optional[int] = None
+    channels: Optional[int] = None
+    variant_options: Dict[str, Any] = field(default_factory=dict)  # e.g. dcgan ngf/kernel
+    # None: the resumed run's, else DEFAULTS (50, 500, 1000, 64, 0, 10000)
+    log_every: Optional[int] = None
+    sample_every: Optional[int] = None
+    checkpoint_every: Optional[int] = None
+    n_samples: Optional[int] = None
+    eval_every: Optional[int] = None     # FID-MNIST etc. every N steps and at the end (0: off)
+    eval_n: Optional[int] = None         # generated samples per evaluation
+    quiet: bool = False
+    # CPU threads for tensor work (None: torch's current setting). The CLI passes its choice
+    # (fastgan/threads.py: one per free core, or --threads) and the reason, for the start-up line.
+    threads: Optional[int] = None
+    threads_reason: Optional[str] = None
+    threads_adapt: bool = False     # follow the free cores while training (fastgan.threads)
+    # Data-parallel (torchrun): synchronized BatchNorm, and the collectives' timeout in seconds.
+    sync_bn: bool = False
+    dist_timeout: float = DEFAULT_TIMEOUT_S
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def merge_resumed(cfg: TrainConfig, state: Dict[str, Any]) -> List[str]:
+    """Fill every resumed setting not given (None) from the checkpoint's config; refuse a given
+    one that cannot change; return "name old -> new" for each given one that changes."""
+    saved, hyper = state.get("config") or {}, state.get("hyper") or {}
+    where = cfg.resume
+
+    def old_value(k):
+        if k in HYPER_FIELDS and hyper.get(k) is not None:
+            return hyper[k]                       # the value the run really used
+        v = saved.get(k)
+        return DEFAULTS.get(k) if v is None else v
+
+    given = {k for k in RESUMED_FIELDS if getattr(cfg, k) not in (None, {})}
+    changes = []
+    for k in sorted(given):
+        if k in ("variant", "image_size", "channels", "variant_options"):
+            continue          # checked against the checkpoint's own variant and networks
+        new, old = getattr(cfg, k), old_value(k)
+        same = (float(new) == float(old) if isinstance(new, (int, float))
+                and isinstance(old, (int, float)) and not isinstance(new, bool) else new == old)
+        if same:
+            continue
+        moved = k == "dataset" and f"{old}{new}".count("folder:") == 2   # the data moved
+        if k in FIXED_ON_RESUME and not moved:
+            raise UserError(f"{_opt(k)} {new}: the run in {where!r} was trained with "
+                            f"{_opt(k)} {old}, and it cannot change on resume "
+                            f"({FIXED_ON_RESUME[k]}); drop {_opt(k)}, or start a new run with "
+                            "another --out")
+        if k not in ("steps", "epochs"):        # the total is said in the progress line
+            changes.append(f"{_opt(k)} {old} -> {new}")
+    # --steps and --epochs are one setting: either given replaces the saved total.
+    skip = {"steps", "epochs"} if given & {"steps", "epochs"} else set()
+    for k in RESUMED_FIELDS:
+        if k not in given and k not in skip and saved.get(k) not in (None, {}):
+            setattr(cfg, k, saved[k])
+    return changes

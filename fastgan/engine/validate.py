@@ -1,0 +1,306 @@
+"""Every check of a training run's input, in one place and before anything is written: the
+config, the resumed checkpoint, the process group, the device, the backend, the variant, the
+data, the batch split, CUDA graphs, the run directory and the evaluation. Each failure is a
+UserError (one line, exit code 2)."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+from types import SimpleNamespace
+from typing import Iterator, Optional
+
+import torch
+
+from fastgan import ops
+from fastgan.variants import get_variant
+
+from . import checkpoint as ckpt
+from . import distributed as ddp
+from .config import DEFAULTS, TrainConfig, UserError, merge_resumed
+from .graphs import CudaGraphsUnavailable, check_capture
+from .iteration import Engine, EngineOptions
+from .precision import tf32_scope
+from .sampling import fixed_noise
+
+
+@contextlib.contextmanager
+def user_errors(*more: type) -> Iterator[None]:
+    """The libraries' input errors as a UserError: ValueError (DistributedSetupError and
+    CheckpointError among them), BackendUnavailable, CudaGraphsUnavailable, and ``more`` (the
+    data's and the quality metrics' errors). Only a checkpoint's detail (torch's own text) is
+    kept, for --verbose."""
+    try:
+        yield
+    except (ValueError, ops.BackendUnavailable, CudaGraphsUnavailable) + more as e:
+        detail = e.detail if isinstance(e, ckpt.CheckpointError) else None
+        raise UserError(str(e), detail) from None
+
+
+def check_settings(cfg: TrainConfig, h) -> None:
+    """Numbers that would otherwise fail deep inside torch, or silently do something odd."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise UserError(what)
+    need(h.batch_size >= 1, f"--batch-size must be at least 1, not {h.batch_size}")
+    need(h.d_steps >= 1, f"--d-steps must be at least 1 (D updates per G update), "
+         f"not {h.d_steps}")
+    need(0.0 <= h.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1) (the real "
+         f"target is 1 - it), not {h.label_smoothing}")
+    for opt, lr in (("--lr-d", h.lr_d), ("--lr-g", h.lr_g)):
+        need(math.isfinite(lr) and lr > 0, f"{opt} must be a positive number, not {lr}")
+    need(cfg.graph_unroll >= 1, f"--graph-unroll must be at least 1, not {cfg.graph_unroll}")
+    need(cfg.threads is None or cfg.threads >= 1,
+         f"--threads must be at least 1 (CPU threads), not {cfg.threads}")
+    need(cfg.log_every >= 1, f"--log-every must be at least 1, not {cfg.log_every}")
+    for opt, n in (("--sample-every", cfg.sample_every),
+                   ("--checkpoint-every", cfg.checkpoint_every)):
+        need(n >= 0, f"{opt} must be >= 0 (0: only at the end), not {n}")
+    need(cfg.n_samples >= 1, f"--n-samples must be at least 1, not {cfg.n_samples}")
+    need(cfg.dist_timeout > 0, f"--dist-timeout must be a positive number of seconds, "
+         f"not {cfg.dist_timeout}")
+
+
+def check_batch_statistics(variant, nets, cfg: TrainConfig, world: int) -> None:
+    """Training-mode BatchNorm needs two or more samples in every forward pass."""
+    from fastgan.nn.layers import uses_batch_statistics
+    if not any(uses_batch_statistics(m) for m in nets.values()):
+        return
+    split = 1 if cfg.sync_bn else world
+
+    def smallest_pass(b: int) -> int:     # per process
+        return min(variant.step_counts(b)) // split
+
+    b = variant.hyper.batch_size
+    if smallest_pass(b) < 2:
+        enough = next(n for n in range(b + 1, 8 * (b + split) + 8) if smallest_pass(n) >= 2)
+        where = "" if split == 1 else f" per process ({world} processes)"
+        raise UserError(f"--batch-size {b} gives {variant.name} forward passes of "
+                        f"{smallest_pass(b)} sample(s){where}, and its BatchNorm needs at least "
+                        f"2 to compute batch statistics; use --batch-size {enough} or more")
+    fixed = fixed_noise(variant, cfg.n_samples, 0, torch.device("cpu"))[0].shape[0]
+    if fixed < 2:
+        raise UserError(f"--n-samples {cfg.n_samples}: the sample grid's BatchNorm needs at "
+                        "least 2 samples to compute batch statistics; use --n-samples 2 or more")
+
+
+def check_out_dir(out: str, resume: Optional[str], overwrite: bool) -> None:
+    """Never lose work: a run directory that holds another run's checkpoint is only reused
+    when continuing that run (--resume) or when told to (--overwrite)."""
+    existing = os.path.join(out, ckpt.CHECKPOINT_NAME)
+    if os.path.isfile(existing) and not overwrite:
+        same = resume is not None and os.path.samefile(ckpt.checkpoint_path(resume), existing)
+        if not same:
+            raise UserError(f"{out!r} already holds a run's checkpoint; continue it with "
+                            f"--resume {out}, write this run elsewhere with --out DIR, or pass "
+                            "--overwrite to start over there")
+
+
+def make_out_dir(out: str) -> None:
+    """Create the run directory and prove it writable, after every other check (bad input
+    leaves nothing behind), so a run cannot train for hours and then fail to save."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write the run directory {out!r} ({e.strerror}); pass --out "
+                        "DIR somewhere writable") from None
+
+
+def pick_device(name: Optional[str]) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UserError(f"unknown device {name!r}; use cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is available "
+                        f"(torch {torch.__version__}, torch.cuda.is_available() is False); "
+                        "use --device cpu")
+    return torch.device(name)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in ("fp32", "bf16"):
+        raise UserError(f"unknown precision {precision!r}; use fp32 or bf16")
+
+
+def check_data_on(data_on: str) -> Optional[bool]:
+    """--data-on as Engine's ``resident`` (None: decided by the data set's size)."""
+    if data_on not in ("auto", "device", "host"):
+        raise UserError(f"--data-on must be auto, device or host, not {data_on!r}")
+    return None if data_on == "auto" else data_on == "device"
+
+
+def check_eval(eval_every: int, eval_n: int) -> None:
+    if eval_every < 0 or eval_n < 10:
+        raise UserError(f"--eval-every must be >= 0 and --eval-n >= 10 (got {eval_every} and "
+                        f"{eval_n})")
+
+
+def check_total(cfg: TrainConfig, n_images: int, n_real: int) -> int:
+    """The run's total number of steps (--steps, else --epochs, else 1000)."""
+    if cfg.steps is not None:
+        total = int(cfg.steps)
+    elif cfg.epochs is not None:
+        total = int(math.ceil(cfg.epochs * n_images / n_real))
+    else:
+        total = 1000
+    if total <= 0:
+        raise UserError(f"--steps/--epochs must give at least one step, not {total}")
+    return total
+
+
+def main_check(r: SimpleNamespace, check, *args) -> None:
+    """Run a check of rank 0's file system (the only writer) and stop every rank on its
+    UserError."""
+    problem = None
+    if r.main:
+        try:
+            check(*args)
+        except UserError as e:
+            problem = str(e)
+    if r.dist is not None:
+        problem = r.dist.agree(problem)
+    if problem:
+        raise UserError(problem)
+
+
+# ---- the run, checked step by step (each step fills in ``r``) ------------------------------
+
+def _resume(r: SimpleNamespace, cfg: TrainConfig) -> None:
+    r.state, r.changes = None, []
+    if cfg.resume:
+        with user_errors():
+            r.state = ckpt.load_checkpoint(cfg.resume)
+        saved = r.state["variant"]
+        if cfg.variant is not None and cfg.variant != saved:
+            raise UserError(f"the checkpoint in {cfg.resume!r} is of variant {saved!r}, not "
+                            f"{cfg.variant!r}; drop --variant or use --variant {saved}")
+        r.changes = merge_resumed(cfg, r.state)
+        if cfg.out is None:
+            cfg.out = os.path.dirname(ckpt.checkpoint_path(cfg.resume))
+    for k, v in DEFAULTS.items():
+        if getattr(cfg, k) is None:
+            setattr(cfg, k, v)
+
+
+def _place(r: SimpleNamespace, cfg: TrainConfig) -> None:
+    """The process group (None in one process), the device and the backend."""
+    with user_errors():
+        r.dist = ddp.setup(cfg.device, cfg.dist_timeout)
+    r.main = r.dist is None or r.dist.is_main
+    r.device = r.dist.device if r.dist is not None else pick_device(cfg.device)
+    check_precision(cfg.precision)
+    if r.device.type == "cpu" and cfg.backend == "triton":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton on CPU = its interpreter
+    with user_errors():
+        r.backend = ops.resolve_backend(cfg.backend, r.device.type)
+
+
+def _variant(r: SimpleNamespace, cfg: TrainConfig) -> None:
+    with user_errors():
+        r.variant = get_variant(
+            cfg.variant, batch_size=cfg.batch_size, d_steps=cfg.d_steps,
+            label_smoothing=cfg.label_smoothing, lr_d=cfg.lr_d, lr_g=cfg.lr_g,
+            image_size=cfg.image_size, channels=cfg.channels, **cfg.variant_options)
+    check_settings(cfg, r.variant.hyper)
+    if r.dist is not None:
+        with user_errors():
+            ddp.check_batch(r.variant, r.variant.hyper.batch_size, r.dist.world)
+
+
+def _data(r: SimpleNamespace, cfg: TrainConfig) -> None:
+    """Data first: a dataset that cannot be found or read fails before anything is written."""
+    # Looked up when called (tests replace fastgan.data.load_dataset).
+    from fastgan.data import DataError, load_dataset
+    h = r.variant.hyper
+    with user_errors(DataError):
+        r.data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, split="train",
+                              image_size=h.image_size, channels=cfg.channels,
+                              download=cfg.download, max_images=cfg.max_images)
+    if cfg.channels is None:
+        h.channels = int(r.data.images.shape[1])
+    with user_errors():
+        r.variant.check_image_size(int(r.data.images.shape[-1]), int(r.data.images.shape[1]))
+
+
+def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
+    """The networks, the Engine (restored from the checkpoint) and the CUDA-graph check."""
+    h, world = r.variant.hyper, r.dist.world if r.dist else 1
+    torch.manual_seed(cfg.seed)
+    if r.device.type == "cuda":
+        # Fixed shapes every iteration: let cuDNN pick its fastest algorithms once (during
+        # the first iterations, or the warm-up before a graph capture).
+        torch.backends.cudnn.benchmark = True
+    r.nets = {k: m.to(r.device) for k, m in r.variant.build({}).items()}
+    check_batch_statistics(r.variant, r.nets, cfg, world)
+    if cfg.sync_bn and r.dist is not None:
+        ddp.convert_sync_bn(r.nets.values())
+    opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
+                         label_smoothing=h.label_smoothing, precision=cfg.precision,
+                         seed=cfg.seed, capturable=cfg.cuda_graphs,
+                         rank=r.dist.rank if r.dist else 0, world=world)
+    resident = check_data_on(cfg.data_on)
+    with user_errors():
+        r.engine = Engine(r.variant, r.nets, r.data.images, r.data.labels, opts, r.device,
+                          resident=resident)
+        if cfg.cuda_graphs:
+            check_capture(r.device, r.engine.host is not None, cfg.graph_unroll, h.d_steps)
+    r.step = 0
+    if r.state is not None:
+        with user_errors():
+            r.step = ckpt.restore_into(r.state, r.engine)
+    r.last_saved = r.step if r.state is not None else None
+    if r.dist is not None:
+        ddp.attach(r.engine, r.dist, r.variant)
+        r.dist.broadcast_state(r.nets.values())
+
+
+def _real_stats(r: SimpleNamespace, cfg: TrainConfig):
+    """The real data's classifier-feature statistics (cached on disk), checked up front so
+    a run whose images the digit classifier cannot judge fails before it trains."""
+    from fastgan.quality.classifier import ClassifierError
+    from fastgan.quality.metrics import QualityError, real_stats
+    check_eval(cfg.eval_every, cfg.eval_n)
+    channels = r.variant.hyper.channels
+    if channels != 1:
+        raise UserError(f"--eval-every: the quality metrics judge 1-channel digits, and this "
+                        f"run makes {channels}-channel images; drop --eval-every or train on "
+                        "gray data (--channels 1)")
+    # Data-parallel: every rank checks, rank 0 alone evaluates.
+    with user_errors(QualityError, ClassifierError), tf32_scope(cfg.tf32):
+        return real_stats(r.data.images, r.device) if r.main else None
+
+
+def _outputs(r: SimpleNamespace, cfg: TrainConfig) -> None:
+    """The total, the run directory and the evaluation's real statistics; the directory is
+    made last (bad input leaves nothing behind)."""
+    n_real = r.variant.batch_sizes(r.variant.hyper.batch_size)[0]
+    r.total = check_total(cfg, r.data.images.shape[0], n_real)
+    r.out = cfg.out or os.path.join("runs", cfg.variant)
+    main_check(r, check_out_dir, r.out, cfg.resume, cfg.overwrite)
+    r.real_stats, r.last_eval = None, None
+    if cfg.eval_every:
+        r.real_stats = _real_stats(r, cfg)
+    main_check(r, make_out_dir, r.out)
+    if r.main:
+        # Leftovers of saves killed mid-write (SIGKILL): as large as a checkpoint each.
+        gone = ckpt.remove_stale_temps(r.out)
+        if gone and not cfg.quiet:
+            print(f"fastgan: removed {len(gone)} temporary file(s) of interrupted saves from "
+                  f"{r.out}", file=sys.stderr, flush=True)
+
+
+def prepare(cfg: TrainConfig) -> SimpleNamespace:
+    """Check everything a run needs and build it: the state a Run holds (``cfg`` completed
+    with the resumed run's settings and the defaults). Nothing is written before the run
+    directory is made, at the very end."""
+    r = SimpleNamespace(cfg=cfg)
+    for stage in (_resume, _place, _variant, _data, _engine, _outputs):
+        stage(r, cfg)
+    del r.state             # restored into the engine: the loaded tensors can go
+    return r
