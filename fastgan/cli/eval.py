@@ -28,7 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run_real_data(cfg: dict, data_dir=None):
     """The real images a run was trained on (uint8), from its saved config."""
     from fastgan.data import DataError, load_dataset
-    from fastgan.engine.trainer import UserError
+    from fastgan.engine.config import UserError
     try:
         return load_dataset(cfg.get("dataset") or "mnist", data_dir=data_dir or cfg.get("data_dir"),
                             split="train", image_size=cfg.get("image_size"),
@@ -40,7 +40,8 @@ def run_real_data(cfg: dict, data_dir=None):
 
 def run(a) -> int:
     from fastgan.engine import checkpoint as ckpt
-    from fastgan.engine.trainer import UserError, pick_device
+    from fastgan.engine.config import UserError
+    from fastgan.engine.validate import pick_device
     from fastgan.quality.classifier import ClassifierError
     from fastgan.quality.metrics import (QualityError, evaluate_generator, format_metrics,
                                          real_stats)

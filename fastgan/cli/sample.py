@@ -29,7 +29,8 @@ def run(a) -> int:
     import torch
 
     from fastgan.engine import checkpoint as ckpt
-    from fastgan.engine.trainer import UserError, pick_device
+    from fastgan.engine.config import UserError
+    from fastgan.engine.validate import pick_device
     from fastgan.nn.layers import uses_batch_statistics
     from fastgan.variants import labelled_variants
     from fastgan.variants.sampling import fixed_noise, generate

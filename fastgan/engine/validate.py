@@ -22,7 +22,7 @@ from .config import DEFAULTS, TrainConfig, UserError, merge_resumed
 from .graphs import CudaGraphsUnavailable, check_capture
 from .iteration import Engine, EngineOptions
 from .precision import tf32_scope
-from .sampling import fixed_noise
+from fastgan.variants.sampling import fixed_noise
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ..sampling import fixed_noise, generate
+from fastgan.variants.sampling import fixed_noise, generate
 
 
 def write_samples(run, z, labels, nrow: int, name: str) -> str:
