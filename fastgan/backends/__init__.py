@@ -84,7 +84,8 @@ def hook(spec: str) -> Callable:
 @contextlib.contextmanager
 def tf32(enabled: bool) -> Iterator[None]:
     """TF32 on or off everywhere for the duration: cuBLAS matmuls, cuDNN convolutions and the
-    fp32 dots of every loaded backend that has an ``fp32_precision`` hook; all restored on exit."""
+    fp32 dots of every loaded backend that has an ``fp32_precision`` hook; all restored on exit.
+    A backend is not imported for this: resolve (load) the run's backend before entering."""
     import torch
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     restores = []

@@ -13,7 +13,7 @@ per-op module is reached with ``importlib.import_module``.
 """
 from __future__ import annotations
 
-from ._extension import _C, HAS_CUDA_KERNELS, build_info  # first: the C++ schemas
+from ._extension import _C, HAS_CUDA_KERNELS, build_info  # noqa: F401  (first: the C++ schemas)
 from ._cpu_policy import CPU_MIN_NUMEL, doctor_line  # noqa: I001
 from .bias_act import bias_act, bias_act_cpu
 from .bn_act import bn_act, bn_act_cpu
@@ -22,4 +22,4 @@ from .linear_act import linear_act, linear_act_cpu
 
 __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "build_info", "HAS_CUDA_KERNELS",
            "CPU_MIN_NUMEL", "doctor_line", "linear_act_cpu", "bias_act_cpu", "bn_act_cpu",
-           "gan_loss_cpu", "_C"]
+           "gan_loss_cpu"]
