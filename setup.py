@@ -30,7 +30,7 @@ import subprocess
 import sys
 import sysconfig
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -154,8 +154,12 @@ def _license() -> dict:
     return {"license_expression": "MIT"} if major >= 77 else {"license": "MIT"}
 
 
+# The Triton kernels live in the top-level kernels/ folder and are installed as fastgan.kernels.
+# The mapping must be given here (pyproject's packages.find never discovers mapped packages).
 setup(
     **_license(),
+    packages=find_packages(ROOT, include=["fastgan", "fastgan.*"]) + ["fastgan.kernels"],
+    package_dir={"fastgan.kernels": "kernels"},
     ext_modules=[CMakeExtension("fastgan._C")],
     cmdclass={"build_ext": CMakeBuild},
 )

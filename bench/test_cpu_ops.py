@@ -27,7 +27,7 @@ import torch
 from fastgan import ops
 
 try:
-    from fastgan import _cuda_backend  # noqa: F401
+    from fastgan.backends import cuda  # noqa: F401
 except ImportError as e:  # pragma: no cover
     pytest.skip(f"fastgan._C is not available: {e}", allow_module_level=True)
 
@@ -118,7 +118,7 @@ def _grad_inputs(args):
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_cpu_op(benchmark, monkeypatch, case: Case, backend: str):
     # the C++ kernels themselves, whatever the size (the registry's CPU entries pick the
-    # reference below fastgan._cuda_backend.CPU_MIN_NUMEL: what this benchmark measures)
+    # reference below fastgan.backends.cuda.CPU_MIN_NUMEL: what this benchmark measures)
     monkeypatch.setenv("FASTGAN_CPU_KERNELS", "always")
     torch.manual_seed(0)
     batch = min(case.batch, 4) if TINY else case.batch

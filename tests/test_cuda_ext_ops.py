@@ -23,10 +23,11 @@ import pytest
 import torch
 
 from fastgan import ops
-from fastgan.ops import reference as R
+from fastgan.backends import reference as R
 
 try:
-    from fastgan import _cuda_backend as CB
+    from fastgan.backends import cuda as CB
+    from fastgan.backends.cuda import _cpu_policy as CP
 except ImportError as e:  # pragma: no cover - depends on the build
     if os.environ.get("FASTGAN_REQUIRE_EXT", "") not in ("", "0"):
         raise
@@ -673,7 +674,7 @@ def test_cpu_size_policy(monkeypatch):
     small, big = torch.randn(4, 3), torch.randn(4, CB.CPU_MIN_NUMEL["bias_act"] // 4 + 1)
     monkeypatch.setenv("FASTGAN_CPU_KERNELS", "auto")
     real_fast, real_ref = CB.bias_act, R.bias_act
-    wrapped = CB._cpu_pick("bias_act", lambda *a: calls.append("fast") or real_fast(*a),
+    wrapped = CP._cpu_pick("bias_act", lambda *a: calls.append("fast") or real_fast(*a),
                            lambda *a: calls.append("ref") or real_ref(*a), lambda x, *a: x.numel())
     wrapped(small, None, 0.2, 1)
     wrapped(big, None, 0.2, 1)

@@ -16,7 +16,7 @@ def dummy_backend():
     calls = []
 
     def spy(op):
-        ref = registry._impls[(op, "reference", "cpu")]
+        ref = registry.lookup(op, "cpu", "reference")
 
         def fn(*args):
             calls.append(op)
@@ -84,3 +84,46 @@ def test_lookup_is_per_device():
 
 def test_auto_on_cpu_is_never_the_triton_interpreter():
     assert ops.auto_backend("cpu") in ("cuda", "reference")
+
+
+def test_ops_imports_no_backend():
+    """The contract loads no backend, no Triton and no kernels until one is asked for."""
+    import subprocess
+    import sys
+    code = ("import sys, fastgan.ops\n"
+            "bad = [m for m in sys.modules if m.startswith(('fastgan.backends.', 'triton', "
+            "'fastgan.kernels'))]\n"
+            "assert not bad, bad\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_catalogue_names_and_auto_order():
+    from fastgan import backends
+    assert backends.names() == ("reference", "triton", "cuda") == ops.BACKENDS
+    assert backends.auto_order("cuda") == ("triton", "cuda", "reference")
+    assert backends.auto_order("cpu") == ("cuda", "reference")
+    assert backends.get("nope") is None
+
+
+def test_prepare_sets_the_interpreter_for_triton_on_cpu(monkeypatch):
+    import os
+
+    from fastgan import backends
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    backends.prepare("triton", "cuda")
+    assert "TRITON_INTERPRET" not in os.environ
+    backends.prepare("triton", "cpu")
+    assert os.environ["TRITON_INTERPRET"] == "1"
+    monkeypatch.setenv("TRITON_INTERPRET", "0")   # an explicit choice is kept
+    backends.prepare("triton", "cpu")
+    assert os.environ["TRITON_INTERPRET"] == "0"
+
+
+def test_kernels_come_from_the_mapped_folder():
+    """fastgan.kernels is the top-level kernels/ folder (a stale fastgan/kernels/ directory
+    would shadow it as an empty namespace package)."""
+    pytest.importorskip("triton")
+    import fastgan.kernels
+    assert fastgan.kernels.__file__ is not None
+    assert fastgan.kernels.__file__.replace("\\", "/").endswith("kernels/__init__.py")

@@ -1,4 +1,4 @@
-"""Parity of the Triton backend (fastgan/kernels) against the reference, forward and every gradient.
+"""Parity of the Triton backend (kernels/, fastgan/backends/triton) against the reference, forward and every gradient.
 
 On CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set by conftest.py when there
 is no GPU); on a GPU the same tests run on CUDA tensors (marked ``gpu``) with the tf32/bf16
@@ -21,12 +21,12 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from fastgan import ops  # noqa: E402
-from fastgan.ops import reference as R  # noqa: E402
+from fastgan.backends import reference as R  # noqa: E402
+from fastgan.backends import triton as TB  # noqa: E402
+from fastgan.backends.triton import _policy as TP  # noqa: E402
 
 from fastgan.kernels import config as KC  # noqa: E402
-from fastgan.kernels import bias_act as BA  # noqa: E402
 from fastgan.kernels import bn_act as BN  # noqa: E402
-from fastgan.kernels import gan_loss as GL  # noqa: E402
 from fastgan.kernels import linear_act as LA  # noqa: E402
 
 INTERP = KC.INTERPRET
@@ -515,7 +515,7 @@ def _gan_loss_case(device, dtype, shape, kind, reduction, target, seed, layout=N
 @pytest.mark.parametrize("device", DEVICES)
 def test_gan_loss_no_grad_needed_skips_the_gradient(device):
     z = torch.randn(10, device=device)
-    loss, g = GL.gan_loss_op(z, None, 1.0, "bce", "mean", False)
+    loss, g = torch.ops.fastgan_triton.gan_loss(z, None, 1.0, "bce", "mean", False)
     assert g.numel() == 0
     assert torch.isfinite(loss)
 
@@ -596,7 +596,7 @@ def test_gradcheck_linear_act(shape, slope):
     x = torch.randn(N, K, dtype=torch.float64, requires_grad=True)
     w = torch.randn(M, K, dtype=torch.float64, requires_grad=True)
     b = torch.randn(M, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: LA.linear_act(*a, slope), (x, w, b), **GC)
+    assert torch.autograd.gradcheck(lambda *a: TB.linear_act(*a, slope), (x, w, b), **GC)
 
 
 @pytest.mark.parametrize("M", [5, 1])
@@ -606,7 +606,7 @@ def test_gradcheck_linear_act_full(M):
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     w = torch.randn(M, 4, dtype=torch.float64, requires_grad=True)
     b = torch.randn(M, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: LA.linear_act(*a, 0.2), (x, w, b))
+    assert torch.autograd.gradcheck(lambda *a: TB.linear_act(*a, 0.2), (x, w, b))
 
 
 def test_gradcheck_bias_act():
@@ -614,7 +614,7 @@ def test_gradcheck_bias_act():
     x = torch.randn(3, 2, 3, 3, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
     b = torch.randn(2, dtype=torch.float64, requires_grad=True)
     for slope in (None, 0.2):
-        assert torch.autograd.gradcheck(lambda a, c: BA.bias_act(a, c, slope, 1), (x, b), **GC)
+        assert torch.autograd.gradcheck(lambda a, c: TB.bias_act(a, c, slope, 1), (x, b), **GC)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -627,7 +627,7 @@ def test_gradcheck_bn_act(training, monkeypatch):
     for split in (None, 2):
         monkeypatch.setattr(BN, "FORCE_SPLIT", split)
         assert torch.autograd.gradcheck(
-            lambda *a: BN.bn_act(*a, None if training else rm, None if training else rv,
+            lambda *a: TB.bn_act(*a, None if training else rm, None if training else rv,
                                  training, 0.1, 1e-5, 0.2), (x, g, b), **GC)
 
 
@@ -636,7 +636,7 @@ def test_gradcheck_gan_loss():
     z = (torch.randn(7, dtype=torch.float64) * 3).requires_grad_()
     for kind in ("bce", "lsgan"):
         for red in ("mean", "sum"):
-            assert torch.autograd.gradcheck(lambda a: GL.gan_loss(a, 0.9, kind, red), (z,), **GC)
+            assert torch.autograd.gradcheck(lambda a: TB.gan_loss(a, 0.9, kind, red), (z,), **GC)
 
 
 # ---------------------------------------------------------------------- torch.library wiring
@@ -660,7 +660,7 @@ def test_opcheck_custom_ops():
 @pytest.fixture
 def custom_op_path(monkeypatch):
     """Route eager calls through the torch.library custom ops (the torch.compile path)."""
-    monkeypatch.setattr(KC, "EAGER_FAST_PATH", False)
+    monkeypatch.setattr(TP, "EAGER_FAST_PATH", False)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -715,8 +715,7 @@ def test_torch_compile_graph(seed):
 def test_registry_has_triton_everywhere_it_should():
     dev = "cpu" if INTERP else "cuda"
     assert "triton" in ops.available_backends(dev)
-    from fastgan.kernels import register_triton
-    assert register_triton.DEVICE_TYPES == (("cuda", "cpu") if os.environ.get("TRITON_INTERPRET") == "1" else ("cuda",))
+    assert TB.DEVICE_TYPES == (("cuda", "cpu") if os.environ.get("TRITON_INTERPRET") == "1" else ("cuda",))
 
 
 # ------------------------------------------------------------------------------- layer level

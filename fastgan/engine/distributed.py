@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 
 from fastgan.nn.layers import BatchNormAct
-from fastgan.ops.reference import act
+from fastgan.ops import act
 
 DEFAULT_TIMEOUT_S = 300.0
 # Exit code of a run that stopped because another rank failed (2 bad input, 3 diverged, 130 ^C).

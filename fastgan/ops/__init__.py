@@ -6,26 +6,23 @@
                                                 act(batchnorm(x)), running stats updated in place
     gan_loss(logits, target, kind, reduction)   BCE-with-logits or LSGAN on sigmoid(logits)
 
-``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope).
+``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope) (:func:`act`).
+
+This package is the contract only: it imports no backend. The backends (``fastgan.backends``)
+register themselves when the registry first asks for them.
 """
 from __future__ import annotations
 
-from . import reference  # noqa: F401  (registers the reference backend)
-from .registry import (BACKENDS, OPS, BackendUnavailable, active_backend, add_loader,
-                       auto_backend, available_backends, ensure_loaded, has_impl, load_error,
+from .activation import act
+from .registry import (OPS, BackendUnavailable, active_backend, add_loader, auto_backend,
+                       available_backends, ensure_loaded, has_impl, known_backends, load_error,
                        lookup, register, set_backend, unregister_backend, use_backend)
 
 
-def _load_triton() -> None:
-    from fastgan.kernels import register_triton  # noqa: F401
-
-
-def _load_cuda() -> None:
-    from fastgan import _cuda_backend  # noqa: F401
-
-
-add_loader("triton", _load_triton)
-add_loader("cuda", _load_cuda)
+def __getattr__(name: str):
+    if name == "BACKENDS":   # the catalogue's names (fastgan.backends), read on first use
+        return known_backends()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def linear_act(x, weight, bias=None, slope=None):
@@ -50,8 +47,9 @@ def resolve_backend(name: str, device_type: str) -> str:
     """Turn ``auto`` into a concrete backend name for ``device_type``; check others exist."""
     if name == "auto":
         return auto_backend(device_type)
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose auto, {', '.join(BACKENDS)}")
+    known = known_backends()
+    if name not in known:
+        raise ValueError(f"unknown backend {name!r}; choose auto, {', '.join(known)}")
     if not ensure_loaded(name):
         raise BackendUnavailable(f"backend {name!r} is not available here: {load_error(name)}")
     return name
@@ -60,4 +58,5 @@ def resolve_backend(name: str, device_type: str) -> str:
 __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "register", "lookup", "use_backend",
            "set_backend", "active_backend", "available_backends", "auto_backend",
            "resolve_backend", "BACKENDS", "OPS", "BackendUnavailable", "has_impl",
-           "unregister_backend", "load_error", "ensure_loaded"]
+           "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
+           "known_backends"]

@@ -5,17 +5,20 @@ An implementation is registered for a (backend, device type) pair. Layers call t
 for the device of the op's first tensor argument. An op a backend lacks on a device falls back to
 the reference implementation with one warning per (op, backend, device), never silently.
 
-Models know nothing of backends: the trainer selects one with ``use_backend(name)``.
+Models know nothing of backends: the trainer selects one with ``use_backend(name)``. The registry
+knows them only through the catalogue :data:`CATALOG` (names, modules, auto order), which it
+imports on first need, so importing this module loads no backend.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 import warnings
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 OPS = ("linear_act", "bias_act", "bn_act", "gan_loss")
-BACKENDS = ("reference", "triton", "cuda")
+CATALOG = "fastgan.backends"   # the plug-in seam: names, modules and auto order of the backends
 
 _impls: Dict[Tuple[str, str, str], Callable] = {}
 _warned: set = set()
@@ -25,6 +28,21 @@ _state = threading.local()
 _loaders: Dict[str, Callable[[], None]] = {}
 _load_errors: Dict[str, str] = {}
 _loaded: set = set()
+
+
+def _catalog():
+    return importlib.import_module(CATALOG)
+
+
+def known_backends() -> Tuple[str, ...]:
+    """The catalogue's backend names, in listing order."""
+    return _catalog().names()
+
+
+def __getattr__(name: str):
+    if name == "BACKENDS":   # kept for callers of the old constant: the catalogue's names
+        return known_backends()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BackendUnavailable(RuntimeError):
@@ -63,13 +81,16 @@ def add_loader(backend: str, loader: Callable[[], None]) -> None:
 
 def ensure_loaded(backend: str) -> bool:
     """Load ``backend`` once; return whether it is usable. The reason for a failure is kept."""
-    if backend == "reference" or backend in _loaded:
+    if backend in _loaded:
         return True
     if backend in _load_errors:
         return False
     loader = _loaders.get(backend)
     if loader is None:
-        return any(k[1] == backend for k in _impls)
+        entry = _catalog().get(backend)
+        if entry is None:
+            return any(k[1] == backend for k in _impls)
+        loader = lambda: importlib.import_module(entry.module)  # noqa: E731
     try:
         loader()
     except Exception as e:  # ImportError, build errors, missing toolchains...
@@ -93,8 +114,9 @@ def active_backend() -> str:
 
 
 def set_backend(name: str) -> None:
-    if name not in BACKENDS and not any(k[1] == name for k in _impls):
-        raise ValueError(f"unknown backend {name!r}; backends are {', '.join(BACKENDS)}")
+    known = known_backends()
+    if name not in known and not any(k[1] == name for k in _impls):
+        raise ValueError(f"unknown backend {name!r}; backends are {', '.join(known)}")
     if not ensure_loaded(name):
         raise BackendUnavailable(f"backend {name!r} is not available: {load_error(name)}")
     _state.backend = name
@@ -126,14 +148,16 @@ def lookup(op: str, device_type: str, backend: Optional[str] = None) -> Callable
             RuntimeWarning,
             stacklevel=3,
         )
+    ensure_loaded("reference")
     return _impls[(op, "reference", device_type if (op, "reference", device_type) in _impls else "cpu")]
 
 
 def available_backends(device_type: str) -> list:
     """Backends that implement every op on ``device_type``, in preference order."""
     out = []
-    extra = sorted({k[1] for k in _impls} - set(BACKENDS))
-    for b in list(BACKENDS) + extra:
+    known = known_backends()
+    extra = sorted({k[1] for k in _impls} - set(known))
+    for b in list(known) + extra:
         if ensure_loaded(b) and all((op, b, device_type) in _impls for op in OPS):
             out.append(b)
     return out
@@ -146,7 +170,7 @@ def auto_backend(device_type: str) -> str:
     reference. On CPU: the C++ extension when built (its kernels are the fast CPU path), else the
     reference; Triton on CPU is the interpreter, for tests only.
     """
-    order = ("triton", "cuda", "reference") if device_type == "cuda" else ("cuda", "reference")
+    order = _catalog().auto_order(device_type)
     avail = available_backends(device_type)
     for b in order:
         if b in avail:

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from . import config
-from ._common import acc_torch, acc_type, check_float, next_pow2, sum_dim0
+from ._common import acc_torch, acc_type, next_pow2, sum_dim0
 
 Tensor = torch.Tensor
 
@@ -382,90 +382,3 @@ def linear_act_backward(grad: Tensor, x: Tensor, weight: Tensor, y: Optional[Ten
                 (dw_out.stride(0), dw_out.stride(1)), y=y, sy=(sy[1], sy[0]), db=db_out, act=act,
                 slope=s, grad=1, dtype=x.dtype)
     return dx, dw, db
-
-
-# --------------------------------------------------------------------------- torch.library ops
-
-@torch.library.custom_op("fastgan_triton::linear_act", mutates_args=())
-def linear_act_op(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                  slope: Optional[float]) -> Tensor:
-    return linear_act_forward(x, weight, bias, slope)
-
-
-@linear_act_op.register_fake
-def _(x, weight, bias, slope):
-    return x.new_empty((x.shape[0], weight.shape[0]))
-
-
-@torch.library.custom_op("fastgan_triton::linear_act_backward", mutates_args=())
-def linear_act_backward_op(grad: Tensor, x: Tensor, weight: Tensor, y: Tensor,
-                           slope: Optional[float], need_dx: bool, need_dw: bool,
-                           need_db: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    return linear_act_backward(grad, x, weight, y, slope, need_dx, need_dw, need_db)
-
-
-@linear_act_backward_op.register_fake
-def _(grad, x, weight, y, slope, need_dx, need_dw, need_db):
-    N, K = x.shape
-    M = weight.shape[0]
-    return (x.new_empty((N, K)) if need_dx else grad.new_empty(0),
-            weight.new_empty((M, K)) if need_dw else grad.new_empty(0),
-            weight.new_empty((M,)) if need_db else grad.new_empty(0))
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, slope = inputs
-    ctx.slope = slope
-    ctx.has_bias = bias is not None
-    # y only when there is an activation (its sign is the mask); never the pre-activation.
-    ctx.save_for_backward(x, weight, output if slope is not None else None)
-
-
-def _backward_with(bwd, ctx, grad):
-    x, weight, y = ctx.saved_tensors
-    need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    need_db = ctx.has_bias and ctx.needs_input_grad[2]
-    if y is None:
-        y = grad
-    dx, dw, db = bwd(grad, x, weight, y, ctx.slope, need_dx, need_dw, need_db)
-    return (dx if need_dx else None, dw if need_dw else None, db if need_db else None, None)
-
-
-def _backward(ctx, grad):
-    return _backward_with(linear_act_backward_op, ctx, grad)
-
-
-linear_act_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _LinearActFn(torch.autograd.Function):
-    """The eager path (config.EAGER_FAST_PATH): the same launchers without the dispatcher."""
-
-    @staticmethod
-    def forward(x, weight, bias, slope):
-        return linear_act_forward(x, weight, bias, slope)
-
-    setup_context = staticmethod(_setup_context)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _backward_with(linear_act_backward, ctx, grad)
-
-
-def _call(x, weight, bias, slope):
-    if config.use_custom_op():
-        return linear_act_op(x, weight, bias, slope)
-    return _LinearActFn.apply(x, weight, bias, slope)
-
-
-def linear_act(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-               slope: Optional[float] = None) -> Tensor:
-    """Registry entry: act(x @ weight.T + bias) for x of shape [..., K]."""
-    check_float("linear_act", x)
-    if x.dtype != weight.dtype:
-        raise TypeError(f"linear_act: x is {x.dtype} but weight is {weight.dtype}")
-    if x.dim() == 2:
-        return _call(x, weight, bias, None if slope is None else float(slope))
-    lead = x.shape[:-1]
-    y = _call(x.reshape(-1, x.shape[-1]), weight, bias, None if slope is None else float(slope))
-    return y.reshape(*lead, weight.shape[0])

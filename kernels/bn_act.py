@@ -28,8 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import config
-from ._common import acc_torch, acc_type, check_float, is_dense, next_pow2, split_for, view3
+from ._common import acc_torch, acc_type, is_dense, next_pow2, prepare3, sweep_blocks
 
 Tensor = torch.Tensor
 
@@ -310,35 +309,12 @@ def _bn_bwd_dx_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw
                   sA, sC, sB, slope, ACT, ACC, BLOCK_A, BLOCK_C, BLOCK_B)
 
 
-def _blocks(A: int, C: int, B: int, sC: int, device, dtype) -> Tuple[int, int, int, int, int]:
-    """(BLOCK_A, BLOCK_C, BLOCK_B, split, a_per_split) for a per-channel sweep."""
-    from ._common import tile3
-    budget = 1024 if dtype == torch.float64 else 2048
-    ba, bc, bb = tile3(A, C, B, sC, budget)
-    n_c = triton.cdiv(C, bc)
-    split = FORCE_SPLIT if FORCE_SPLIT is not None else split_for(n_c, triton.cdiv(A, ba), device)
-    split = max(1, min(split, 64, A))
-    a_per = triton.cdiv(A, split)
-    if FORCE_SPLIT is None:   # whole blocks per split (a forced split is kept exactly)
-        a_per = triton.cdiv(a_per, ba) * ba
-    split = triton.cdiv(A, a_per)
-    return ba, bc, bb, split, a_per
-
-
-def _prepare(x: Tensor):
-    v = view3(x, 1) if is_dense(x) else None
-    if v is None:
-        x = x.contiguous()
-        v = view3(x, 1)
-    return x, v
-
-
 def bn_act_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                    running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
                    momentum: float, eps: float, slope: Optional[float]
                    ) -> Tuple[Tensor, Tensor, Tensor]:
     """(y, mean, rstd); running stats updated in place when training and given."""
-    x, (A, C, B, sA, sC, sB) = _prepare(x)
+    x, (A, C, B, sA, sC, sB) = prepare3(x, 1)
     y = torch.empty_like(x)
     acc_dt = acc_torch(x.dtype)
     mean = torch.empty(C, device=x.device, dtype=acc_dt)
@@ -346,7 +322,7 @@ def bn_act_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     count = A * B
     if x.numel() == 0:
         return y, mean.zero_(), rstd.zero_()
-    ba, bc, bb, split, a_per = _blocks(A, C, B, sC, x.device, x.dtype)
+    ba, bc, bb, split, a_per = sweep_blocks(A, C, B, sC, x.device, x.dtype, FORCE_SPLIT)
     n_c = triton.cdiv(C, bc)
     has_running = running_mean is not None and running_var is not None
     dummy = mean
@@ -380,7 +356,7 @@ def bn_act_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
 def bn_act_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                     mean: Tensor, rstd: Tensor, training: bool, slope: Optional[float],
                     need_dx: bool, need_dw: bool, need_db: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    x, (A, C, B, sA, sC, sB) = _prepare(x)
+    x, (A, C, B, sA, sC, sB) = prepare3(x, 1)
     if grad.stride() != x.stride() or not is_dense(grad):
         grad = torch.empty_like(x).copy_(grad)
     dx = torch.empty_like(x) if need_dx else grad.new_empty(0)
@@ -388,7 +364,7 @@ def bn_act_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], bias: Opt
     db = torch.empty(C, device=x.device, dtype=bias.dtype) if need_db else grad.new_empty(0)
     if x.numel() == 0:
         return dx, dw.zero_(), db.zero_()
-    ba, bc, bb, split, a_per = _blocks(A, C, B, sC, x.device, x.dtype)
+    ba, bc, bb, split, a_per = sweep_blocks(A, C, B, sC, x.device, x.dtype, FORCE_SPLIT)
     n_c = triton.cdiv(C, bc)
     acc_dt = acc_torch(x.dtype)
     dummy = mean
@@ -410,92 +386,3 @@ def bn_act_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], bias: Opt
     _bn_bwd_dx_kernel[(n_c * split,)](*args, ps1, ps2, A, C, B, sA, sC, sB, a_per, float(A * B),
                                       s, SPLIT=split, BLOCK_S=next_pow2(split), **common)
     return dx, dw, db
-
-
-@torch.library.custom_op("fastgan_triton::bn_act_forward",
-                         mutates_args=("running_mean", "running_var"))
-def bn_act_forward_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                      running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                      training: bool, momentum: float, eps: float, slope: Optional[float]
-                      ) -> Tuple[Tensor, Tensor, Tensor]:
-    """(y, mean, rstd); mutates the running stats (so autograd is wired by :class:`_BNAct`)."""
-    return bn_act_forward(x, weight, bias, running_mean, running_var, training, momentum, eps,
-                          slope)
-
-
-@bn_act_forward_op.register_fake
-def _(x, weight, bias, running_mean, running_var, training, momentum, eps, slope):
-    C = x.shape[1]
-    acc_dt = acc_torch(x.dtype)
-    return torch.empty_like(x), x.new_empty((C,), dtype=acc_dt), x.new_empty((C,), dtype=acc_dt)
-
-
-@torch.library.custom_op("fastgan_triton::bn_act_backward", mutates_args=())
-def bn_act_backward_op(grad: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                       mean: Tensor, rstd: Tensor, training: bool, slope: Optional[float],
-                       need_dx: bool, need_dw: bool, need_db: bool
-                       ) -> Tuple[Tensor, Tensor, Tensor]:
-    return bn_act_backward(grad, x, weight, bias, mean, rstd, training, slope, need_dx, need_dw,
-                           need_db)
-
-
-@bn_act_backward_op.register_fake
-def _(grad, x, weight, bias, mean, rstd, training, slope, need_dx, need_dw, need_db):
-    C = x.shape[1]
-    return (torch.empty_like(x) if need_dx else grad.new_empty(0),
-            weight.new_empty((C,)) if need_dw else grad.new_empty(0),
-            bias.new_empty((C,)) if need_db else grad.new_empty(0))
-
-
-class _BNAct(torch.autograd.Function):
-    """Autograd wiring. torch.library refuses autograd formulas on ops that mutate inputs (the
-    running stats), so the two custom ops are joined by an autograd.Function, which
-    torch.compile traces through."""
-
-    @staticmethod
-    def forward(x, weight, bias, running_mean, running_var, training, momentum, eps, slope):
-        fwd = bn_act_forward_op if config.use_custom_op() else bn_act_forward
-        return fwd(x, weight, bias, running_mean, running_var, training, momentum, eps, slope)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, weight, bias, running_mean, running_var, training, momentum, eps, slope = inputs
-        y, mean, rstd = output
-        ctx.training, ctx.slope = training, slope
-        ctx.mark_non_differentiable(mean, rstd)
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
-
-    @staticmethod
-    def backward(ctx, grad_y, grad_mean, grad_rstd):
-        x, weight, bias, mean, rstd = ctx.saved_tensors
-        need_dx = ctx.needs_input_grad[0]
-        need_dw = weight is not None and ctx.needs_input_grad[1]
-        need_db = bias is not None and ctx.needs_input_grad[2]
-        if grad_y is None or not (need_dx or need_dw or need_db):
-            return (None,) * 9
-        bwd = bn_act_backward_op if config.use_custom_op() else bn_act_backward
-        dx, dw, db = bwd(grad_y, x, weight, bias, mean, rstd, ctx.training, ctx.slope, need_dx,
-                         need_dw, need_db)
-        return (dx if need_dx else None, dw if need_dw else None, db if need_db else None,
-                None, None, None, None, None, None)
-
-
-def bn_act(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-           running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool = True,
-           momentum: float = 0.1, eps: float = 1e-5, slope: Optional[float] = None) -> Tensor:
-    """Registry entry: act(batch_norm(x)), running stats updated in place (see module doc)."""
-    check_float("bn_act", x)
-    if x.dim() < 2:
-        raise ValueError(f"bn_act: expected [N, C] or [N, C, ...] input, got {tuple(x.shape)}")
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError("bn_act: running_mean and running_var must be given when training=False")
-    if training:
-        count = x.numel() // x.shape[1] if x.shape[1] else 0
-        if count <= 1:
-            raise ValueError("Expected more than 1 value per channel when training, got input "
-                             f"size {list(x.shape)}")
-    if momentum is None:
-        raise ValueError("bn_act: momentum=None (cumulative average) is not supported")
-    y, _, _ = _BNAct.apply(x, weight, bias, running_mean, running_var, bool(training),
-                           float(momentum), float(eps), None if slope is None else float(slope))
-    return y

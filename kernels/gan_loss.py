@@ -16,19 +16,18 @@ target.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
 from . import config
-from ._common import acc_type, check_float, next_pow2
+from ._common import acc_type, next_pow2
 
 Tensor = torch.Tensor
 
-_KINDS = {"bce": 0, "lsgan": 1}
-_REDUCTIONS = ("mean", "sum")
+_KINDS = {"bce": 0, "lsgan": 1}   # kind and reduction are checked by fastgan.ops.checks
 
 
 @triton.jit
@@ -83,10 +82,6 @@ def _gan_loss_finalize_kernel(part_ptr, loss_ptr, n_parts, scale, ACC: tl.conste
 def gan_loss_forward(logits: Tensor, target: Optional[Tensor], target_value: float, kind: str,
                      reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
     """(loss 0-d, dloss/dlogits shaped like logits, or empty when need_grad is False)."""
-    if kind not in _KINDS:
-        raise ValueError(f"gan_loss: unknown kind {kind!r} (use 'bce' or 'lsgan')")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"gan_loss: unknown reduction {reduction!r} (use 'mean' or 'sum')")
     z = logits.contiguous()
     n = z.numel()
     loss = torch.empty((), device=z.device, dtype=z.dtype)
@@ -114,57 +109,3 @@ def gan_loss_forward(logits: Tensor, target: Optional[Tensor], target_value: flo
         _gan_loss_finalize_kernel[(1,)](parts, loss, n_blocks, scale, ACC=acc,
                                         BLOCK=min(1024, next_pow2(n_blocks)))
     return loss, grad
-
-
-@torch.library.custom_op("fastgan_triton::gan_loss", mutates_args=())
-def gan_loss_op(logits: Tensor, target: Optional[Tensor], target_value: float, kind: str,
-                reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
-    return gan_loss_forward(logits, target, target_value, kind, reduction, need_grad)
-
-
-@gan_loss_op.register_fake
-def _(logits, target, target_value, kind, reduction, need_grad):
-    return logits.new_empty(()), (torch.empty_like(logits) if need_grad else logits.new_empty(0))
-
-
-def _setup_context(ctx, inputs, output):
-    loss, grad = output
-    ctx.mark_non_differentiable(grad)
-    ctx.save_for_backward(grad)
-
-
-def _backward(ctx, grad_loss, grad_grad):
-    (g,) = ctx.saved_tensors
-    if grad_loss is None or g.numel() == 0 or not ctx.needs_input_grad[0]:
-        return None, None, None, None, None, None
-    return g * grad_loss.to(g.dtype), None, None, None, None, None
-
-
-gan_loss_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _GanLossFn(torch.autograd.Function):
-    """The eager path (config.EAGER_FAST_PATH): the same kernels without the dispatcher."""
-
-    @staticmethod
-    def forward(logits, target, target_value, kind, reduction, need_grad):
-        return gan_loss_forward(logits, target, target_value, kind, reduction, need_grad)
-
-    setup_context = staticmethod(_setup_context)
-    backward = staticmethod(_backward)
-
-
-def gan_loss(logits: Tensor, target: Union[float, Tensor], kind: str = "bce",
-             reduction: str = "mean") -> Tensor:
-    """Registry entry: mean/sum of BCE-with-logits or LSGAN against ``target``."""
-    check_float("gan_loss", logits)
-    need_grad = logits.requires_grad and torch.is_grad_enabled()
-    fn = gan_loss_op if config.use_custom_op() else _GanLossFn.apply
-    if isinstance(target, Tensor):
-        target = target.detach()
-        if target.device != logits.device:
-            target = target.to(logits.device)
-        loss, _ = fn(logits, target, 0.0, kind, reduction, need_grad)
-    else:
-        loss, _ = fn(logits, None, float(target), kind, reduction, need_grad)
-    return loss

@@ -10,15 +10,8 @@
 
 Override with the environment variable ``FASTGAN_TRITON_DOT_PRECISION`` before the first call,
 or with :func:`set_dot_precision` at any time (kernels are specialised on it, so a change only
-costs a compile). bf16 operands always go to the tensor cores as bf16 with fp32 accumulation;
-fp64 operands (tests only) use ``"ieee"``.
-
-``EAGER_FAST_PATH`` (default True): in eager mode the registry entries call the kernels through a
-plain ``torch.autograd.Function`` (about 5 us of Python per call) rather than through the
-``torch.library`` custom ops (about 40 us through the dispatcher, measured with torch 2.14 on
-CPU), which matters for the variants' small layers. Under ``torch.compile`` (and whenever this
-is False) the custom ops are called, so traced graphs see opaque ops with fake implementations.
-Both paths run the same launchers and the same backward.
+costs a compile); ``fastgan.backends.tf32`` sets it for a run. bf16 operands always go to the
+tensor cores as bf16 with fp32 accumulation; fp64 operands (tests only) use ``"ieee"``.
 
 ``INTERPRET``: ``TRITON_INTERPRET=1`` was set when this module was imported (Triton decides at
 decoration time, so the variable must be set before ``fastgan.kernels`` is imported).
@@ -72,10 +65,18 @@ if INTERPRET:
         _install_vector_memory()
 
 _VALID = ("tf32", "ieee", "tf32x3")
-DOT_PRECISION: str = os.environ.get("FASTGAN_TRITON_DOT_PRECISION",
-                                    "ieee" if INTERPRET else "tf32")
-if DOT_PRECISION not in _VALID:
-    raise ValueError(f"FASTGAN_TRITON_DOT_PRECISION must be one of {_VALID}, not {DOT_PRECISION!r}")
+
+
+def default_dot_precision() -> str:
+    """The fp32 dot precision when TF32 is allowed: the environment's, else tf32 (ieee under the
+    interpreter)."""
+    p = os.environ.get("FASTGAN_TRITON_DOT_PRECISION", "ieee" if INTERPRET else "tf32")
+    if p not in _VALID:
+        raise ValueError(f"FASTGAN_TRITON_DOT_PRECISION must be one of {_VALID}, not {p!r}")
+    return p
+
+
+DOT_PRECISION: str = default_dot_precision()
 
 
 def set_dot_precision(p: str) -> None:
@@ -99,19 +100,6 @@ def dot_upcast(dtype: torch.dtype) -> bool:
 def uses_tf32(dtype: torch.dtype) -> bool:
     """True when a matmul on ``dtype`` inputs is rounded to tf32 (for test tolerances)."""
     return dtype == torch.float32 and DOT_PRECISION != "ieee"
-
-
-EAGER_FAST_PATH: bool = True
-
-
-def use_custom_op() -> bool:
-    """Whether a registry entry should call the torch.library custom op (see EAGER_FAST_PATH)."""
-    if not EAGER_FAST_PATH:
-        return True
-    try:
-        return torch.compiler.is_compiling()
-    except AttributeError:  # torch < 2.3
-        return True
 
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)

@@ -14,9 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import config
-from ._common import (acc_torch, acc_type, check_float, is_dense, split_for, sum_dim0, tile3,
-                      view3)
+from ._common import acc_torch, acc_type, is_dense, prepare3, split_for, sum_dim0, tile3
 
 Tensor = torch.Tensor
 
@@ -79,24 +77,8 @@ def _bias_act_bwd_kernel(g_ptr, y_ptr, dx_ptr, pdb_ptr, A, C, B, sA, sC, sB, a_p
         tl.store(pdb_ptr + pid_s * C + oc, db.to(pdb_ptr.dtype.element_ty), mask=mc)
 
 
-def _norm_dim(x: Tensor, dim: int) -> int:
-    d = dim + x.dim() if dim < 0 else dim
-    if not 0 <= d < x.dim():
-        raise IndexError(f"bias_act: dim {dim} out of range for a {x.dim()}-d tensor")
-    return d
-
-
-def _prepare(x: Tensor, dim: int):
-    """x itself when it is dense and viewable as [A, C, B], else a contiguous copy."""
-    v = view3(x, dim) if is_dense(x) else None
-    if v is None:
-        x = x.contiguous()
-        v = view3(x, dim)
-    return x, v
-
-
 def bias_act_forward(x: Tensor, bias: Optional[Tensor], slope: Optional[float], dim: int) -> Tensor:
-    x, (A, C, B, sA, sC, sB) = _prepare(x, dim)
+    x, (A, C, B, sA, sC, sB) = prepare3(x, dim)
     y = torch.empty_like(x)   # same strides as x (dense)
     if x.numel() == 0:
         return y
@@ -113,7 +95,7 @@ def bias_act_backward(grad: Tensor, y: Tensor, slope: Optional[float], dim: int,
                       need_dx: bool, need_db: bool) -> Tuple[Tensor, Tensor]:
     """(dX, db) — db in fp32/fp64 accumulation type (the caller casts); empty if not needed."""
     act = slope is not None
-    y, (A, C, B, sA, sC, sB) = _prepare(y, dim)
+    y, (A, C, B, sA, sC, sB) = prepare3(y, dim)
     if grad.stride() != y.stride() or not is_dense(grad):
         grad = torch.empty_like(y).copy_(grad)
     write_dx = need_dx and act
@@ -140,86 +122,3 @@ def bias_act_backward(grad: Tensor, y: Tensor, slope: Optional[float], dim: int,
     if need_dx and not act:
         dx = grad.clone()  # custom ops may not return an alias of an input
     return dx, db
-
-
-@torch.library.custom_op("fastgan_triton::bias_act", mutates_args=())
-def bias_act_op(x: Tensor, bias: Optional[Tensor], slope: Optional[float], dim: int) -> Tensor:
-    return bias_act_forward(x, bias, slope, dim)
-
-
-@bias_act_op.register_fake
-def _(x, bias, slope, dim):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("fastgan_triton::bias_act_backward", mutates_args=())
-def bias_act_backward_op(grad: Tensor, y: Tensor, slope: Optional[float], dim: int,
-                         need_dx: bool, need_db: bool) -> Tuple[Tensor, Tensor]:
-    return bias_act_backward(grad, y, slope, dim, need_dx, need_db)
-
-
-@bias_act_backward_op.register_fake
-def _(grad, y, slope, dim, need_dx, need_db):
-    acc_dt = acc_torch(y.dtype)
-    return (torch.empty_like(y) if need_dx else grad.new_empty(0),
-            y.new_empty((y.shape[dim],), dtype=acc_dt) if need_db else y.new_empty(0, dtype=acc_dt))
-
-
-def _setup_context(ctx, inputs, output):
-    x, bias, slope, dim = inputs
-    ctx.slope, ctx.dim = slope, dim
-    ctx.has_bias = bias is not None
-    ctx.bias_dtype = bias.dtype if bias is not None else None
-    ctx.save_for_backward(output if slope is not None else None)
-
-
-def _backward(ctx, grad):
-    return _backward_with(bias_act_backward_op, ctx, grad)
-
-
-def _backward_with(bwd, ctx, grad):
-    (y,) = ctx.saved_tensors
-    need_dx = ctx.needs_input_grad[0]
-    need_db = ctx.has_bias and ctx.needs_input_grad[1]
-    if not need_dx and not need_db:
-        return None, None, None, None
-    if ctx.slope is None:
-        if not need_db:
-            return grad, None, None, None
-        # no activation: dX is dY itself (no copy); the kernel only reduces db
-        _, db = bwd(grad, grad, None, ctx.dim, False, True)
-        return grad if need_dx else None, db.to(ctx.bias_dtype), None, None
-    dx, db = bwd(grad, y, ctx.slope, ctx.dim, need_dx, need_db)
-    return (dx if need_dx else None, db.to(ctx.bias_dtype) if need_db else None, None, None)
-
-
-bias_act_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _BiasActFn(torch.autograd.Function):
-    """The eager path (config.EAGER_FAST_PATH): the same launchers without the dispatcher."""
-
-    @staticmethod
-    def forward(x, bias, slope, dim):
-        return bias_act_forward(x, bias, slope, dim)
-
-    setup_context = staticmethod(_setup_context)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _backward_with(bias_act_backward, ctx, grad)
-
-
-def bias_act(x: Tensor, bias: Optional[Tensor] = None, slope: Optional[float] = None,
-             dim: int = 1) -> Tensor:
-    """Registry entry: act(x + bias along ``dim``)."""
-    check_float("bias_act", x)
-    dim = _norm_dim(x, dim)
-    if bias is None and slope is None:
-        return x
-    if bias is not None and bias.shape != (x.shape[dim],):
-        raise ValueError(f"bias_act: bias of shape {tuple(bias.shape)} for {x.shape[dim]} channels")
-    slope = None if slope is None else float(slope)
-    if config.use_custom_op():
-        return bias_act_op(x, bias, slope, dim)
-    return _BiasActFn.apply(x, bias, slope, dim)

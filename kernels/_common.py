@@ -113,6 +113,33 @@ def tile3(A: int, C: int, B: int, sC: int, budget: int = 2048) -> Tuple[int, int
     return ba, bc, bb
 
 
+def prepare3(x: torch.Tensor, dim: int):
+    """(x, its [A, C, B] view): x itself when it is dense and so viewable, else a contiguous copy."""
+    v = view3(x, dim) if is_dense(x) else None
+    if v is None:
+        x = x.contiguous()
+        v = view3(x, dim)
+    return x, v
+
+
+def sweep_blocks(A: int, C: int, B: int, sC: int, device, dtype,
+                 force_split: Optional[int] = None) -> Tuple[int, int, int, int, int]:
+    """(BLOCK_A, BLOCK_C, BLOCK_B, split, a_per_split) for a per-channel sweep (bn_act).
+
+    ``force_split`` (tests) fixes the number of splits exactly, so small inputs take the
+    two-kernel paths."""
+    budget = 1024 if dtype == torch.float64 else 2048
+    ba, bc, bb = tile3(A, C, B, sC, budget)
+    n_c = triton.cdiv(C, bc)
+    split = force_split if force_split is not None else split_for(n_c, triton.cdiv(A, ba), device)
+    split = max(1, min(split, 64, A))
+    a_per = triton.cdiv(A, split)
+    if force_split is None:   # whole blocks per split (a forced split is kept exactly)
+        a_per = triton.cdiv(a_per, ba) * ba
+    split = triton.cdiv(A, a_per)
+    return ba, bc, bb, split, a_per
+
+
 def split_for(n_outer_blocks: int, n_inner_blocks: int, device: torch.device,
               cap: int = 64) -> int:
     """How many programs share one reduction (deterministic two-level reduction)."""

@@ -1,0 +1,29 @@
+"""gan_loss, reference: BCE-with-logits, or LSGAN on sigmoid(logits), mean or sum."""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+
+from fastgan.ops.checks import gan_loss_args
+from fastgan.ops.registry import register
+
+from ._devices import ALL_DEVICES
+
+
+def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str = "bce",
+             reduction: str = "mean") -> torch.Tensor:
+    gan_loss_args(kind, reduction)
+    if torch.is_tensor(target):
+        t = target.to(logits.dtype).expand_as(logits)
+    else:  # a fill, not a host-to-device copy: capturable in a CUDA graph
+        t = torch.full_like(logits, float(target))
+    if kind == "bce":
+        per = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    else:
+        per = (torch.sigmoid(logits) - t) ** 2
+    return per.mean() if reduction == "mean" else per.sum()
+
+
+register("gan_loss", "reference", ALL_DEVICES, gan_loss)

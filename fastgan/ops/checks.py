@@ -1,0 +1,14 @@
+"""Argument checks of the op contract, shared by every backend's entries (same messages
+everywhere). The C++ operators keep their own TORCH_CHECKs for direct ``torch.ops`` calls."""
+from __future__ import annotations
+
+GAN_LOSS_KINDS = ("bce", "lsgan")
+GAN_LOSS_REDUCTIONS = ("mean", "sum")
+
+
+def gan_loss_args(kind: str, reduction: str) -> None:
+    """Raise ValueError unless ``kind`` is 'bce' or 'lsgan' and ``reduction`` 'mean' or 'sum'."""
+    if kind not in GAN_LOSS_KINDS:
+        raise ValueError(f"gan_loss: unknown kind {kind!r} (use 'bce' or 'lsgan')")
+    if reduction not in GAN_LOSS_REDUCTIONS:
+        raise ValueError(f"gan_loss: unknown reduction {reduction!r} (use 'mean' or 'sum')")
