@@ -1,7 +1,7 @@
 """The vectorized loads/stores that fastgan installs into Triton's CPU interpreter
 (kernels/_interpreter_memory.py) against the interpreter's own C++ implementation:
 same values, masked-off lanes never read or written, strided blocks, misaligned addresses sent
-back to the native code. The kernels' parity tests (test_triton_ops.py) run through it too."""
+back to the native code. The kernels' parity tests (tests/ops) run through it too."""
 from __future__ import annotations
 
 import numpy as np

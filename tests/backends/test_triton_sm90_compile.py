@@ -19,7 +19,7 @@ import pytest
 
 triton = pytest.importorskip("triton")
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 HOPPER_MAX_SMEM = 232448   # bytes of shared memory one block may use on sm_90 (227 KiB)
 
 

@@ -1,0 +1,153 @@
+"""bias_act = act(x + bias along dim), the convolutions' epilogue: parity of every backend against
+the float64 reference, forward and every gradient (the harness: ops_harness.py). The case lists
+are per backend (the Triton interpreter is slow)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastgan import ops
+from ops_harness import (DTYPES, GC, R, SLOPES, backend_devices, check, interp_only, leaf, make_4d, make_layout,
+                         only, run_pair, tolerance)
+
+TRITON = backend_devices("triton")
+CUDA = backend_devices("cuda")
+
+
+# ------------------------------------------------------------------------------ Triton cases
+
+BIAS_CASES = [  # (shape, dim, layout)
+    ((5, 6, 7, 3), 1, "nchw"),
+    ((5, 6, 7, 3), 1, "channels_last"),
+    ((70, 3, 9, 9), 1, "nchw"),          # several programs share a channel (split db)
+    ((33, 7), 1, "nchw"),
+    ((4, 5, 6), 2, "nchw"),
+    ((4, 5, 6), -1, "nchw"),
+    ((1, 1, 1, 1), 1, "nchw"),
+    ((6, 10, 4, 4), 1, "slice"),         # not dense: a contiguous copy is made
+]
+
+
+def bias_act_case(backend, device, dtype, shape, dim, layout, slope, has_bias, seed):
+    x0 = make_4d(shape, layout, device, dtype)
+    C = x0.shape[dim]
+    b0 = torch.randn(C, device=device).to(dtype) if has_bias else None
+    x, b = leaf(x0), (leaf(b0) if has_bias else None)
+    with ops.use_backend(backend):
+        y = ops.bias_act(x, b, slope, dim)
+    assert y.shape == x0.shape and y.dtype == dtype
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(y)
+    y.backward(g)
+    xr, br = leaf(x0.double()), (leaf(b0.double()) if has_bias else None)
+    yr = R.bias_act(xr, br, slope, dim)
+    yr.backward(g.double())
+    tol = tolerance(backend, device, dtype)
+    check("y", y, yr, tol, seed)
+    check("dx", x.grad, xr.grad, tol, seed)
+    if has_bias:
+        check("db", b.grad, br.grad, tol, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("slope", SLOPES)
+@pytest.mark.parametrize("case", BIAS_CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-d{c[1]}-{c[2]}")
+def test_bias_act(backend, device, case, slope, seed):
+    shape, dim, layout = case
+    bias_act_case(backend, device, torch.float32, shape, dim, layout, slope, True, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_bias_act_no_bias(backend, device, slope, seed):
+    bias_act_case(backend, device, torch.float32, (5, 6, 7, 3), 1, "channels_last", slope, False, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("slope", [None, 0.2])
+def test_bias_act_bf16(backend, device, slope, seed):
+    bias_act_case(backend, device, torch.bfloat16, (70, 3, 9, 9), 1, "nchw", slope, True, seed)
+
+
+@pytest.mark.parametrize("backend", only("triton"))
+def test_bias_act_identity_is_a_no_op(backend):
+    x = torch.randn(3, 4)
+    with ops.use_backend(backend):
+        assert ops.bias_act(x, None, None, 1) is x
+
+
+@pytest.mark.parametrize("backend", only("triton"))
+def test_gradcheck_bias_act(backend):
+    interp_only()
+    x = torch.randn(3, 2, 3, 3, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    with ops.use_backend(backend):
+        for slope in (None, 0.2):
+            assert torch.autograd.gradcheck(lambda a, c: ops.bias_act(a, c, slope, 1), (x, b), **GC)
+
+
+# -------------------------------------------------------------------------------- cuda cases
+
+BIAS_ACT_CASES = [
+    ((1, 1), 1, "contiguous"),
+    ((7, 13), 1, "contiguous"),
+    ((33, 1), 1, "contiguous"),
+    ((1, 65), 1, "contiguous"),
+    ((5, 37), -1, "noncontig"),
+    ((3, 5, 7, 9), 1, "contiguous"),
+    ((3, 5, 7, 9), 1, "channels_last"),
+    ((2, 6, 4, 3), 1, "noncontig"),
+    ((4, 8, 4, 4), 1, "channels_last"),  # vector path along channels
+    ((2, 3, 5), 2, "contiguous"),
+    ((3, 4, 5), 0, "contiguous"),
+    ((2, 16, 8, 8), 1, "contiguous"),    # vector path along H*W
+]
+
+
+@pytest.mark.parametrize("backend,device", CUDA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("slope", SLOPES)
+@pytest.mark.parametrize("shape,dim,layout", BIAS_ACT_CASES)
+def test_bias_act_dtypes(backend, device, dtype, slope, shape, dim, layout, seed):
+    x = leaf(make_layout(torch.randn(shape), layout) if layout != "noncontig" else torch.randn(shape),
+             dtype, device)
+    if layout == "noncontig":
+        x = make_layout(x.detach(), "noncontig").requires_grad_(True)
+    elif layout == "channels_last":
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    b = leaf(torch.randn(shape[dim]), dtype, device)
+    run_pair(backend, lambda x, b: ops.bias_act(x, b, slope, dim),
+             lambda x, b: R.bias_act(x, b, slope, dim),
+             [x, b], dtype, device, seed, ["x", "bias"],
+             pre_act=lambda x, b: R.bias_act(x, b, None, dim))
+
+
+@pytest.mark.parametrize("backend,device", CUDA)
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_bias_act_no_bias_and_identity(backend, device, slope, seed):
+    x = leaf(torch.randn(3, 5, 7), torch.float32, device)
+    run_pair(backend, lambda x: ops.bias_act(x, None, slope, 1),
+             lambda x: R.bias_act(x, None, slope, 1), [x], torch.float32, device, seed, ["x"])
+    y = torch.randn(4, 3, device=device)
+    with ops.use_backend(backend):
+        assert ops.bias_act(y, None, None, 1) is y  # identity, like the reference
+
+
+@pytest.mark.parametrize("backend,device", CUDA)
+def test_bias_act_grad_only_bias(backend, device, seed):
+    x = leaf(torch.randn(6, 9, 5), torch.float32, device, requires_grad=False)
+    b = leaf(torch.randn(9), torch.float32, device)
+    run_pair(backend, lambda x, b: ops.bias_act(x, b, 0.2, 1), lambda x, b: R.bias_act(x, b, 0.2, 1),
+             [x, b], torch.float32, device, seed, ["x", "bias"])
+
+
+@pytest.mark.parametrize("backend,device", CUDA)
+def test_bias_act_large_reduction(backend, device, seed):
+    # long rows / many rows: several reduction chunks and splits
+    for shape in [(3, 2, 181, 191), (4099, 37), (2, 1, 300, 300)]:
+        x = leaf(torch.randn(shape), torch.float32, device)
+        b = leaf(torch.randn(shape[1]), torch.float32, device)
+        run_pair(backend, lambda x, b: ops.bias_act(x, b, 0.2, 1),
+                 lambda x, b: R.bias_act(x, b, 0.2, 1),
+                 [x, b], torch.float32, device, seed, ["x", "bias"])

@@ -1,0 +1,209 @@
+"""linear_act = act(x @ weight.T + bias): parity of every backend against the float64 reference,
+forward and every gradient (the harness: ops_harness.py). The case lists are per backend (the
+Triton interpreter is slow: its list covers each launch path with few shapes)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastgan import ops
+from ops_harness import (DTYPES, GC, R, SLOPES, available, backend_devices, check,
+                         interp_only, leaf, make_layout, noncontig, only, run_pair, tolerance)
+
+TRITON = backend_devices("triton")
+CUDA = backend_devices("cuda")
+_ids = lambda s: "x".join(map(str, s))  # noqa: E731
+
+
+# ------------------------------------------------------------------------------ Triton cases
+
+LINEAR_SHAPES = [  # (N, K, M): every launch path (swapped or not, small-M) and block crossings
+    (7, 33, 65),    # fwd swapped, dX swapped, dW plain
+    (65, 70, 33),   # fwd plain, dX plain, dW swapped
+    (70, 20, 40),   # all plain
+    (1, 40, 17),    # 1 row
+    (33, 1, 20),    # K = 1
+    (40, 65, 1),    # 1 column: the 1-logit layer (small-M path)
+    (3, 17, 4),     # small-M path, M = 4
+    (64, 64, 64),   # multiples of the block
+]
+
+
+def linear_case(backend, device, dtype, N, K, M, slope, has_bias, layout, seed, need_x_grad=True):
+    x0 = torch.randn(N, K, device=device).to(dtype)
+    w0 = (torch.randn(M, K, device=device) / K ** 0.5).to(dtype)
+    b0 = torch.randn(M, device=device).to(dtype) if has_bias else None
+    g0 = torch.randn(N, M, device=device).to(dtype)
+    x = leaf(noncontig(x0, layout) if layout else x0).requires_grad_(need_x_grad)
+    w = leaf(noncontig(w0, layout) if layout else w0)
+    b = leaf(b0) if has_bias else None
+    g = noncontig(g0, "t") if layout else g0
+    with ops.use_backend(backend):
+        y = ops.linear_act(x, w, b, slope)
+    assert y.dtype == dtype and y.shape == (N, M)
+    y.backward(g)
+    xr, wr = leaf(x0.double()).requires_grad_(need_x_grad), leaf(w0.double())
+    br = leaf(b0.double()) if has_bias else None
+    yr = R.linear_act(xr, wr, br, slope)
+    yr.backward(g0.double())
+    tol = tolerance(backend, device, dtype, matmul=True)
+    check("y", y, yr, tol, seed)
+    if need_x_grad:
+        check("dx", x.grad, xr.grad, tol, seed)
+    else:
+        assert x.grad is None
+    check("dw", w.grad, wr.grad, tol, seed)
+    if has_bias:
+        check("db", b.grad, br.grad, tol, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("slope", SLOPES)
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=_ids)
+def test_linear_act_fp32(backend, device, shape, slope, seed):
+    N, K, M = shape
+    linear_case(backend, device, torch.float32, N, K, M, slope, True, None, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("slope", [None, 0.2])
+@pytest.mark.parametrize("shape", [(7, 33, 65), (65, 70, 33), (40, 65, 1)], ids=_ids)
+def test_linear_act_no_bias(backend, device, shape, slope, seed):
+    linear_case(backend, device, torch.float32, *shape, slope, False, None, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("layout", ["t", "slice"])
+@pytest.mark.parametrize("shape", [(7, 33, 65), (65, 70, 33), (40, 65, 1)], ids=_ids)
+def test_linear_act_noncontiguous(backend, device, shape, layout, seed):
+    linear_case(backend, device, torch.float32, *shape, 0.2, True, layout, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("slope", [None, 0.0, 0.2])
+@pytest.mark.parametrize("shape", [(7, 33, 65), (65, 70, 33), (40, 65, 1)], ids=_ids)
+def test_linear_act_bf16(backend, device, shape, slope, seed):
+    linear_case(backend, device, torch.bfloat16, *shape, slope, True, None, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("has_bias", [True, False])
+@pytest.mark.parametrize("shape", [(65, 70, 33), (40, 65, 1)], ids=_ids)
+def test_linear_act_input_without_grad(backend, device, shape, has_bias, seed):
+    """The first layer: no dX is computed, dW (and db) still are."""
+    linear_case(backend, device, torch.float32, *shape, 0.2, has_bias, None, seed, need_x_grad=False)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+def test_linear_act_3d_input(backend, device, seed):
+    x = torch.randn(2, 5, 33, device=device)
+    w = torch.randn(20, 33, device=device)
+    with ops.use_backend(backend):
+        y = ops.linear_act(x, w, None, 0.2)
+    check("y", y, R.linear_act(x.double(), w.double(), None, 0.2),
+          tolerance(backend, device, torch.float32, True), seed)
+
+
+@pytest.mark.parametrize("backend", only("triton"))
+@pytest.mark.parametrize("slope", [None, 0.2])
+@pytest.mark.parametrize("shape", [(5, 4, 3), (40, 6, 35), (3, 5, 1)], ids=_ids)
+def test_gradcheck_linear_act(backend, shape, slope):
+    """float64 through the real kernels (the interpreter's tl.dot supports float64)."""
+    interp_only()
+    N, K, M = shape
+    x = torch.randn(N, K, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(M, K, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(M, dtype=torch.float64, requires_grad=True)
+    with ops.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda *a: ops.linear_act(*a, slope), (x, w, b), **GC)
+
+
+@pytest.mark.parametrize("backend", only("triton"))
+@pytest.mark.parametrize("M", [5, 1])
+def test_gradcheck_linear_act_full(backend, M):
+    """Full (element by element) gradcheck on a tiny problem, matmul and small-M paths."""
+    interp_only()
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(M, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(M, dtype=torch.float64, requires_grad=True)
+    with ops.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda *a: ops.linear_act(*a, 0.2), (x, w, b))
+
+
+REAL_LINEAR = [(64, 100, 256), (64, 1024, 784), (64, 784, 1024), (64, 256, 1), (32, 848, 128),
+               (30, 48, 1024), (30, 1024, 6272), (16, 3136, 1024), (16, 1024, 1), (4096, 1024, 784)]
+_TRITON_GPU = pytest.mark.skipif(not available("triton", "cuda"), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@_TRITON_GPU
+@pytest.mark.parametrize("backend", ["triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", REAL_LINEAR, ids=_ids)
+def test_gpu_linear_act_real_shapes(backend, shape, dtype, seed):
+    linear_case(backend, "cuda", dtype, *shape, 0.2, True, None, seed)
+
+
+@pytest.mark.gpu
+@_TRITON_GPU
+@pytest.mark.parametrize("shape", [(64, 1024, 784), (30, 1024, 6272), (16, 3136, 1024), (64, 256, 1)],
+                         ids=_ids)
+@pytest.mark.parametrize("backend", ["triton"])
+def test_gpu_linear_act_ieee_fp32(backend, shape, seed, monkeypatch):
+    """With DOT_PRECISION='ieee' (no tf32) the GPU matmuls meet the fp32 tolerance."""
+    from fastgan.kernels import config as KC
+    monkeypatch.setattr(KC, "DOT_PRECISION", "ieee")
+    linear_case(backend, "cuda", torch.float32, *shape, 0.2, True, None, seed)
+
+
+# -------------------------------------------------------------------------------- cuda cases
+
+LINEAR_CASES = [
+    (1, 1, 1), (7, 13, 5), (3, 1, 9), (1, 17, 1), (64, 100, 256), (10, 48, 33), (5, 31, 8),
+]
+
+
+def term_sizes_of(xa, wa):
+    def term_sizes(refs, gy):
+        ga = gy.abs()
+        return {"x": (ga @ wa).norm().item(), "weight": (ga.t() @ xa).norm().item(),
+                "bias": ga.sum(0).norm().item()}
+    return term_sizes
+
+
+@pytest.mark.parametrize("backend,device", CUDA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("slope", SLOPES)
+@pytest.mark.parametrize("n,k,m", LINEAR_CASES)
+@pytest.mark.parametrize("has_bias", [True, False])
+def test_linear_act(backend, device, dtype, slope, n, k, m, has_bias, seed):
+    x = leaf(torch.randn(n, k), dtype, device)
+    w = leaf(torch.randn(m, k) / k ** 0.5, dtype, device)
+    b = leaf(torch.randn(m), dtype, device) if has_bias else None
+    # A dot product of a few terms can cancel (k = 17: a sum of 0.007 from terms of 0.25): each
+    # result's rounding is measured against the sum of its terms' magnitudes.
+    xa, wa = x.detach().double().cpu().abs(), w.detach().double().cpu().abs()
+    ba = b.detach().double().cpu().abs() if has_bias else 0.0
+    out_floor = (xa @ wa.t() + ba).norm().item()
+    run_pair(backend, lambda x, w, b: ops.linear_act(x, w, b, slope),
+             lambda x, w, b: R.linear_act(x, w, b, slope),
+             [x, w, b], dtype, device, seed, ["x", "weight", "bias"],
+             pre_act=lambda x, w, b: R.linear_act(x, w, b, None),
+             grad_floors=term_sizes_of(xa, wa), out_floor=out_floor)
+
+
+@pytest.mark.parametrize("backend,device", CUDA)
+@pytest.mark.parametrize("slope", [None, 0.2])
+def test_linear_act_noncontig_and_3d(backend, device, slope, seed):
+    x = leaf(torch.randn(9, 12), torch.float32, device)
+    xt = torch.randn(12, 9, device=device).t().requires_grad_(True)  # transposed view
+    w = make_layout(torch.randn(7, 12, device=device), "noncontig").requires_grad_(True)
+    b = leaf(torch.randn(7), torch.float32, device)
+    for xi in (x, xt):
+        run_pair(backend, lambda x, w, b: ops.linear_act(x, w, b, slope),
+                 lambda x, w, b: R.linear_act(x, w, b, slope),
+                 [xi, w, b], torch.float32, device, seed, ["x", "weight", "bias"])
+    x3 = leaf(torch.randn(2, 5, 12), torch.float32, device)
+    run_pair(backend, lambda x, w, b: ops.linear_act(x, w, b, slope),
+             lambda x, w, b: R.linear_act(x, w, b, slope),
+             [x3, w, b], torch.float32, device, seed, ["x", "weight", "bias"])
