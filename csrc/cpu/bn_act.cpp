@@ -1,11 +1,5 @@
-// CPU kernels of fastgan::bn_stats, bn_act and bn_act_backward (at::parallel_for over vectorizable loops; see cpu_common.h).
-#include <ATen/Parallel.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <vector>
-
+// CPU kernels of fastgan::bn_stats, bn_act and bn_act_backward: at::parallel_for over vectorizable loops
+// (helpers in cpu_common.h).
 #include "bn_act.h"
 #include "cpu_common.h"
 

@@ -23,6 +23,11 @@
 namespace fastgan {
 namespace cpu {
 
+// Elements per parallel task: large enough to amortise the task, small enough to balance.
+inline constexpr int64_t kGrainElems = 32768;
+// Elements per reduction chunk (fixed: the summation order must not depend on the threads).
+inline constexpr int64_t kChunkElems = 16384;
+
 template <typename T> struct AccT { using type = float; };
 template <> struct AccT<double> { using type = double; };
 template <typename T> using acc_t = typename AccT<T>::type;
@@ -30,11 +35,6 @@ template <typename T> using acc_t = typename AccT<T>::type;
 inline constexpr int kIdentity = static_cast<int>(ActMode::kIdentity);
 inline constexpr int kReLU = static_cast<int>(ActMode::kReLU);
 inline constexpr int kLeaky = static_cast<int>(ActMode::kLeaky);
-
-// Elements per parallel task: large enough to amortise the task, small enough to balance.
-inline constexpr int64_t kGrainElems = 32768;
-// Elements per reduction chunk (fixed: the summation order must not depend on the threads).
-inline constexpr int64_t kChunkElems = 16384;
 
 template <typename T>
 inline acc_t<T> ld(T v) { return static_cast<acc_t<T>>(v); }

@@ -1,11 +1,5 @@
-// CPU kernels of fastgan::gan_loss (at::parallel_for over vectorizable loops; see cpu_common.h).
-#include <ATen/Parallel.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <vector>
-
+// CPU kernels of fastgan::gan_loss: at::parallel_for over vectorizable loops
+// (helpers in cpu_common.h).
 #include "gan_loss.h"
 #include "cpu_common.h"
 

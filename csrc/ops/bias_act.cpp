@@ -3,9 +3,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
-#include <optional>
 #include <tuple>
-#include <vector>
 
 #include "bias_act.h"
 #include "op_common.h"
@@ -14,16 +12,8 @@ namespace fastgan {
 namespace detail {
 
 void run_bias_act(const BiasActParams& p, const Tensor& ref, Dev dev) {
-  if (dev == Dev::kCPU) {
-    cpu_bias_act_fwd(p);
-    return;
-  }
-#ifdef FASTGAN_WITH_CUDA
-  check_launch(launch_bias_act_fwd(p, stream_for(ref)), "bias_act");
-#else
-  (void)ref;
-  TORCH_CHECK(false, "fastgan::bias_act: this build of fastgan._C has no CUDA kernels");
-#endif
+  run_kernel(dev, "bias_act", ref, [&] { cpu_bias_act_fwd(p); },
+             [&](cudaStream_t s) { return launch_bias_act_fwd(p, s); });
 }
 
 namespace {
@@ -38,10 +28,7 @@ Tensor bias_act_impl(const Tensor& x, const OptTensor& bias, std::optional<doubl
     dim = c10::maybe_wrap_dim(dim, x.dim());
     check_channel_vec(bias, x.size(dim), x, op, "bias");
   }
-#ifdef FASTGAN_WITH_CUDA
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (dev == Dev::kCUDA) guard.emplace(x.device());
-#endif
+  const DeviceGuard guard(x, dev);
   Tensor y = fresh(at::empty_like(x));
   Tensor xd = in_layout_of(x, y);
   Tensor b;
@@ -80,10 +67,7 @@ std::tuple<Tensor, Tensor> bias_act_backward_impl(const Tensor& grad, const Tens
     dim = c10::maybe_wrap_dim(dim, y.dim());
     C = y.size(dim);
   }
-#ifdef FASTGAN_WITH_CUDA
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (dev == Dev::kCUDA) guard.emplace(y.device());
-#endif
+  const DeviceGuard guard(y, dev);
   Tensor gx = fresh(at::empty_like(y));
   Tensor yd = in_layout_of(y, gx);
   Tensor gd = in_layout_of(grad, gx);
@@ -101,34 +85,21 @@ std::tuple<Tensor, Tensor> bias_act_backward_impl(const Tensor& grad, const Tens
     db.zero_();
     return {gx, db};
   }
-  if (dev == Dev::kCPU) {
-    cpu_bias_act_bwd(p);
-  } else {
-#ifdef FASTGAN_WITH_CUDA
-    Tensor ws = fresh(at::empty({static_cast<int64_t>(bias_act_bwd_workspace_bytes(p))}, y.options().dtype(at::kByte)));
+  run_kernel(dev, op, y, [&] { cpu_bias_act_bwd(p); }, [&](cudaStream_t s) {
+    const Tensor ws = workspace(bias_act_bwd_workspace_bytes(p), y);
     p.workspace = ws.data_ptr();
-    check_launch(launch_bias_act_bwd(p, stream_for(y)), op);
-#else
-    TORCH_CHECK(false, "fastgan::bias_act_backward: this build of fastgan._C has no CUDA kernels");
-#endif
-  }
+    return launch_bias_act_bwd(p, s);
+  });
   return {gx, db};
 }
 
-template <Dev D>
-void register_impls(torch::Library& m) {
-  m.impl("bias_act", &bias_act_impl<D>);
-  m.impl("bias_act_backward", &bias_act_backward_impl<D>);
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  def_ops(m, {"bias_act(Tensor x, Tensor? bias, float? slope, int dim) -> Tensor",
+              "bias_act_backward(Tensor grad, Tensor y, float? slope, int dim, bool need_db) -> (Tensor, Tensor)"});
 }
+FASTGAN_IMPLS(m.impl("bias_act", &bias_act_impl<D>);
+              m.impl("bias_act_backward", &bias_act_backward_impl<D>);)
 
 }  // namespace
 }  // namespace detail
 }  // namespace fastgan
-
-TORCH_LIBRARY_FRAGMENT(fastgan, m) {
-  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
-  m.def("bias_act(Tensor x, Tensor? bias, float? slope, int dim) -> Tensor", tags);
-  m.def("bias_act_backward(Tensor grad, Tensor y, float? slope, int dim, bool need_db) -> (Tensor, Tensor)", tags);
-}
-
-FASTGAN_REGISTER_IMPLS(fastgan::detail::register_impls)

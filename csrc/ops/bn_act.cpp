@@ -3,9 +3,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
-#include <optional>
 #include <tuple>
-#include <vector>
 
 #include "bn_act.h"
 #include "op_common.h"
@@ -53,10 +51,7 @@ std::tuple<Tensor, Tensor> bn_stats_impl(const Tensor& x, const OptTensor& runni
     TORCH_CHECK(running_mean.has_value() && running_var.has_value(),
                 "fastgan::bn_stats: running_mean and running_var are required when training=False");
   }
-#ifdef FASTGAN_WITH_CUDA
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (dev == Dev::kCUDA) guard.emplace(x.device());
-#endif
+  const DeviceGuard guard(x, dev);
   const at::ScalarType acc = acc_type(x.scalar_type());
   const Tensor xd = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   Tensor mean = fresh(at::empty({C}, x.options().dtype(acc)));
@@ -75,17 +70,11 @@ std::tuple<Tensor, Tensor> bn_stats_impl(const Tensor& x, const OptTensor& runni
   p.training = training;
   p.momentum = momentum;
   p.eps = eps;
-  if (dev == Dev::kCPU) {
-    cpu_bn_stats(p);
-  } else {
-#ifdef FASTGAN_WITH_CUDA
-    Tensor ws = fresh(at::empty({static_cast<int64_t>(bn_stats_workspace_bytes(p))}, x.options().dtype(at::kByte)));
+  run_kernel(dev, op, x, [&] { cpu_bn_stats(p); }, [&](cudaStream_t s) {
+    const Tensor ws = workspace(bn_stats_workspace_bytes(p), x);
     p.workspace = ws.data_ptr();
-    check_launch(launch_bn_stats(p, stream_for(x)), op);
-#else
-    TORCH_CHECK(false, "fastgan::bn_stats: this build of fastgan._C has no CUDA kernels");
-#endif
-  }
+    return launch_bn_stats(p, s);
+  });
   if (training) {
     rm.finish();
     rv.finish();
@@ -136,10 +125,7 @@ Tensor bn_act_impl(const Tensor& x, const OptTensor& weight, const OptTensor& bi
   (void)training;  // only the backward uses it
   const char* op = "bn_act";
   const BnApplyArgs a = check_bn_apply_args(x, weight, bias, mean, invstd, slope, op);
-#ifdef FASTGAN_WITH_CUDA
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (dev == Dev::kCUDA) guard.emplace(x.device());
-#endif
+  const DeviceGuard guard(x, dev);
   Tensor y = fresh(at::empty_like(x));
   Tensor xd = in_layout_of(x, y);
   BnApplyParams p;
@@ -153,15 +139,8 @@ Tensor bn_act_impl(const Tensor& x, const OptTensor& weight, const OptTensor& bi
   p.g = geom_of(y, 1);
   p.act = a.act;
   p.slope = slope.value_or(0.0);
-  if (dev == Dev::kCPU) {
-    cpu_bn_apply(p);
-  } else {
-#ifdef FASTGAN_WITH_CUDA
-    check_launch(launch_bn_apply(p, stream_for(x)), op);
-#else
-    TORCH_CHECK(false, "fastgan::bn_act: this build of fastgan._C has no CUDA kernels");
-#endif
-  }
+  run_kernel(dev, op, x, [&] { cpu_bn_apply(p); },
+             [&](cudaStream_t s) { return launch_bn_apply(p, s); });
   return y;
 }
 
@@ -177,10 +156,7 @@ std::tuple<Tensor, Tensor, Tensor> bn_act_backward_impl(const Tensor& grad, cons
   TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "fastgan::bn_act_backward: grad is ",
               dtype_str(grad.scalar_type()), " but x is ", dtype_str(x.scalar_type()));
   check_device(grad, x, op, "grad");
-#ifdef FASTGAN_WITH_CUDA
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (dev == Dev::kCUDA) guard.emplace(x.device());
-#endif
+  const DeviceGuard guard(x, dev);
   const at::ScalarType acc = acc_type(x.scalar_type());
   Tensor dx = fresh(at::empty_like(x));
   Tensor xd = in_layout_of(x, dx);
@@ -207,39 +183,26 @@ std::tuple<Tensor, Tensor, Tensor> bn_act_backward_impl(const Tensor& grad, cons
     dbias.zero_();
     return {dx, dw, dbias};
   }
-  if (dev == Dev::kCPU) {
-    cpu_bn_bwd(p);
-  } else {
-#ifdef FASTGAN_WITH_CUDA
-    Tensor ws = fresh(at::empty({static_cast<int64_t>(bn_bwd_workspace_bytes(p))}, x.options().dtype(at::kByte)));
+  run_kernel(dev, op, x, [&] { cpu_bn_bwd(p); }, [&](cudaStream_t s) {
+    const Tensor ws = workspace(bn_bwd_workspace_bytes(p), x);
     p.workspace = ws.data_ptr();
-    check_launch(launch_bn_bwd(p, stream_for(x)), op);
-#else
-    TORCH_CHECK(false, "fastgan::bn_act_backward: this build of fastgan._C has no CUDA kernels");
-#endif
-  }
+    return launch_bn_bwd(p, s);
+  });
   return {dx, dw, dbias};
 }
 
-template <Dev D>
-void register_impls(torch::Library& m) {
-  m.impl("bn_stats", &bn_stats_impl<D>);
-  m.impl("bn_act", &bn_act_impl<D>);
-  m.impl("bn_act_backward", &bn_act_backward_impl<D>);
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  def_ops(m, {"bn_stats(Tensor x, Tensor(a!)? running_mean, Tensor(b!)? running_var, bool training, "
+              "float momentum, float eps) -> (Tensor, Tensor)",
+              "bn_act(Tensor x, Tensor? weight, Tensor? bias, Tensor mean, Tensor invstd, float? slope, "
+              "bool training) -> Tensor",
+              "bn_act_backward(Tensor grad, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, "
+              "Tensor invstd, float? slope, bool training) -> (Tensor, Tensor, Tensor)"});
 }
+FASTGAN_IMPLS(m.impl("bn_stats", &bn_stats_impl<D>);
+              m.impl("bn_act", &bn_act_impl<D>);
+              m.impl("bn_act_backward", &bn_act_backward_impl<D>);)
 
 }  // namespace
 }  // namespace detail
 }  // namespace fastgan
-
-TORCH_LIBRARY_FRAGMENT(fastgan, m) {
-  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
-  m.def("bn_stats(Tensor x, Tensor(a!)? running_mean, Tensor(b!)? running_var, bool training, "
-        "float momentum, float eps) -> (Tensor, Tensor)", tags);
-  m.def("bn_act(Tensor x, Tensor? weight, Tensor? bias, Tensor mean, Tensor invstd, float? slope, "
-        "bool training) -> Tensor", tags);
-  m.def("bn_act_backward(Tensor grad, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, "
-        "Tensor invstd, float? slope, bool training) -> (Tensor, Tensor, Tensor)", tags);
-}
-
-FASTGAN_REGISTER_IMPLS(fastgan::detail::register_impls)

@@ -4,9 +4,7 @@
 #include <ATen/ops/empty_like.h>
 
 #include <limits>
-#include <optional>
 #include <tuple>
-#include <vector>
 
 #include "gan_loss.h"
 #include "op_common.h"
@@ -30,10 +28,7 @@ std::tuple<Tensor, Tensor> gan_loss_impl(const Tensor& logits, const OptTensor& 
   if (reduction == "mean") mean = true;
   else if (reduction == "sum") mean = false;
   else TORCH_CHECK(false, "fastgan::gan_loss: unknown reduction '", std::string(reduction), "' (use 'mean' or 'sum')");
-#ifdef FASTGAN_WITH_CUDA
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (dev == Dev::kCUDA) guard.emplace(logits.device());
-#endif
+  const DeviceGuard guard(logits, dev);
   const at::ScalarType acc = acc_type(logits.scalar_type());
   const Tensor lg = logits.contiguous();
   Tensor grad = fresh(at::empty_like(logits, logits.options().dtype(acc), at::MemoryFormat::Contiguous));
@@ -61,31 +56,17 @@ std::tuple<Tensor, Tensor> gan_loss_impl(const Tensor& logits, const OptTensor& 
   p.scale = mean ? (p.n > 0 ? 1.0 / static_cast<double>(p.n) : std::numeric_limits<double>::quiet_NaN()) : 1.0;
   p.loss = loss.data_ptr();
   p.grad = grad.data_ptr();
-  if (dev == Dev::kCPU) {
-    cpu_gan_loss(p);
-  } else {
-#ifdef FASTGAN_WITH_CUDA
-    check_launch(launch_gan_loss(p, stream_for(logits)), op);
-#else
-    TORCH_CHECK(false, "fastgan::gan_loss: this build of fastgan._C has no CUDA kernels");
-#endif
-  }
+  run_kernel(dev, op, logits, [&] { cpu_gan_loss(p); },
+             [&](cudaStream_t s) { return launch_gan_loss(p, s); });
   return {loss, grad};
 }
 
-template <Dev D>
-void register_impls(torch::Library& m) {
-  m.impl("gan_loss", &gan_loss_impl<D>);
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  def_ops(m, {"gan_loss(Tensor logits, Tensor? target, float target_value, str kind, str reduction) "
+              "-> (Tensor, Tensor)"});
 }
+FASTGAN_IMPLS(m.impl("gan_loss", &gan_loss_impl<D>);)
 
 }  // namespace
 }  // namespace detail
 }  // namespace fastgan
-
-TORCH_LIBRARY_FRAGMENT(fastgan, m) {
-  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
-  m.def("gan_loss(Tensor logits, Tensor? target, float target_value, str kind, str reduction) "
-        "-> (Tensor, Tensor)", tags);
-}
-
-FASTGAN_REGISTER_IMPLS(fastgan::detail::register_impls)

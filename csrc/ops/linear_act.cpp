@@ -3,7 +3,6 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
 
-#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -31,10 +30,7 @@ Tensor linear_act_impl(const Tensor& x, const Tensor& weight, const OptTensor& b
               dtype_str(weight.scalar_type()), " but x is ", dtype_str(x.scalar_type()));
   check_device(weight, x, op, "weight");
   check_channel_vec(bias, M, x, op, "bias");
-#ifdef FASTGAN_WITH_CUDA
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (dev == Dev::kCUDA) guard.emplace(x.device());
-#endif
+  const DeviceGuard guard(x, dev);
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = M;
   const Tensor x2 = x.reshape({-1, K});
@@ -62,18 +58,11 @@ Tensor linear_act_impl(const Tensor& x, const Tensor& weight, const OptTensor& b
   return x.dim() == 2 ? y : y.view(out_shape);
 }
 
-template <Dev D>
-void register_impls(torch::Library& m) {
-  m.impl("linear_act", &linear_act_impl<D>);
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  def_ops(m, {"linear_act(Tensor x, Tensor weight, Tensor? bias, float? slope) -> Tensor"});
 }
+FASTGAN_IMPLS(m.impl("linear_act", &linear_act_impl<D>);)
 
 }  // namespace
 }  // namespace detail
 }  // namespace fastgan
-
-TORCH_LIBRARY_FRAGMENT(fastgan, m) {
-  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
-  m.def("linear_act(Tensor x, Tensor weight, Tensor? bias, float? slope) -> Tensor", tags);
-}
-
-FASTGAN_REGISTER_IMPLS(fastgan::detail::register_impls)

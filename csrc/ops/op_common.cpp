@@ -1,10 +1,12 @@
 // The helpers of op_common.h, the debug-poison switch, and the one TORCH_LIBRARY(fastgan): the
 // owner of the namespace, whose schemas the operator files add with TORCH_LIBRARY_FRAGMENT.
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "op_common.h"
 
@@ -107,12 +109,21 @@ Geom geom_of(const Tensor& t, int64_t dim) {
   return g;
 }
 
+Tensor workspace(size_t bytes, const Tensor& like) {
+  return fresh(at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte)));
+}
+
 #ifdef FASTGAN_WITH_CUDA
 cudaStream_t stream_for(const Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
 void check_launch(int err, const char* op) {
   TORCH_CHECK(err == 0, "fastgan::", op, ": CUDA kernel launch failed: ", cuda_error_string(err));
 }
 #endif
+
+void def_ops(torch::Library& m, std::initializer_list<const char*> schemas) {
+  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
+  for (const char* schema : schemas) m.def(schema, tags);
+}
 
 }  // namespace detail
 }  // namespace fastgan

@@ -5,13 +5,14 @@
 // autograd formulas are registered from Python (the cuda backend).
 //
 // Each operator file defines its schemas with TORCH_LIBRARY_FRAGMENT(fastgan, m) and its CPU /
-// CUDA kernels with FASTGAN_REGISTER_IMPLS; the one TORCH_LIBRARY(fastgan, m) is in op_common.cpp.
+// CUDA kernels with FASTGAN_IMPLS; the one TORCH_LIBRARY(fastgan, m) is in op_common.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
 #include <torch/library.h>
 
+#include <initializer_list>
 #include <optional>
 #include <string>
 
@@ -34,6 +35,27 @@ enum class Dev { kCPU, kCUDA };
 // Every output / workspace allocation goes through here (see set_debug_poison).
 Tensor fresh(Tensor t);
 
+// The current CUDA device set to t's for the op's duration (nothing on CPU).
+class DeviceGuard {
+ public:
+  DeviceGuard(const Tensor& t, Dev dev) {
+#ifdef FASTGAN_WITH_CUDA
+    if (dev == Dev::kCUDA) guard_.emplace(t.device());
+#else
+    (void)t;
+    (void)dev;
+#endif
+  }
+
+ private:
+#ifdef FASTGAN_WITH_CUDA
+  std::optional<c10::cuda::CUDAGuard> guard_;
+#endif
+};
+
+// m.def() of each schema, with the pt2_compliant tag.
+void def_ops(torch::Library& m, std::initializer_list<const char*> schemas);
+
 std::string shape_str(c10::IntArrayRef s);
 std::string dtype_str(at::ScalarType st);
 std::string dev_str(const Tensor& t);
@@ -53,10 +75,30 @@ Tensor in_layout_of(const Tensor& x, const Tensor& out);
 // The [outer, C, inner] view of a dense tensor whose channel dimension is `dim`.
 Geom geom_of(const Tensor& t, int64_t dim);
 
+// A byte workspace of the kernels, allocated like `like` (device, through fresh()).
+Tensor workspace(size_t bytes, const Tensor& like);
+
 #ifdef FASTGAN_WITH_CUDA
 cudaStream_t stream_for(const Tensor& t);
 void check_launch(int err, const char* op);
 #endif
+
+// Runs the CPU kernel, cpu(), or the CUDA launch, cuda(stream) returning 0 or a cudaError_t,
+// on ref's current stream; a build without CUDA kernels refuses CUDA tensors.
+template <typename Cpu, typename Cuda>
+void run_kernel(Dev dev, const char* op, const Tensor& ref, Cpu&& cpu, Cuda&& cuda) {
+  if (dev == Dev::kCPU) {
+    cpu();
+    return;
+  }
+#ifdef FASTGAN_WITH_CUDA
+  check_launch(cuda(stream_for(ref)), op);
+#else
+  (void)ref;
+  (void)cuda;
+  TORCH_CHECK(false, "fastgan::", op, ": this build of fastgan._C has no CUDA kernels");
+#endif
+}
 
 // The bias + activation epilogue on `dev` (ops/bias_act.cpp); linear_act runs it in place.
 void run_bias_act(const BiasActParams& p, const Tensor& ref, Dev dev);
@@ -64,14 +106,14 @@ void run_bias_act(const BiasActParams& p, const Tensor& ref, Dev dev);
 }  // namespace detail
 }  // namespace fastgan
 
-// TORCH_LIBRARY_IMPL(fastgan, CPU / CUDA) calling REG<Dev>(m), a function template of the
-// operator file that m.impl()s its ops for one device (CUDA only in builds with CUDA kernels).
+// TORCH_LIBRARY_IMPL(fastgan, CPU) and, in builds with CUDA kernels, (fastgan, CUDA): each runs
+// the given m.impl() statements with D (a constexpr Dev) naming its device, e.g.
+//   FASTGAN_IMPLS(m.impl("gan_loss", &gan_loss_impl<D>);)
+#define FASTGAN_IMPL_FOR(KEY, DEV, ...) \
+  TORCH_LIBRARY_IMPL(fastgan, KEY, m) { constexpr Dev D = Dev::DEV; __VA_ARGS__ }
 #ifdef FASTGAN_WITH_CUDA
-#define FASTGAN_REGISTER_CUDA_IMPLS(REG) \
-  TORCH_LIBRARY_IMPL(fastgan, CUDA, m) { REG<::fastgan::detail::Dev::kCUDA>(m); }
+#define FASTGAN_IMPLS(...) \
+  FASTGAN_IMPL_FOR(CPU, kCPU, __VA_ARGS__) FASTGAN_IMPL_FOR(CUDA, kCUDA, __VA_ARGS__)
 #else
-#define FASTGAN_REGISTER_CUDA_IMPLS(REG)
+#define FASTGAN_IMPLS(...) FASTGAN_IMPL_FOR(CPU, kCPU, __VA_ARGS__)
 #endif
-#define FASTGAN_REGISTER_IMPLS(REG)                                              \
-  TORCH_LIBRARY_IMPL(fastgan, CPU, m) { REG<::fastgan::detail::Dev::kCPU>(m); } \
-  FASTGAN_REGISTER_CUDA_IMPLS(REG)
