@@ -8,21 +8,6 @@ namespace {
 
 using namespace cpu;
 
-template <typename T>
-void bias_act_fwd_t(const BiasActParams& p) {
-  using A = acc_t<T>;
-  std::vector<A> zeros;
-  const A* shift = static_cast<const A*>(p.bias);
-  if (!shift) {
-    zeros.assign(static_cast<size_t>(p.g.C), A(0));
-    shift = zeros.data();
-  }
-  dispatch_act(p.act, [&](auto act) {
-    affine_act<decltype(act)::value>(static_cast<const T*>(p.x), static_cast<T*>(p.y), nullptr, nullptr,
-                                     shift, p.g, static_cast<A>(p.slope));
-  });
-}
-
 template <int ACT, typename T>
 void bias_act_bwd_t(const BiasActBwdParams& p) {
   using A = acc_t<T>;
@@ -100,6 +85,21 @@ void bias_act_bwd_t(const BiasActBwdParams& p) {
       }
     });
   }
+}
+
+template <typename T>
+void bias_act_fwd_t(const BiasActParams& p) {
+  using A = acc_t<T>;
+  std::vector<A> zeros;
+  const A* shift = static_cast<const A*>(p.bias);
+  if (!shift) {
+    zeros.assign(static_cast<size_t>(p.g.C), A(0));
+    shift = zeros.data();
+  }
+  dispatch_act(p.act, [&](auto act) {
+    affine_act<decltype(act)::value>(static_cast<const T*>(p.x), static_cast<T*>(p.y), nullptr, nullptr,
+                                     shift, p.g, static_cast<A>(p.slope));
+  });
 }
 
 }  // namespace

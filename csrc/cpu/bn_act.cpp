@@ -1,5 +1,5 @@
-// CPU kernels of fastgan::bn_stats, bn_act and bn_act_backward: at::parallel_for over vectorizable loops
-// (helpers in cpu_common.h).
+// CPU kernels of fastgan::bn_stats, bn_act and bn_act_backward: at::parallel_for over
+// vectorizable loops (helpers in cpu_common.h).
 #include "bn_act.h"
 #include "cpu_common.h"
 
