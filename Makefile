@@ -15,7 +15,7 @@ TORCH_SPEC ?= torch==2.14.1
 export CUDA_HOME ?= /usr/local/cuda
 export CUDACXX ?= $(CUDA_HOME)/bin/nvcc
 STAMP := $(dir $(PYTHON)).fastgan-installed
-BUILD_INPUTS := pyproject.toml $(wildcard setup.py CMakeLists.txt csrc/*)
+BUILD_INPUTS := pyproject.toml $(wildcard setup.py CMakeLists.txt csrc/*.* csrc/*/*)
 PYTEST_ARGS ?=
 
 .PHONY: install train test test-slow test-quality test-gpu bench gpu-check gpu-quality clean help

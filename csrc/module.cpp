@@ -1,5 +1,5 @@
-// The Python module fastgan._C. Loading it runs the TORCH_LIBRARY registrations of ops.cpp; the
-// module itself only carries build information (pybind11, no torch headers).
+// The Python module fastgan._C. Loading it runs the TORCH_LIBRARY registrations of csrc/ops/;
+// the module itself only carries build information (pybind11, no torch headers).
 #include <pybind11/pybind11.h>
 
 #include "common.h"

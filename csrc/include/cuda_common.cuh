@@ -1,5 +1,5 @@
-// Device-side helpers shared by the .cu files: type conversion, 16-byte vectors, activation,
-// reductions, Welford merges, launch planning. Torch-free.
+// Device-side helpers shared by the .cu files (csrc/cuda/): type conversion, 16-byte vectors,
+// activation, reductions, Welford merges, launch planning, batch norm's affine part. Torch-free.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -183,6 +183,22 @@ Plan plan_reduce(const Geom& g, bool aligned) {
   }
   return p;
 }
+
+// ---- batch norm + activation (bn_act.cu and bn_act_backward.cu) ----
+// The affine part, identical in the forward and the backward (so that the recomputed
+// pre-activation has exactly the forward's sign): z = (x - mean) * scale + shift with
+// scale = gamma * invstd, shift = beta. Centring first keeps z accurate when |mean| >> std.
+template <typename A>
+__device__ __forceinline__ void scale_shift(const A* __restrict__ w, const A* __restrict__ b,
+                                            const A* __restrict__ mean, const A* __restrict__ invstd,
+                                            int64_t c, A& m, A& scale, A& shift) {
+  m = mean[c];
+  scale = (w ? w[c] : A(1)) * invstd[c];
+  shift = b ? b[c] : A(0);
+}
+
+template <typename A>
+__device__ __forceinline__ A bn_z(A x, A m, A scale, A shift) { return (x - m) * scale + shift; }
 
 }  // namespace cu
 }  // namespace fastgan

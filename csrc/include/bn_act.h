@@ -53,14 +53,14 @@ struct BnBwdParams {
   void* workspace = nullptr;     // CUDA only: bn_bwd_workspace_bytes() bytes
 };
 
-// CUDA (bn_act.cu). Return 0 or a cudaError_t value.
+// CUDA (cuda/bn_act.cu; the backward in cuda/bn_act_backward.cu). Return 0 or a cudaError_t value.
 int launch_bn_stats(const BnStatsParams& p, cudaStream_t stream);
 int launch_bn_apply(const BnApplyParams& p, cudaStream_t stream);
 int launch_bn_bwd(const BnBwdParams& p, cudaStream_t stream);
 size_t bn_stats_workspace_bytes(const BnStatsParams& p);
 size_t bn_bwd_workspace_bytes(const BnBwdParams& p);
 
-// CPU (cpu_kernels.cpp).
+// CPU (cpu/bn_act.cpp).
 void cpu_bn_stats(const BnStatsParams& p);
 void cpu_bn_apply(const BnApplyParams& p);
 void cpu_bn_bwd(const BnBwdParams& p);

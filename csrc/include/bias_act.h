@@ -27,12 +27,12 @@ struct BiasActBwdParams {
   double slope = 0.0;
 };
 
-// CUDA (bias_act.cu). Return 0 or a cudaError_t value.
+// CUDA (cuda/bias_act.cu). Return 0 or a cudaError_t value.
 int launch_bias_act_fwd(const BiasActParams& p, cudaStream_t stream);
 int launch_bias_act_bwd(const BiasActBwdParams& p, cudaStream_t stream);
 size_t bias_act_bwd_workspace_bytes(const BiasActBwdParams& p);
 
-// CPU (cpu_kernels.cpp).
+// CPU (cpu/bias_act.cpp).
 void cpu_bias_act_fwd(const BiasActParams& p);
 void cpu_bias_act_bwd(const BiasActBwdParams& p);
 

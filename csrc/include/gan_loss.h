@@ -22,10 +22,10 @@ struct GanLossParams {
   void* grad = nullptr;           // acc [n] (float32 for bfloat16 logits: one rounding, later)
 };
 
-// CUDA (gan_loss.cu): one block-reduction kernel. Returns 0 or a cudaError_t value.
+// CUDA (cuda/gan_loss.cu): one block-reduction kernel. Returns 0 or a cudaError_t value.
 int launch_gan_loss(const GanLossParams& p, cudaStream_t stream);
 
-// CPU (cpu_kernels.cpp).
+// CPU (cpu/gan_loss.cpp).
 void cpu_gan_loss(const GanLossParams& p);
 
 }  // namespace fastgan

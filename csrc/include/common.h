@@ -31,11 +31,11 @@ struct Geom {
 
 // Debug: when on, every output and workspace the ops allocate is filled with NaN (0xFF bytes)
 // before the kernels run, so that an element a kernel forgets to write shows in the tests.
-// Defined in ops.cpp; toggled from Python with fastgan._C._set_debug_poison(bool).
+// Defined in ops/op_common.cpp; toggled from Python with fastgan._C._set_debug_poison(bool).
 void set_debug_poison(bool on);
 bool debug_poison();
 
-// ---- CUDA helpers (defined in cuda_common.cu; absent in CPU-only builds) ----
+// ---- CUDA helpers (defined in cuda/cuda_common.cu; absent in CPU-only builds) ----
 const char* cuda_error_string(int err);
 // Multiprocessor count of the current device (cached); 0 if unknown.
 int cuda_num_sms();

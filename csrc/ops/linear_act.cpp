@@ -1,0 +1,68 @@
+// fastgan::linear_act: cuBLAS / MKL matmul, then the fused bias + activation epilogue in place
+// (ops/bias_act.cpp).
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mm.h>
+
+#include <tuple>
+#include <vector>
+
+#include "bias_act.h"
+#include "op_common.h"
+
+namespace fastgan {
+namespace detail {
+
+namespace {
+
+template <Dev dev>
+Tensor linear_act_impl(const Tensor& x, const Tensor& weight, const OptTensor& bias,
+                       std::optional<double> slope) {
+  const char* op = "linear_act";
+  const DType dt = dtype_of(x, op, "x");
+  const ActMode act = act_of(slope, op);
+  TORCH_CHECK(x.dim() >= 1, "fastgan::linear_act: x must have at least one dimension");
+  TORCH_CHECK(weight.dim() == 2, "fastgan::linear_act: weight must be 2-D [out, in], got shape ",
+              shape_str(weight.sizes()));
+  const int64_t K = x.size(-1), M = weight.size(0);
+  TORCH_CHECK(weight.size(1) == K, "fastgan::linear_act: x has ", std::to_string(K), " features but weight is ",
+              shape_str(weight.sizes()));
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "fastgan::linear_act: weight is ",
+              dtype_str(weight.scalar_type()), " but x is ", dtype_str(x.scalar_type()));
+  check_device(weight, x, op, "weight");
+  check_channel_vec(bias, M, x, op, "bias");
+  const DeviceGuard guard(x, dev);
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = M;
+  const Tensor x2 = x.reshape({-1, K});
+  // float32 / float64: plain matmul, then bias + activation in one fused pass over the output.
+  // bfloat16: the bias is added inside the GEMM (fp32 accumulator, one rounding), so that the
+  // activation mask (the sign of the rounded output) is the sign of the exact pre-activation;
+  // adding it after a rounded bf16 product would flip the mask of near-zero elements.
+  const bool bias_in_gemm = bias.has_value() && (act == ActMode::kIdentity || dt == DType::kBFloat16);
+  Tensor y = bias_in_gemm ? at::addmm(bias->to(x.scalar_type()), x2, weight.t()) : at::mm(x2, weight.t());
+  if (act != ActMode::kIdentity) {
+    Tensor b;
+    BiasActParams p;
+    p.dtype = dt;
+    p.x = y.data_ptr();
+    p.y = y.data_ptr();
+    if (bias.has_value() && !bias_in_gemm) {
+      b = acc_vec(*bias, acc_type(x.scalar_type()));
+      p.bias = b.data_ptr();
+    }
+    p.g = Geom{y.size(0), M, 1};
+    p.act = act;
+    p.slope = *slope;
+    run_bias_act(p, y, dev);
+  }
+  return x.dim() == 2 ? y : y.view(out_shape);
+}
+
+TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  def_ops(m, {"linear_act(Tensor x, Tensor weight, Tensor? bias, float? slope) -> Tensor"});
+}
+FASTGAN_IMPLS(m.impl("linear_act", &linear_act_impl<D>);)
+
+}  // namespace
+}  // namespace detail
+}  // namespace fastgan
