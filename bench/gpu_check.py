@@ -59,8 +59,8 @@ CAPS = {"machine": 20, "build": 180, "tests": 90, "peaks": 30, "warm": 200, "sum
 # The GPU test subset: every op on CUDA tensors for both fast backends (fp32/bf16/fp64 and
 # Triton's tf32), graph replay vs eager, the custom-op path and torch.compile over Triton ops.
 TEST_FILES = [
-    "tests/test_cuda_ext_ops.py",
-    "tests/test_triton_ops.py",
+    "tests/ops",
+    "tests/backends",
     "tests/test_graphs.py::test_graph_replays_match_eager_steps",
     "tests/test_graphs.py::test_in_graph_rng_advances_every_replay",
     "tests/test_graphs.py::test_warmup_leaves_no_trace",

@@ -1,6 +1,6 @@
 """Compile every fastgan Triton kernel, with every autotune config, for Hopper (sm_90) on any
 machine (no GPU needed), and report registers, shared memory, spills and whether the PTX uses
-``wgmma``. Used by ``tests/test_triton_hopper_compile.py``; also a tool:
+``wgmma``. Used by ``tests/backends/test_triton_sm90_compile.py``; also a tool:
 
     python -m fastgan.kernels.compile_check [--json] [--filter NAME]
 

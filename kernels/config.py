@@ -36,7 +36,7 @@ INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Interpreter-only: cost-based tile sizes. The interpreter's cost is per program instance and
 # per interpreted op (~0.1-1 ms each), not per element, so problems above this many
 # multiply-adds (matmul) or elements (per-channel sweeps) run with tiles fitted to the whole
-# layer (the variants' layers, even at batch 4). The parity tests (tests/test_triton_ops.py)
+# layer (the variants' layers, even at batch 4). The parity tests (tests/ops)
 # raise both so that their small shapes cross block edges as on a GPU.
 INTERPRET_BIG_WORK: int = 1 << 15
 INTERPRET_BIG_SWEEP: int = 1 << 12

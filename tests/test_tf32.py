@@ -1,6 +1,6 @@
 """``fastgan.backends.tf32(enabled)`` turns TF32 on or off everywhere for its duration (cuBLAS
 matmuls, cuDNN convolutions, the fp32 dots of the loaded Triton backend) and restores every
-setting on exit, also when the body raises."""
+setting on exit, also when the body raises; ``fastgan train --no-tf32`` runs under it."""
 from __future__ import annotations
 
 import pytest
@@ -66,3 +66,23 @@ def test_backends_not_loaded_are_left_alone(flags_restored):
     with backends.tf32(False):
         pass
     assert {b.name for b in backends.BACKENDS if b.module in sys.modules} == loaded
+
+
+def test_train_no_tf32_turns_it_off_for_the_run_only(flags_restored, make_idx_dataset, tmp_path,
+                                                     monkeypatch, capsys):
+    from fastgan.cli import main
+    from fastgan.engine.iteration import Engine
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    seen = []
+    step = Engine.step
+
+    def recording_step(self):
+        seen.append(_flags())
+        step(self)
+    monkeypatch.setattr(Engine, "step", recording_step)
+    rc = main(["train", "--data-dir", make_idx_dataset(64), "--out", str(tmp_path / "run"),
+               "--device", "cpu", "--backend", "reference", "--quiet", "--batch-size", "8",
+               "--steps", "2", "--no-tf32"])
+    assert rc == 0, capsys.readouterr().err
+    assert seen == [(False, False)] * 2
+    assert _flags() == (True, True)

@@ -152,14 +152,14 @@ def case_key(variant, batch, precision, overrides) -> Tuple:
 
 def backend_rows(device_type: str) -> Tuple[List[str], Dict[str, str]]:
     """(backends to list as paths, {backend: why it is skipped}) on ``device_type``."""
-    from fastgan import ops
+    from fastgan import backends, ops
     avail = ops.available_backends(device_type)
     listed, why = [], {}
     for b in ops.BACKENDS:
         listed.append(b)
-        if device_type == "cpu" and b == "triton":
-            why[b] = ("Triton on CPU is its interpreter (TRITON_INTERPRET=1, for tests, not "
-                      "speed): benchmark it on a GPU")
+        skip = (backends.get(b).not_benchmarked.get(device_type) if backends.get(b) else None)
+        if skip:
+            why[b] = skip
             continue
         if b in avail:
             continue

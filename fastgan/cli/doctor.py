@@ -52,7 +52,8 @@ def report() -> str:
     else:
         lines.append("GPU          none (torch.cuda.is_available() is False)")
     lines.append(f"nvcc         {_nvcc()}")
-    for b in ("triton", "cuda"):
+    from fastgan import backends
+    for b in [b.name for b in backends.BACKENDS if b.optional]:
         ok = ops.ensure_loaded(b)
         err = ops.load_error(b)
         lines.append(f"backend {b:<6} {'loaded' if ok else 'unavailable: ' + str(err)}")
@@ -74,13 +75,5 @@ def report() -> str:
 
 def _cpu_policy_line() -> str:
     """Which implementation the cuda backend runs on CPU tensors, and why."""
-    import os
-
-    from fastgan import _cuda_backend as cb
-    policy = os.environ.get("FASTGAN_CPU_KERNELS", "auto")
-    if policy in ("always", "never"):
-        return (f"FASTGAN_CPU_KERNELS={policy}: "
-                f"{'the C++ kernels' if policy == 'always' else 'the reference code'} for every op")
-    th = ", ".join(f"{op} >= {n:,}" for op, n in cb.CPU_MIN_NUMEL.items())
-    return (f"per op and size, the faster measured (bench/test_cpu_ops.py): the C++ kernels from "
-            f"{th} elements, the reference code below (FASTGAN_CPU_KERNELS=always|never decides)")
+    from fastgan import backends
+    return backends.hook(backends.get("cuda").cpu_policy)()

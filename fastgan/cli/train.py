@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fastgan import backends
+
 from .errors import fail
 
 NAME = "train"
@@ -37,7 +39,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--lr-g", type=float, help="G learning rate (default: the seed's)")
     g.add_argument("--seed", type=int, help="default 0, or the resumed run's")
     g = p.add_argument_group("where it runs")
-    g.add_argument("--backend", choices=("auto", "reference", "triton", "cuda"),
+    g.add_argument("--backend", choices=("auto",) + backends.names(),
                    help="ops implementation (default auto: see `fastgan doctor`)")
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     g.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 = autocast (default fp32)")

@@ -9,14 +9,13 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from fastgan import ops
+from fastgan import backends, ops
 
 from . import checkpoint as ckpt
 from . import distributed as ddp
 from .config import TrainConfig
 from .loop import checkpoints, evaluation, train_loop
 from .loop.metrics import write_failed
-from .precision import tf32_scope
 from .validate import prepare
 
 
@@ -117,7 +116,7 @@ class Run:
         if self.cfg.threads_adapt and self.device.type == "cpu":
             from fastgan.threads import ThreadGovernor
             self.governor = ThreadGovernor(torch.get_num_threads(), torch.set_num_threads)
-        with ops.use_backend(self.backend), tf32_scope(self.cfg.tf32):
+        with ops.use_backend(self.backend), backends.tf32(self.cfg.tf32):
             try:
                 return train_loop(self)
             except OSError as e:        # disk full, read-only, ...: one line, not a traceback

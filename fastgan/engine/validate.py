@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from fastgan import ops
+from fastgan import backends, ops
 from fastgan.variants import get_variant
 
 from . import checkpoint as ckpt
@@ -21,7 +21,6 @@ from . import distributed as ddp
 from .config import DEFAULTS, TrainConfig, UserError, merge_resumed
 from .graphs import CudaGraphsUnavailable, check_capture
 from .iteration import Engine, EngineOptions
-from .precision import tf32_scope
 from fastgan.variants.sampling import fixed_noise
 
 
@@ -195,8 +194,7 @@ def _place(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.main = r.dist is None or r.dist.is_main
     r.device = r.dist.device if r.dist is not None else pick_device(cfg.device)
     check_precision(cfg.precision)
-    if r.device.type == "cpu" and cfg.backend == "triton":
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton on CPU = its interpreter
+    backends.prepare(cfg.backend, r.device.type)   # e.g. Triton on CPU = its interpreter
     with user_errors():
         r.backend = ops.resolve_backend(cfg.backend, r.device.type)
 
@@ -272,7 +270,7 @@ def _real_stats(r: SimpleNamespace, cfg: TrainConfig):
                         f"run makes {channels}-channel images; drop --eval-every or train on "
                         "gray data (--channels 1)")
     # Data-parallel: every rank checks, rank 0 alone evaluates.
-    with user_errors(QualityError, ClassifierError), tf32_scope(cfg.tf32):
+    with user_errors(QualityError, ClassifierError), backends.tf32(cfg.tf32):
         return real_stats(r.data.images, r.device) if r.main else None
 
 
