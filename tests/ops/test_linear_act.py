@@ -54,7 +54,10 @@ def linear_case(backend, device, dtype, N, K, M, slope, has_bias, layout, seed, 
         assert x.grad is None
     check("dw", w.grad, wr.grad, tol, seed)
     if has_bias:
-        check("db", b.grad, br.grad, tol, seed)
+        # db is a sum over the N rows: with M = 1 a single number that can cancel to near zero
+        # (seed 861740715: 1.8e-5 of itself). fp32 rounds it relative to the sum of its terms'
+        # magnitudes, so that is the scale it is held to.
+        check("db", b.grad, br.grad, tol, seed, scale=g0.double().abs().sum(0).norm().item())
 
 
 @pytest.mark.parametrize("backend,device", TRITON)
