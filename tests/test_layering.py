@@ -55,8 +55,18 @@ ENGINE_VARIANT_MODULES = {"fastgan.variants", "fastgan.variants.base",
                           "fastgan.variants.sampling"}
 
 _PROBE = r"""
-import importlib, json, pkgutil, sys
-name = sys.argv[1]
+import importlib, importlib.util, json, os, pkgutil, sys
+name, kernels = sys.argv[1], sys.argv[2]
+if kernels:  # the checkout's kernels/ as fastgan.kernels, as setup.py's package_dir maps it
+    class _Kernels:
+        @staticmethod
+        def find_spec(fullname, path=None, target=None):
+            if fullname != "fastgan.kernels":
+                return None
+            return importlib.util.spec_from_file_location(
+                fullname, os.path.join(kernels, "__init__.py"),
+                submodule_search_locations=[kernels])
+    sys.meta_path.insert(0, _Kernels)
 try:
     pkg = importlib.import_module(name)
 except ImportError as e:
@@ -86,7 +96,11 @@ def test_layer_imports_nothing_above_it(layer):
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     env.setdefault("TRITON_INTERPRET", "1")   # a CPU machine imports triton's interpreter
     # cwd is not the repo: there ``import kernels`` would reach the folder itself, not the package
-    proc = subprocess.run([sys.executable, "-c", _PROBE, layer], cwd=str(REPO / "tests"),
+    # An editable install made before kernels/ moved may map fastgan.kernels elsewhere: the
+    # probe imports this checkout's kernels/ under that name itself.
+    kernels = REPO / "kernels"
+    kernels = str(kernels) if (kernels / "__init__.py").exists() else ""
+    proc = subprocess.run([sys.executable, "-c", _PROBE, layer, kernels], cwd=str(REPO / "tests"),
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"importing {layer} failed:\n{proc.stderr[-3000:]}"
     out = json.loads(proc.stdout.strip().splitlines()[-1])
