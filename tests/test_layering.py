@@ -8,10 +8,6 @@ Two kinds of check:
 * a static pass with ``ast`` over fastgan/ (and the top-level kernels/, installed as
   fastgan.kernels): no module-level import cycle, and no import of a layer above, not even one
   deferred inside a function (a deferred import hides a cycle from the first check).
-
-Checks that hold only once another work package of issue #19 is merged carry that package in
-their test id (``-needs-A`` ...): A moves the backends to fastgan/backends/ and the Triton
-kernels to kernels/; C splits the trainer. Drop the suffix when it passes on main.
 """
 from __future__ import annotations
 
@@ -43,10 +39,7 @@ FORBIDDEN: Dict[str, Tuple[str, ...]] = {
     "fastgan.kernels": ("fastgan.ops", "fastgan.backends"),
 }
 # Which work package a check waits for (see the module docstring); absent: holds today.
-NEEDS = {"fastgan.backends.reference": "A", "fastgan.backends.triton": "A",
-         "fastgan.backends.cuda": "A", "fastgan.kernels": "A"}
 # ... for the static pass, which also sees ops/__init__.py's deferred backend loaders
-NEEDS_STATIC = dict(NEEDS, **{"fastgan.ops": "A"})
 # Backends whose import may fail on a machine without their toolchain: skipped, not failed.
 OPTIONAL = {"fastgan.backends.triton": "triton", "fastgan.backends.cuda": "fastgan._C"}
 
@@ -86,11 +79,7 @@ def _matches(module: str, forbidden: str) -> bool:
     return module == forbidden or module.startswith(forbidden + ".")
 
 
-def _layer_id(needs: Dict[str, str]):
-    return lambda layer: f"{layer}-needs-{needs[layer]}" if layer in needs else layer
-
-
-@pytest.mark.parametrize("layer", list(FORBIDDEN), ids=_layer_id(NEEDS))
+@pytest.mark.parametrize("layer", list(FORBIDDEN))
 def test_layer_imports_nothing_above_it(layer):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
@@ -263,7 +252,7 @@ def _layer_of(module: str) -> Optional[str]:
     return best
 
 
-@pytest.mark.parametrize("layer", list(FORBIDDEN), ids=_layer_id(NEEDS_STATIC))
+@pytest.mark.parametrize("layer", list(FORBIDDEN))
 def test_no_layer_imports_above_it_anywhere(layer):
     """Deferred imports included: a layer may not reach up even inside a function."""
     graph = _graph(module_level=False)
@@ -284,7 +273,7 @@ def test_engine_uses_only_the_variants_interface():
     assert not bad, "\n".join(bad)
 
 
-def test_kernels_register_nothing_needs_A():
+def test_kernels_register_nothing():
     """kernels/ holds @triton.jit functions and their launchers only: a second import as the
     bare folder ``kernels`` (cwd = repo root) must not register a custom op twice."""
     root = _source_roots().get("fastgan.kernels", REPO / "fastgan" / "kernels")

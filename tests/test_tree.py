@@ -39,7 +39,7 @@ def _excluded(rel: pathlib.PurePath) -> bool:
     return rel.parts[0] == "tests" or rel.parts[:2] == ("bench", "results")
 
 
-def test_no_code_file_over_400_lines_needs_ABC():
+def test_no_code_file_over_400_lines():
     long = []
     for path in _files():
         rel = path.relative_to(REPO)
@@ -69,7 +69,7 @@ def _layout_entries() -> List[str]:
     return entries
 
 
-def test_layout_entries_exist_needs_ACF():
+def test_layout_entries_exist():
     missing = [e for e in _layout_entries() if not (REPO / e).exists()]
     assert not missing, "README.md's Layout lists paths that do not exist: " + ", ".join(missing)
 
@@ -86,7 +86,7 @@ def _packages() -> List[str]:
     return out
 
 
-def test_layout_lists_every_package_needs_A():
+def test_layout_lists_every_package():
     listed = {e.rstrip("/") + "/" for e in _layout_entries()}
     unlisted = [p for p in _packages() if p not in listed]
     assert not unlisted, "packages missing from README.md's Layout: " + ", ".join(unlisted)
