@@ -111,6 +111,7 @@ def grads_of_one_step(variant_name, batch, rank=0, world=1, sync_bn=False, d=Non
     from fastgan.engine import Engine, EngineOptions
     from fastgan.engine import distributed as ddp
     from fastgan import ops
+    from fastgan.nn.sync_bn import convert_sync_bn
     from fastgan.variants import get_variant
     v = get_variant(variant_name, batch_size=batch)
     torch.manual_seed(0)
@@ -123,7 +124,7 @@ def grads_of_one_step(variant_name, batch, rank=0, world=1, sync_bn=False, d=Non
                                                           world=world), torch.device("cpu"))
         if d is not None:
             if sync_bn:
-                assert ddp.convert_sync_bn(nets.values()) > 0
+                assert convert_sync_bn(nets.values()) > 0
             ddp.attach(eng, d, v)
         with ops.use_backend("reference"):
             eng.step()

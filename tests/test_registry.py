@@ -82,6 +82,27 @@ def test_lookup_is_per_device():
         ops.unregister_backend("devtest")
 
 
+def test_optional_op_is_not_required_and_falls_back_quietly():
+    """sync_bn_act is optional: a backend with the four ops but not it is available, and its
+    lookup is the reference's, without the fallback warning."""
+    assert "sync_bn_act" in ops.OPTIONAL_OPS and "sync_bn_act" not in ops.OPS
+    assert ops.has_impl("sync_bn_act", "reference", "cpu")
+    reference = registry.lookup("sync_bn_act", "cpu", "reference")
+    try:
+        for op in ops.OPS:
+            ops.register(op, "nosync", ("cpu",), registry.lookup(op, "cpu", "reference"))
+        assert "nosync" in ops.available_backends("cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert registry.lookup("sync_bn_act", "cpu", "nosync") is reference
+            with ops.use_backend("nosync"):
+                assert registry.lookup("sync_bn_act", "cpu") is reference
+        own = ops.register("sync_bn_act", "nosync", ("cpu",), lambda *a: None)
+        assert registry.lookup("sync_bn_act", "cpu", "nosync") is own
+    finally:
+        ops.unregister_backend("nosync")
+
+
 def test_auto_on_cpu_is_never_the_triton_interpreter():
     assert ops.auto_backend("cpu") in ("cuda", "reference")
 

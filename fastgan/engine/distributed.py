@@ -17,11 +17,11 @@ How it works (and why not ``DistributedDataParallel``):
   waits for) and its host-side bucket logic is what makes DDP awkward to capture.
 * **BatchNorm** is per rank by default (each rank normalizes its B/N samples, as in the DCGAN
   paper's multi-GPU setting). ``--sync-bn`` swaps every ``BatchNormAct`` for
-  ``SyncBatchNormAct``: global mean/variance through a differentiable all-reduce (one per BN
-  layer), then normalize + activation in plain PyTorch (the fused bn_act kernel computes batch
-  statistics itself, so synchronized BN runs the reference formula; the other fused ops stay).
-  Synchronization happens only inside the training iteration: sampling on rank 0 alone uses local
-  statistics and never waits for the other ranks.
+  ``fastgan.nn.SyncBatchNormAct``: global mean/variance through a differentiable all-reduce (one
+  per BN layer), then normalize + activation (the op ``sync_bn_act``, whose only implementation
+  is the reference: the fused bn_act kernels compute batch statistics themselves; the other fused
+  ops stay). Synchronization happens only inside the training iteration (``GradSync.collectives``):
+  sampling on rank 0 alone uses local statistics and never waits for the other ranks.
 * **Rank 0 writes** logs, samples, metrics and checkpoints; the logged losses are averaged over
   the ranks. Checkpoints hold the plain (unwrapped) state dicts and the global batch size.
 * **Failures.** Collectives time out after ``--dist-timeout`` seconds; torchrun stops the other
@@ -39,8 +39,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.distributed as dist
 
-from fastgan.nn.layers import BatchNormAct
-from fastgan.ops import act
+from fastgan.nn.sync_bn import sync_scope
 
 DEFAULT_TIMEOUT_S = 300.0
 # Exit code of a run that stopped because another rank failed (2 bad input, 3 diverged, 130 ^C).
@@ -265,12 +264,8 @@ class GradSync:
     @contextlib.contextmanager
     def collectives(self):
         """Inside one training iteration: synchronized BN (when converted) all-reduces."""
-        prev = _SYNC.active
-        _SYNC.active = True
-        try:
+        with sync_scope(None):
             yield
-        finally:
-            _SYNC.active = prev
 
 
 def attach(engine, d: Dist, variant) -> GradSync:
@@ -278,93 +273,3 @@ def attach(engine, d: Dist, variant) -> GradSync:
     engine.dist = hook
     return hook
 
-
-# ---- synchronized BatchNorm --------------------------------------------------------------
-
-class _SyncState:
-    active = False          # set by GradSync.collectives() for the duration of one iteration
-    group = None
-
-
-_SYNC = _SyncState()
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks whose backward sums the gradients over ranks (every rank's loss depends
-    on every rank's contribution)."""
-
-    @staticmethod
-    def forward(ctx, t, group):
-        ctx.group = group
-        out = t.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _AllReduceSum.apply(grad, ctx.group), None
-
-
-def sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope,
-                group=None, unbiased_running_var: bool = True) -> torch.Tensor:
-    """Training-mode BN with statistics over every rank's batch, then the activation.
-
-    Each rank computes its own mean and centred sum of squares (two-pass, in fp32, or fp64 for
-    fp64 input); one differentiable all-reduce of a (world, 2C+1) table gives every rank all of
-    them, combined exactly (Chan et al.). The all-reduce's backward all-reduces the gradients,
-    so dX on each rank includes the other ranks' losses' dependence on the shared statistics."""
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
-    C = x.shape[1]
-    dims = [0] + list(range(2, x.dim()))
-    shape = [1, C] + [1] * (x.dim() - 2)
-    x32 = x.to(torch.promote_types(x.dtype, torch.float32))   # bf16 -> fp32; fp64 stays
-    n_local = x32.numel() // C
-    mean_l = x32.mean(dims)
-    m2_l = (x32 - mean_l.view(shape)).pow(2).sum(dims)
-    row = torch.cat([mean_l, m2_l, mean_l.new_full((1,), float(n_local))])
-    rows = [row if r == rank else torch.zeros_like(row) for r in range(world)]
-    table = _AllReduceSum.apply(torch.stack(rows), group)
-    means, m2s, ns = table[:, :C], table[:, C:2 * C], table[:, 2 * C:]
-    n = ns.sum()
-    mean = (ns * means).sum(0) / n
-    m2 = m2s.sum(0) + (ns * (means - mean).pow(2)).sum(0)
-    var = m2 / n
-    y = (x32 - mean.view(shape)) * torch.rsqrt(var + eps).view(shape)
-    if weight is not None:
-        y = y * weight.to(x32.dtype).view(shape)
-    if bias is not None:
-        y = y + bias.to(x32.dtype).view(shape)
-    if running_mean is not None and running_var is not None:
-        with torch.no_grad():
-            running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
-            corr = n / (n - 1) if unbiased_running_var else 1.0
-            running_var.mul_(1 - momentum).add_(var.detach() * corr * momentum)
-    return act(y, slope).to(x.dtype)
-
-
-class SyncBatchNormAct(BatchNormAct):
-    """BatchNormAct whose training-mode statistics span every rank (inside an iteration).
-
-    Same parameters and buffers as BatchNormAct (state dicts are interchangeable); outside the
-    training iteration (sampling, evaluation) it behaves exactly like BatchNormAct."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and _SYNC.active and dist.is_initialized()):
-            return super().forward(x)
-        w = self.weight if self.weight is not None else self.gamma_const
-        b = self.bias if self.bias is not None else self.beta_const
-        return sync_bn_act(x, w, b, self.running_mean, self.running_var, self.momentum,
-                           self.eps, self.slope, _SYNC.group,
-                           getattr(self, "unbiased_running_var", True))
-
-
-def convert_sync_bn(modules) -> int:
-    """Turn every BatchNormAct in ``modules`` into a SyncBatchNormAct in place (same parameter
-    and buffer objects, so optimizers and state dicts are unaffected). Returns how many."""
-    n = 0
-    for m in modules:
-        for sub in m.modules():
-            if type(sub) is BatchNormAct:
-                sub.__class__ = SyncBatchNormAct
-                n += 1
-    return n

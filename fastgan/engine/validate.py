@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 import torch
 
 from fastgan import backends, ops
+from fastgan.nn.sync_bn import convert_sync_bn
 from fastgan.variants import get_variant
 
 from . import checkpoint as ckpt
@@ -237,7 +238,7 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.nets = {k: m.to(r.device) for k, m in r.variant.build({}).items()}
     check_batch_statistics(r.variant, r.nets, cfg, world)
     if cfg.sync_bn and r.dist is not None:
-        ddp.convert_sync_bn(r.nets.values())
+        convert_sync_bn(r.nets.values())
     opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
                          label_smoothing=h.label_smoothing, precision=cfg.precision,
                          seed=cfg.seed, capturable=cfg.cuda_graphs,

@@ -5,6 +5,9 @@
     bn_act(x, weight, bias, running_mean, running_var, training, momentum, eps, slope)
                                                 act(batchnorm(x)), running stats updated in place
     gan_loss(logits, target, kind, reduction)   BCE-with-logits or LSGAN on sigmoid(logits)
+    sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope, group,
+                unbiased_running_var)           bn_act in training mode with statistics over
+                                                every rank of ``group`` (an optional op)
 
 ``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope) (:func:`act`).
 
@@ -14,9 +17,10 @@ register themselves when the registry first asks for them.
 from __future__ import annotations
 
 from .activation import act
-from .registry import (OPS, BackendUnavailable, active_backend, add_loader, auto_backend,
-                       available_backends, ensure_loaded, has_impl, known_backends, load_error,
-                       lookup, register, set_backend, unregister_backend, use_backend)
+from .registry import (OPS, OPTIONAL_OPS, BackendUnavailable, active_backend, add_loader,
+                       auto_backend, available_backends, ensure_loaded, has_impl, known_backends,
+                       load_error, lookup, register, set_backend, unregister_backend,
+                       use_backend)
 
 
 def __getattr__(name: str):
@@ -43,6 +47,13 @@ def gan_loss(logits, target, kind="bce", reduction="mean"):
     return lookup("gan_loss", logits.device.type)(logits, target, kind, reduction)
 
 
+def sync_bn_act(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5, slope=None,
+                group=None, unbiased_running_var=True):
+    return lookup("sync_bn_act", x.device.type)(x, weight, bias, running_mean, running_var,
+                                                momentum, eps, slope, group,
+                                                unbiased_running_var)
+
+
 def resolve_backend(name: str, device_type: str) -> str:
     """Turn ``auto`` into a concrete backend name for ``device_type``; check others exist."""
     if name == "auto":
@@ -55,8 +66,8 @@ def resolve_backend(name: str, device_type: str) -> str:
     return name
 
 
-__all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "register", "lookup", "use_backend",
-           "set_backend", "active_backend", "available_backends", "auto_backend",
-           "resolve_backend", "BACKENDS", "OPS", "BackendUnavailable", "has_impl",
-           "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
+__all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "register", "lookup",
+           "use_backend", "set_backend", "active_backend", "available_backends", "auto_backend",
+           "resolve_backend", "BACKENDS", "OPS", "OPTIONAL_OPS", "BackendUnavailable",
+           "has_impl", "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
            "known_backends"]

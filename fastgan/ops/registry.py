@@ -3,7 +3,9 @@
 An implementation is registered for a (backend, device type) pair. Layers call the op by name
 (``fastgan.ops.linear_act(...)``); the registry picks the implementation of the *active* backend
 for the device of the op's first tensor argument. An op a backend lacks on a device falls back to
-the reference implementation with one warning per (op, backend, device), never silently.
+the reference implementation with one warning per (op, backend, device), never silently --
+except an *optional* op (:data:`OPTIONAL_OPS`), which only the reference need implement: a backend
+without it uses the reference quietly, and ``available_backends`` does not require it.
 
 Models know nothing of backends: the trainer selects one with ``use_backend(name)``. The registry
 knows them only through the catalogue :data:`CATALOG` (names, modules, auto order), which it
@@ -18,6 +20,9 @@ import warnings
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 OPS = ("linear_act", "bias_act", "bn_act", "gan_loss")
+# Ops only the reference need implement, so falling back to it is expected, not news (synchronized
+# BN: the fused BN kernels compute their batch statistics themselves, none across ranks).
+OPTIONAL_OPS = ("sync_bn_act",)
 CATALOG = "fastgan.backends"   # the plug-in seam: names, modules and auto order of the backends
 
 _impls: Dict[Tuple[str, str, str], Callable] = {}
@@ -54,8 +59,8 @@ def register(op: str, backend: str, device_types, fn: Optional[Callable] = None)
 
     Usable as a decorator: ``@register("linear_act", "triton", ("cuda",))``.
     """
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; ops are {', '.join(OPS)}")
+    if op not in OPS + OPTIONAL_OPS:
+        raise ValueError(f"unknown op {op!r}; ops are {', '.join(OPS + OPTIONAL_OPS)}")
     if isinstance(device_types, str):
         device_types = (device_types,)
 
@@ -140,7 +145,7 @@ def lookup(op: str, device_type: str, backend: Optional[str] = None) -> Callable
     if fn is not None:
         return fn
     key = (op, backend, device_type)
-    if key not in _warned:
+    if key not in _warned and op not in OPTIONAL_OPS:
         _warned.add(key)
         warnings.warn(
             f"fastgan: op {op!r} has no {backend!r} implementation on {device_type}; "
@@ -153,7 +158,8 @@ def lookup(op: str, device_type: str, backend: Optional[str] = None) -> Callable
 
 
 def available_backends(device_type: str) -> list:
-    """Backends that implement every op on ``device_type``, in preference order."""
+    """Backends that implement every op on ``device_type``, in preference order (optional ops
+    not required)."""
     out = []
     known = known_backends()
     extra = sorted({k[1] for k in _impls} - set(known))
