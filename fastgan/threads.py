@@ -1,10 +1,9 @@
 """How many CPU threads a run's tensor work uses, and why (the start-up line says both).
 
-OpenMP's threads spin while they wait for each other. On an idle machine that is the fastest
-setting (a thread per core, spinning: mlp 63 it/s on 2 cores against 41 with one thread and 49
-with OMP_WAIT_POLICY=PASSIVE), but when another process takes a core, a thread per core makes
-every parallel region wait for the core that is not free (1.5 it/s against 36 with one thread;
-bench/threads_under_load.py measures it). So by default a run starts with one thread per core
+OpenMP's threads spin while they wait for each other. On an idle machine a spinning thread per
+core is the fastest setting, but when another process takes a core, a thread per core makes
+every parallel region wait for the core that is not free, and training collapses
+(bench/threads_under_load.py measures each setting; README "CPU threads"). So by default a run starts with one thread per core
 that is free *now* (a short sample of /proc/stat, not the load average, which lags a minute),
 and while it trains a ``ThreadGovernor`` re-measures every few seconds how many cores other
 processes use and follows them with ``torch.set_num_threads`` (host work only, at most every

@@ -1,11 +1,10 @@
 """Vectorized loads and stores for Triton's CPU interpreter (``TRITON_INTERPRET=1`` only).
 
 The interpreter (Triton 3.8) gathers and scatters a block element by element in C++
-(``_interpreter.load`` / ``store``): 30-50 ns per element, measured. The triton-backend gancls
-iteration moves about 80 M elements (its 6272x1024 weights, loaded for the forward, dX and dW
-matmuls), so these two calls were half of its time. Here the same gather/scatter is one numpy
-fancy-indexing operation on a view of the memory the live addresses span (a few ns per
-element). Same semantics: only lanes whose mask is true are read or written, masked-off lanes
+(``_interpreter.load`` / ``store``), which dominates an interpreted iteration with large weights
+(gancls' 6272x1024 layer is loaded for the forward, dX and dW matmuls). Here the same
+gather/scatter is one numpy fancy-indexing operation on a view of the memory the live addresses
+span. Same semantics: only lanes whose mask is true are read or written, masked-off lanes
 take ``other``; blocks whose live addresses are not all aligned to the element size, and
 anything unexpected, go to the interpreter's own implementation. Nothing here touches the code
 compiled for a GPU.

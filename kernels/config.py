@@ -22,8 +22,7 @@ an fp32), see :func:`dot_upcast`.
 Under the interpreter fastgan also turns off its integer-overflow sanitizer (below) and replaces
 its element-by-element loads and stores with vectorized ones (``_interpreter_memory``; set
 ``FASTGAN_INTERPRET_NATIVE_MEMORY=1`` to keep Triton's own). Neither changes any result or the
-code compiled for a GPU. The vectorized memory path made a triton-backend iteration 1.8x
-faster on gancls and 1.3x on convgan (measured on CPU, Triton 3.8).
+code compiled for a GPU.
 """
 from __future__ import annotations
 
