@@ -51,6 +51,9 @@ class EpsHatAdam(torch.optim.Optimizer):
             raise RuntimeError("EpsHatAdam(fused=True) needs Triton")
         self.fused = fused
         self._hp: Dict[Tuple, torch.Tensor] = {}
+        # torch's CPU kernel needs the step count as a host number: mirrored here (read once
+        # after construction or load_state_dict), so that a step reads nothing back.
+        self._host_t: Dict[Tuple, int] = {}
         if not torch.is_tensor(lr):
             lr = torch.tensor(float(lr), dtype=torch.float64, device=device)
         # "capturable" makes torch's load_state_dict put each loaded step on its parameter's
@@ -63,6 +66,7 @@ class EpsHatAdam(torch.optim.Optimizer):
         """torch's, keeping each group's lr tensor (a CUDA graph may hold it): the loaded rate
         is written into it."""
         lrs = [g["lr"] for g in self.param_groups]
+        self._host_t.clear()
         super().load_state_dict(state_dict)
         for g, old in zip(self.param_groups, lrs):
             with torch.no_grad():
@@ -83,7 +87,7 @@ class EpsHatAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             b1, b2 = group["betas"]
             buckets: Dict[Tuple, List[List[torch.Tensor]]] = {}
             for p in group["params"]:
@@ -95,11 +99,15 @@ class EpsHatAdam(torch.optim.Optimizer):
                     lst.append(t)
             for (device, dtype), (ps, gs, ms, vs, steps) in buckets.items():
                 dense = all(t.is_contiguous() for lst in (ps, gs, ms, vs) for t in lst)
+                key = (gi, device, dtype)
+                host_t = self._host_t.pop(key, None)
                 if self.fused == "triton" and dense:
                     self._fused_step(group, device, ps, gs, ms, vs, steps)
                 elif (self.fused == "torch" and dense and device.type == "cpu"
                       and _plain(steps[0])):
-                    _torch_fused_step(group, ps, gs, ms, vs, steps)
+                    t = (int(steps[0]) if host_t is None else host_t) + 1
+                    _torch_fused_step(group, ps, gs, ms, vs, steps, t)
+                    self._host_t[key] = t
                 else:
                     _eps_hat_adam(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
                                   group.get("decay", 0.0), dtype)
@@ -127,18 +135,22 @@ def _plain(t: torch.Tensor) -> bool:
     return not torch.compiler.is_compiling() and not is_fake(t)
 
 
-def _torch_fused_step(group, ps, gs, ms, vs, steps) -> None:
+def _torch_fused_step(group, ps, gs, ms, vs, steps, t: int) -> None:
     """torch's fused Adam computes p -= lr/(1-b1^t) m / (sqrt(v)/sqrt(1-b2^t) + eps); with
-    eps = eps_hat / sqrt(1-b2^t) that is the eps-hat update (CPU: the step is a host value)."""
+    eps = eps_hat / sqrt(1-b2^t) that is the eps-hat update. ``t``: this step's count, known on
+    the host; lr stays the group's tensor (what a user or a resume writes into)."""
     b1, b2 = group["betas"]
     torch._foreach_add_(steps, 1.0)
-    t = float(steps[0])
-    lr = float(group["lr"])
+    lr = group["lr"]
+    if not torch.is_tensor(lr):
+        lr = torch.tensor(float(lr), dtype=torch.float64)
     decay = group.get("decay", 0.0)
-    lr_d = lr / (1.0 + decay * (t - 1.0)) if decay else lr
+    if decay:
+        lr = lr / (1.0 + decay * (t - 1.0))
     eps = group["eps"] / math.sqrt(1.0 - b2 ** t)
-    torch._fused_adam_(ps, gs, ms, vs, [], steps, lr=lr_d, beta1=b1, beta2=b2, weight_decay=0.0,
-                       eps=eps, amsgrad=False, maximize=False)
+    torch.ops.aten._fused_adam_.tensor_lr(ps, gs, ms, vs, [], steps, lr=lr, beta1=b1, beta2=b2,
+                                          weight_decay=0.0, eps=eps, amsgrad=False,
+                                          maximize=False)
 
 
 def _triton_kernel():
