@@ -64,7 +64,10 @@ class Discriminator(nn.Module):
 
 
 def one_hot(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    return torch.nn.functional.one_hot(labels, N_CLASSES).to(dtype)
+    # F.one_hot checks the labels' range on the host on CPU (a read back) and needs a cast:
+    # a scatter into zeros is the same tensor in two kernels and reads nothing.
+    out = torch.zeros(labels.shape[0], N_CLASSES, dtype=dtype, device=labels.device)
+    return out.scatter_(1, labels.view(-1, 1), 1.0)
 
 
 class GANCLS(Variant):
