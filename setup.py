@@ -158,7 +158,10 @@ def _license() -> dict:
 # The mapping must be given here (pyproject's packages.find never discovers mapped packages).
 setup(
     **_license(),
-    packages=find_packages(ROOT, include=["fastgan", "fastgan.*"]) + ["fastgan.kernels"],
+    # fastgan.quality.assets: data only (the shipped classifier and statistics), listed so that
+    # setuptools installs it without warning that it is not a package.
+    packages=(find_packages(ROOT, include=["fastgan", "fastgan.*"])
+              + ["fastgan.kernels", "fastgan.quality.assets"]),
     package_dir={"fastgan.kernels": "kernels"},
     ext_modules=[CMakeExtension("fastgan._C")],
     cmdclass={"build_ext": CMakeBuild},
