@@ -1,0 +1,78 @@
+"""Host cost per op call, per backend: what a fused op costs the CPU that issues it.
+
+    pytest bench/test_op_overhead.py --benchmark-group-by=param:op,param:mode --benchmark-columns=median,rounds
+
+Eagerly, a fused op only pays off if issuing it costs the host no more than the PyTorch ops it
+replaces (the reference backend *is* those ops). So every op runs on the smallest tensors (the
+device work is negligible) in a loop of ``CALLS`` calls with no synchronisation inside it: on a
+GPU the host enqueues faster than the GPU drains only if the host is the bottleneck, which it is
+at these sizes; one synchronize ends the loop. The median time per call (µs) is in each row's
+``extra_info["host_us_per_call"]`` and, in the table, as the time of ``CALLS`` calls. On a machine
+without CUDA the reference and the C++ kernels run on CPU tensors (their kernels forced on, as on
+a GPU); the Triton interpreter is left out (a test tool).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from fastgan import ops
+from fastgan.benchmark.kernel_count import gpu_like_cpu_kernels
+
+pytest.importorskip("pytest_benchmark")
+
+CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
+DEVICE = "cuda" if CUDA else "cpu"
+TINY = os.environ.get("FASTGAN_BENCH_TINY") == "1"
+CALLS = 20 if TINY else 200
+BACKENDS = [b for b in ops.available_backends(DEVICE) if CUDA or b != "triton"]
+
+
+def _cases():
+    """op -> (make inputs, call): inputs are leaves that need grad, the call returns a tensor."""
+    d = DEVICE
+
+    def leaf(*shape):
+        return torch.randn(*shape, device=d).requires_grad_()
+    return {
+        "linear_act": (lambda: (leaf(4, 8), leaf(8, 8), leaf(8)),
+                       lambda x, w, b: ops.linear_act(x, w, b, 0.2)),
+        "bias_act": (lambda: (leaf(4, 8, 2, 2), leaf(8)),
+                     lambda x, b: ops.bias_act(x, b, 0.2, 1)),
+        "bn_act": (lambda: (leaf(4, 8), leaf(8), leaf(8)),
+                   lambda x, w, b: ops.bn_act(x, w, b, None, None, True, 0.1, 1e-5, 0.0)),
+        "gan_loss": (lambda: (leaf(4, 1),), lambda z: ops.gan_loss(z, 1.0, "bce", "mean")),
+    }
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", list(CASES))
+def test_host_cost_per_call(benchmark, op, backend, mode):
+    make, call = CASES[op]
+    inputs = make()
+    grad = None
+
+    def loop():
+        for _ in range(CALLS):
+            y = call(*inputs)
+            if mode == "fwd_bwd":
+                y.backward(torch.ones_like(y) if grad is None else grad)
+        if CUDA:
+            torch.cuda.synchronize()
+
+    with gpu_like_cpu_kernels(), ops.use_backend(backend):
+        loop()      # warm-up: JIT, autotune, first-call caches
+        if TINY:
+            benchmark.pedantic(loop, rounds=3, iterations=1)
+        else:
+            benchmark.pedantic(loop, rounds=20, iterations=1, warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update(op=op, backend=backend, mode=mode, device=DEVICE, calls=CALLS,
+                                host_us_per_call=median / CALLS * 1e6)
+    assert median > 0
