@@ -265,14 +265,7 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
     resident = check_data_on(cfg.data_on)
     if resident is None:    # decided here (as Engine would), for the CUDA-graph choice
         resident = fits_on_device(r.data.images, r.device)
-    r.graphs, why = choose_graphs(cfg.cuda_graphs, r.device, not resident, cfg.graph_unroll,
-                                  h.d_steps)
-    if cfg.cuda_graphs is None and r.device.type == "cuda" and not r.graphs:
-        if r.main and not cfg.quiet:
-            print(f"fastgan: training eagerly (no CUDA graph): {why}", file=sys.stderr,
-                  flush=True)
-        if cfg.backend == "auto":
-            r.backend = ops.resolve_backend("auto", r.device.type, graph=False)
+    decide_graphs(r, cfg, not resident, h.d_steps)
     r.engine_options = EngineOptions(
         batch_size=h.batch_size, d_steps=h.d_steps, label_smoothing=h.label_smoothing,
         precision=cfg.precision, seed=cfg.seed, capturable=r.graphs,
@@ -286,6 +279,21 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.last_saved = r.step if r.state is not None else None
     if r.dist is not None:
         r.dist.broadcast_state(r.nets.values())
+
+
+def decide_graphs(r, cfg: TrainConfig, host_resident: bool, d_steps: int) -> None:
+    """``r.graphs``; where the default graph cannot apply on CUDA, one line saying why and, with
+    --backend auto, the eager mode's backend (``r.backend`` was resolved for the graph)."""
+    r.graphs, why = choose_graphs(cfg.cuda_graphs, r.device, host_resident, cfg.graph_unroll,
+                                  d_steps)
+    if cfg.cuda_graphs is None and r.device.type == "cuda" and not r.graphs:
+        old = r.backend
+        if cfg.backend == "auto":
+            r.backend = ops.resolve_backend("auto", r.device.type, graph=False)
+        switched = f", backend {r.backend} (auto, eager)" if r.backend != old else ""
+        if r.main and not cfg.quiet:
+            print(f"fastgan: training eagerly (no CUDA graph{switched}): {why}",
+                  file=sys.stderr, flush=True)
 
 
 def build_engine(r, resident: bool, capturable: Optional[bool] = None) -> None:
