@@ -251,7 +251,7 @@ def _data(r: SimpleNamespace, cfg: TrainConfig) -> None:
 
 
 def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
-    """The networks, the Engine (restored from the checkpoint) and the CUDA-graph check."""
+    """The networks, the CUDA-graph choice and the Engine (restored from the checkpoint)."""
     h, world = r.variant.hyper, r.dist.world if r.dist else 1
     torch.manual_seed(cfg.seed)
     if r.device.type == "cuda":
