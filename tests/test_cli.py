@@ -219,9 +219,46 @@ def test_resume_with_other_architecture(tmp_path, capsys, make_idx_dataset):
 def test_doctor(capsys):
     rc, out, _ = run_cli(["doctor"], capsys)
     assert rc == 0
-    for needle in ("torch", "triton", "GPU", "nvcc", "backend cuda", "auto on cpu",
+    for needle in ("torch", "triton", "GPU", "nvcc", "backend cuda", "train on cpu",
                    "CPU threads"):
         assert needle in out
+    from fastgan import ops
+    assert (f"train on cpu  eager (CUDA graphs need a GPU), backend {ops.auto_backend('cpu')} "
+            "(auto: the first complete one of") in out
+
+
+def test_doctor_says_the_path_and_backend_on_cuda(monkeypatch):
+    """On a GPU (faked: the lines are the trainer's own decision and the catalogue's orders):
+    the graph by default with the graph-mode auto backend, and the eager alternative's."""
+    from fastgan import backends, ops
+    from fastgan.cli.doctor import path_lines
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    lines = path_lines("cuda")
+    assert lines[0].startswith(f"train on cuda CUDA graph (the default on a CUDA device), "
+                               f"backend {ops.auto_backend('cuda', graph=True)} (auto: the first "
+                               f"complete one of {', '.join(backends.auto_order('cuda'))})")
+    assert lines[1].strip().startswith("eager (--no-cuda-graphs, or where the graph cannot "
+                                       "apply): backend reference (auto: the first complete "
+                                       "one of reference, cuda, triton)")
+
+
+def test_train_help_names_both_graph_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--cuda-graphs, --no-cuda-graphs" in out
+    assert "the default on a CUDA device" in out and "--no-cuda-graphs trains eagerly" in out
+    assert "per device and path, graph or eager" in out
+
+
+def test_no_cuda_graphs_is_accepted_and_on_cpu_the_default_is_silent(data_dir, tmp_path,
+                                                                    capsys):
+    for extra, name in (([], "default"), (["--no-cuda-graphs"], "off")):
+        args = [a for a in train_args(data_dir, tmp_path / name, "--steps", "2",
+                                      *extra) if a != "--quiet"]
+        rc, _, err = run_cli(args, capsys)
+        assert rc == 0, err
+        assert "CUDA graph" not in err and "eagerly" not in err, err
 
 
 def test_doctor_says_what_auto_runs_on_cpu(capsys, monkeypatch):

@@ -154,3 +154,44 @@ def test_host_resident_data_with_graphs(tmp_path, make_idx_dataset):
     assert not run.engine.resident
     res = run.train()
     assert res["step"] == 20 and math.isfinite(res["last"]["d_loss"])
+
+
+def test_the_default_on_cuda_is_the_graph(tmp_path, make_idx_dataset, capsys):
+    """No flag: the graph, with auto's graph-mode backend; --no-cuda-graphs: eager, with auto's
+    eager backend; host-resident data that the graph cannot take: eager, with one line."""
+    d = make_idx_dataset(256)
+    kw = dict(variant="mlp", data_dir=d, device="cuda", backend="auto", steps=8, log_every=4,
+              sample_every=0, checkpoint_every=0)
+    run = Run(TrainConfig(out=str(tmp_path / "a"), **kw))
+    assert run.graphs and run.engine.opts.capturable
+    assert run.backend == ops.auto_backend("cuda", graph=True)
+    assert run.train()["step"] == 8
+    err = capsys.readouterr().err
+    assert "+ CUDA graphs" in err and "captured 1 iteration(s) in a CUDA graph" in err
+    run = Run(TrainConfig(out=str(tmp_path / "b"), cuda_graphs=False, **kw))
+    assert not run.graphs and not run.engine.opts.capturable and run.backend == "reference"
+    run = Run(TrainConfig(out=str(tmp_path / "c"), data_on="host", graph_unroll=2, **kw))
+    assert not run.graphs and run.backend == "reference"
+    assert "fastgan: training eagerly (no CUDA graph" in capsys.readouterr().err
+
+
+def test_a_capture_that_fails_on_the_gpu_trains_eagerly(tmp_path, make_idx_dataset, capsys,
+                                                        monkeypatch):
+    """A real warm-up on the GPU, then an error: one warning, eager training, no traceback."""
+    from fastgan.engine.loop import fast_path
+
+    class FailsAfterWarmUp(GraphedIteration):
+        def __init__(self, engine, warmup=3, unroll=1):
+            for _ in range(warmup):
+                engine.step()
+            raise RuntimeError("CUDA error: operation failed due to a previous error during "
+                               "capture")
+    monkeypatch.setattr(fast_path, "GraphedIteration", FailsAfterWarmUp)
+    d = make_idx_dataset(256)
+    run = Run(TrainConfig(variant="mlp", data_dir=d, out=str(tmp_path / "a"), device="cuda",
+                          backend="auto", steps=8, log_every=4, sample_every=0,
+                          checkpoint_every=0))
+    res = run.train()
+    assert res["step"] == 8 and math.isfinite(res["last"]["d_loss"])
+    assert not run.graphs and not run.engine.opts.capturable and run.backend == "reference"
+    assert "fastgan: warning: the CUDA graph capture failed" in capsys.readouterr().err

@@ -127,6 +127,31 @@ def test_catalogue_names_and_auto_order():
     assert backends.get("nope") is None
 
 
+def test_auto_order_per_mode():
+    """On CUDA the order depends on the path (bench/results/2026-11-23-h100-prelim.md): in a
+    graph triton, cuda, reference; eagerly the reference first. The default is the graph order
+    (fastgan train's default on CUDA); CPU has no graphs, so one order for both."""
+    from fastgan import backends
+    assert backends.auto_order("cuda", graph=True) == ("triton", "cuda", "reference")
+    assert backends.auto_order("cuda", graph=False) == ("reference", "cuda", "triton")
+    assert backends.auto_order("cuda") == backends.auto_order("cuda", graph=True)
+    assert backends.auto_order("cpu", graph=False) == backends.auto_order("cpu") == \
+        ("cuda", "reference")
+    assert backends.auto_order("xpu", graph=False) == ()     # no entry: never auto
+
+
+def test_auto_backend_per_mode():
+    from fastgan import backends
+    avail = ops.available_backends("cuda")
+    first = next(b for b in backends.auto_order("cuda", graph=True) if b in avail)
+    assert ops.auto_backend("cuda") == ops.auto_backend("cuda", graph=True) == first
+    assert ops.auto_backend("cuda", graph=False) == "reference"
+    assert ops.resolve_backend("auto", "cuda", graph=False) == "reference"
+    assert ops.resolve_backend("auto", "cuda") == first
+    assert ops.resolve_backend("reference", "cuda", graph=True) == "reference"  # names stay
+    assert ops.auto_backend("cpu", graph=False) == ops.auto_backend("cpu", graph=True)
+
+
 def test_prepare_sets_the_interpreter_for_triton_on_cpu(monkeypatch):
     import os
 

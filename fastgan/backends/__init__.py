@@ -1,4 +1,5 @@
-"""The catalogue of fastgan's backends: their names, modules, auto order and per-device set-up.
+"""The catalogue of fastgan's backends: their names, modules, auto order (per device and mode)
+and per-device set-up.
 
 A backend is a package ``fastgan/backends/<name>/`` with one module per op (``linear_act.py``,
 ``bias_act.py``, ``bn_act.py``, ``gan_loss.py``); importing the package registers its ops with
@@ -28,7 +29,9 @@ REFERENCE = "reference"   # the ground truth of the op contract: always there, o
 class Backend:
     name: str
     module: str                      # imported on first use; importing it registers its ops
-    auto: Dict[str, int]             # device type -> preference (lower first); absent: never auto
+    # Key -> preference (lower first); absent: never auto. A key is a device type (its order in
+    # graph mode, and in eager mode unless the device has an "<device>/eager" key): see auto_order.
+    auto: Dict[str, int]
     optional: bool = True            # may fail to load (listed by `fastgan doctor`)
     env: Dict[str, Dict[str, str]] = field(default_factory=dict)   # set before loading, per device
     not_benchmarked: Dict[str, str] = field(default_factory=dict)  # device type -> why not
@@ -37,14 +40,19 @@ class Backend:
 
 
 # Listing order: argparse choices and messages ("reference, triton, cuda").
+# The CUDA orders are measured (bench/results/2026-11-23-h100-prelim.md, the one GPU run, H100):
+# in a CUDA graph triton was fastest, then cuda, then reference (mlp 64: 0.401, 0.452, 0.477 ms);
+# eagerly every fused backend was slower than plain PyTorch (triton 0.38-0.55x, cuda 0.72-0.92x:
+# launcher and Python overhead per op), so eager auto on CUDA is the reference.
 BACKENDS: Tuple[Backend, ...] = (
-    Backend(REFERENCE, "fastgan.backends.reference", {"cuda": 2, "cpu": 1}, optional=False),
-    Backend("triton", "fastgan.backends.triton", {"cuda": 0},
+    Backend(REFERENCE, "fastgan.backends.reference", {"cuda": 2, "cuda/eager": 0, "cpu": 1},
+            optional=False),
+    Backend("triton", "fastgan.backends.triton", {"cuda": 0, "cuda/eager": 2},
             env={"cpu": {"TRITON_INTERPRET": "1"}},   # Triton on CPU = its interpreter
             not_benchmarked={"cpu": "Triton on CPU is its interpreter (TRITON_INTERPRET=1, for "
                                     "tests, not speed): benchmark it on a GPU"},
             fp32_precision="fastgan.backends.triton._policy:set_fp32_precision"),
-    Backend("cuda", "fastgan.backends.cuda", {"cuda": 1, "cpu": 0},
+    Backend("cuda", "fastgan.backends.cuda", {"cuda": 1, "cuda/eager": 1, "cpu": 0},
             cpu_policy="fastgan.backends.cuda._cpu_policy:doctor_line"),
 )
 
@@ -61,9 +69,14 @@ def get(name: str) -> Optional[Backend]:
     return None
 
 
-def auto_order(device_type: str) -> Tuple[str, ...]:
-    """The backends ``auto`` tries on ``device_type``, best first."""
-    ranked = sorted((b for b in BACKENDS if device_type in b.auto), key=lambda b: b.auto[device_type])
+def auto_order(device_type: str, graph: bool = True) -> Tuple[str, ...]:
+    """The backends ``auto`` tries on ``device_type``, best first: in graph mode (the iteration
+    replayed from a CUDA graph, the default of ``fastgan train`` on CUDA) or eagerly. A device
+    without an eager key (CPU: no graphs there) has one order for both."""
+    key = f"{device_type}/eager"
+    if graph or not any(key in b.auto for b in BACKENDS):
+        key = device_type
+    ranked = sorted((b for b in BACKENDS if key in b.auto), key=lambda b: b.auto[key])
     return tuple(b.name for b in ranked)
 
 

@@ -1,4 +1,5 @@
-"""`fastgan doctor`: what this machine has, and what `--backend auto` picks."""
+"""`fastgan doctor`: what this machine has, and how `fastgan train` would run on each device (a
+CUDA graph or eager, and the backend `--backend auto` picks for that mode)."""
 from __future__ import annotations
 
 import platform
@@ -6,7 +7,7 @@ import shutil
 import subprocess
 
 NAME = "doctor"
-HELP = "what is installed and which backend auto picks"
+HELP = "what is installed, and which path (graph or eager) and backend `fastgan train` runs"
 
 
 def add_parser(sub):
@@ -58,11 +59,7 @@ def report() -> str:
         err = ops.load_error(b)
         lines.append(f"backend {b:<6} {'loaded' if ok else 'unavailable: ' + str(err)}")
     for dev in (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]):
-        auto = ops.auto_backend(dev)
-        lines.append(f"auto on {dev:<5} {auto} "
-                     f"(complete backends: {', '.join(ops.available_backends(dev))})")
-        if dev == "cpu" and auto == "cuda":
-            lines.append("             " + _cpu_policy_line())
+        lines += path_lines(dev)
     lines.append("Adam on cpu  torch's fused kernel, one pass (the eps-hat form: with the step's eps)"
                  + ("; on cuda: fused, capturable (eps-hat: Triton)" if torch.cuda.is_available()
                     else ""))
@@ -71,6 +68,32 @@ def report() -> str:
     lines.append(f"CPU threads  {n} ({why}): what `fastgan train` would use now (--threads N "
                  "decides)")
     return "\n".join(lines)
+
+
+def _auto(dev: str, graph: bool) -> str:
+    from fastgan import backends, ops
+    order = ", ".join(backends.auto_order(dev, graph=graph))
+    return f"{ops.auto_backend(dev, graph=graph)} (auto: the first complete one of {order})"
+
+
+def path_lines(dev: str) -> list:
+    """What `fastgan train --device DEV` runs by default: the path (validate.choose_graphs, the
+    trainer's own decision, with a data set that fits on the device) and the auto backend of
+    that path; on CUDA also the eager alternative, whose auto order differs."""
+    import torch
+
+    from fastgan import ops
+    from fastgan.engine.validate import choose_graphs
+    graph, why = choose_graphs(None, torch.device(dev))
+    lines = [f"train on {dev:<4} {'CUDA graph' if graph else 'eager'} ({why}), backend "
+             f"{_auto(dev, graph)}; complete here: {', '.join(ops.available_backends(dev))}"]
+    if graph:
+        lines.append(f"             eager (--no-cuda-graphs, or where the graph cannot apply): "
+                     f"backend {_auto(dev, False)}, as measured: eagerly the fused backends' "
+                     "per-call host cost outweighed their fusion")
+    if dev == "cpu" and ops.auto_backend(dev, graph=False) == "cuda":
+        lines.append("             " + _cpu_policy_line())
+    return lines
 
 
 def _cpu_policy_line() -> str:

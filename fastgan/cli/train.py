@@ -40,7 +40,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="default 0, or the resumed run's")
     g = p.add_argument_group("where it runs")
     g.add_argument("--backend", choices=("auto",) + backends.names(),
-                   help="ops implementation (default auto: see `fastgan doctor`)")
+                   help="ops implementation (default auto: per device and path, graph or eager; "
+                   "see `fastgan doctor`)")
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     g.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 = autocast (default fp32)")
     g.add_argument("--no-tf32", dest="tf32", action="store_false",
@@ -50,8 +51,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--data-on", choices=("auto", "device", "host"), default="auto",
                    help="keep the data set on the GPU (default when it fits in a quarter of "
                    "free GPU memory) or in pinned host memory")
-    g.add_argument("--cuda-graphs", action="store_true",
-                   help="capture the iteration in a CUDA graph and replay it (GPU only)")
+    g.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="capture the iteration in a CUDA graph and replay it: the default on a "
+                   "CUDA device, eager where it cannot apply (with a line saying why); "
+                   "--cuda-graphs insists (an error on a CPU), --no-cuda-graphs trains eagerly")
     g.add_argument("--graph-unroll", type=int, default=1, help="iterations per captured graph")
     g = p.add_argument_group("several GPUs or nodes (under torchrun; --batch-size is the global "
                              "batch, split over the processes)")

@@ -12,8 +12,9 @@ from .distributed import DEFAULT_TIMEOUT_S
 
 
 # Settings a resumed run takes from its checkpoint unless given again (None: not given). The
-# others (--device, --data-on, --cuda-graphs, --graph-unroll, --no-tf32, --sync-bn,
-# --dist-timeout, --quiet) say where and how this process runs, and come from its command line.
+# others (--device, --data-on, --cuda-graphs/--no-cuda-graphs, --graph-unroll, --no-tf32,
+# --sync-bn, --dist-timeout, --quiet) say where and how this process runs, and come from its
+# command line: a run captured in a CUDA graph resumes eagerly on a CPU, and the reverse.
 RESUMED_FIELDS = ("variant", "dataset", "data_dir", "image_size", "channels", "variant_options",
                   "batch_size", "seed", "precision", "backend", "d_steps", "label_smoothing",
                   "lr_d", "lr_g", "max_images", "steps", "epochs", "log_every", "sample_every",
@@ -68,7 +69,9 @@ class TrainConfig:
     resume: Optional[str] = None
     overwrite: bool = False              # start over in an ``out`` that holds another run
     data_on: str = "auto"                # "device", "host" (pinned, double-buffered) or "auto"
-    cuda_graphs: bool = False
+    # True: --cuda-graphs (an error where it cannot apply), False: --no-cuda-graphs, None: the
+    # default, the graph on a CUDA device where it can apply (validate.choose_graphs).
+    cuda_graphs: Optional[bool] = None
     graph_unroll: int = 1
     graph_warmup: int = 3
     precision: Optional[str] = None      # None: the resumed run's, else "fp32"

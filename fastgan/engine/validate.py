@@ -5,6 +5,7 @@ UserError (one line, exit code 2)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import sys
@@ -21,6 +22,7 @@ from . import checkpoint as ckpt
 from . import distributed as ddp
 from .config import DEFAULTS, TrainConfig, UserError, merge_resumed
 from .graphs import CudaGraphsUnavailable, check_capture
+from .host_loader import fits_on_device
 from .iteration import Engine, EngineOptions
 from fastgan.variants.sampling import fixed_noise
 
@@ -135,6 +137,25 @@ def check_data_on(data_on: str) -> Optional[bool]:
     return None if data_on == "auto" else data_on == "device"
 
 
+def choose_graphs(requested: Optional[bool], device: torch.device, host_resident: bool = False,
+                  unroll: int = 1, d_steps: int = 1) -> "tuple[bool, str]":
+    """(capture the iteration in a CUDA graph?, why). ``requested``: True (--cuda-graphs), False
+    (--no-cuda-graphs), None (the default: the graph on a CUDA device, where it can apply). An
+    explicit --cuda-graphs that cannot apply is a UserError; the default then trains eagerly,
+    and the reason is what `fastgan train` says on a GPU (on CPU it says nothing)."""
+    if requested is False:
+        return False, "--no-cuda-graphs"
+    if requested is None and device.type != "cuda":
+        return False, "CUDA graphs need a GPU"
+    try:
+        check_capture(device, host_resident, unroll, d_steps)
+    except CudaGraphsUnavailable as e:
+        if requested:
+            raise UserError(str(e)) from None
+        return False, str(e)
+    return True, "--cuda-graphs" if requested else "the default on a CUDA device"
+
+
 def check_eval(eval_every: int, eval_n: int) -> None:
     if eval_every < 0 or eval_n < 10:
         raise UserError(f"--eval-every must be >= 0 and --eval-n >= 10 (got {eval_every} and "
@@ -196,8 +217,10 @@ def _place(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.device = r.dist.device if r.dist is not None else pick_device(cfg.device)
     check_precision(cfg.precision)
     backends.prepare(cfg.backend, r.device.type)   # e.g. Triton on CPU = its interpreter
+    # auto in the mode the run asks for; resolved again if the graph cannot apply (_engine).
     with user_errors():
-        r.backend = ops.resolve_backend(cfg.backend, r.device.type)
+        r.backend = ops.resolve_backend(cfg.backend, r.device.type,
+                                        graph=cfg.cuda_graphs is not False)
 
 
 def _variant(r: SimpleNamespace, cfg: TrainConfig) -> None:
@@ -228,7 +251,7 @@ def _data(r: SimpleNamespace, cfg: TrainConfig) -> None:
 
 
 def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
-    """The networks, the Engine (restored from the checkpoint) and the CUDA-graph check."""
+    """The networks, the CUDA-graph choice and the Engine (restored from the checkpoint)."""
     h, world = r.variant.hyper, r.dist.world if r.dist else 1
     torch.manual_seed(cfg.seed)
     if r.device.type == "cuda":
@@ -239,24 +262,52 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
     check_batch_statistics(r.variant, r.nets, cfg, world)
     if cfg.sync_bn and r.dist is not None:
         convert_sync_bn(r.nets.values())
-    opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
-                         label_smoothing=h.label_smoothing, precision=cfg.precision,
-                         seed=cfg.seed, capturable=cfg.cuda_graphs,
-                         rank=r.dist.rank if r.dist else 0, world=world)
     resident = check_data_on(cfg.data_on)
+    if resident is None:    # decided here (as Engine would), for the CUDA-graph choice
+        resident = fits_on_device(r.data.images, r.device)
+    decide_graphs(r, cfg, not resident, h.d_steps)
+    r.engine_options = EngineOptions(
+        batch_size=h.batch_size, d_steps=h.d_steps, label_smoothing=h.label_smoothing,
+        precision=cfg.precision, seed=cfg.seed, capturable=r.graphs,
+        rank=r.dist.rank if r.dist else 0, world=world)
     with user_errors():
-        r.engine = Engine(r.variant, r.nets, r.data.images, r.data.labels, opts, r.device,
-                          resident=resident)
-        if cfg.cuda_graphs:
-            check_capture(r.device, r.engine.host is not None, cfg.graph_unroll, h.d_steps)
+        build_engine(r, resident)
     r.step = 0
     if r.state is not None:
         with user_errors():
             r.step = ckpt.restore_into(r.state, r.engine)
     r.last_saved = r.step if r.state is not None else None
     if r.dist is not None:
-        ddp.attach(r.engine, r.dist, r.variant)
         r.dist.broadcast_state(r.nets.values())
+
+
+def decide_graphs(r, cfg: TrainConfig, host_resident: bool, d_steps: int) -> None:
+    """``r.graphs``; where the default graph cannot apply on CUDA, one line saying why and, with
+    --backend auto, the eager mode's backend (``r.backend`` was resolved for the graph)."""
+    r.graphs, why = choose_graphs(cfg.cuda_graphs, r.device, host_resident, cfg.graph_unroll,
+                                  d_steps)
+    if cfg.cuda_graphs is None and r.device.type == "cuda" and not r.graphs:
+        old = r.backend
+        if cfg.backend == "auto":
+            r.backend = ops.resolve_backend("auto", r.device.type, graph=False)
+        switched = f", backend {r.backend} (auto, eager)" if r.backend != old else ""
+        if r.main and not cfg.quiet:
+            print(f"fastgan: training eagerly (no CUDA graph{switched}): {why}",
+                  file=sys.stderr, flush=True)
+
+
+def build_engine(r, resident: bool, capturable: Optional[bool] = None) -> None:
+    """``r.engine`` from the run's networks, data and options (``capturable``: another choice
+    than the options'), attached to the process group. Also the eager rebuild after a failed
+    CUDA-graph capture (engine/loop/fast_path.py), which then restores the state."""
+    opts = r.engine_options
+    if capturable is not None:
+        opts = r.engine_options = dataclasses.replace(opts, capturable=capturable)
+    r.engine = None     # the old engine's device copy of the data can go first
+    r.engine = Engine(r.variant, r.nets, r.data.images, r.data.labels, opts, r.device,
+                      resident=resident)
+    if r.dist is not None:
+        ddp.attach(r.engine, r.dist, r.variant)
 
 
 def _real_stats(r: SimpleNamespace, cfg: TrainConfig):

@@ -54,10 +54,11 @@ def sync_bn_act(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e
                                                 unbiased_running_var)
 
 
-def resolve_backend(name: str, device_type: str) -> str:
-    """Turn ``auto`` into a concrete backend name for ``device_type``; check others exist."""
+def resolve_backend(name: str, device_type: str, graph: bool = True) -> str:
+    """Turn ``auto`` into a concrete backend name for ``device_type`` in graph mode or eagerly
+    (``graph``, see auto_backend); check others exist."""
     if name == "auto":
-        return auto_backend(device_type)
+        return auto_backend(device_type, graph=graph)
     known = known_backends()
     if name not in known:
         raise ValueError(f"unknown backend {name!r}; choose auto, {', '.join(known)}")

@@ -169,14 +169,18 @@ def available_backends(device_type: str) -> list:
     return out
 
 
-def auto_backend(device_type: str) -> str:
-    """The backend ``--backend auto`` picks: the fastest measured on the device type.
+def auto_backend(device_type: str, graph: bool = True) -> str:
+    """The backend ``--backend auto`` picks: the fastest measured on the device type in the mode
+    the run has (``graph``: the iteration replayed from a CUDA graph; False: eager). The default
+    is graph mode, ``fastgan train``'s default on CUDA (on CPU both modes have one order).
 
-    On CUDA: triton (fused matmul epilogues and one-pass BN/loss kernels), then cuda, then
-    reference. On CPU: the C++ extension when built (its kernels are the fast CPU path), else the
-    reference; Triton on CPU is the interpreter, for tests only.
+    On CUDA in a graph: triton (fused matmul epilogues and one-pass BN/loss kernels), then cuda,
+    then reference; eagerly: the reference (the fused backends' per-call host cost outweighed
+    their fusion there). On CPU: the C++ extension when built (its kernels are the fast CPU
+    path), else the reference; Triton on CPU is the interpreter, for tests only. The orders and
+    their measurements are in the catalogue (fastgan/backends/__init__.py).
     """
-    order = _catalog().auto_order(device_type)
+    order = _catalog().auto_order(device_type, graph=graph)
     avail = available_backends(device_type)
     for b in order:
         if b in avail:

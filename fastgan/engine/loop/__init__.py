@@ -6,22 +6,10 @@ from typing import Any, Dict, List, Optional
 
 from .checkpoints import Checkpoints
 from .evaluation import Evaluation
+from .fast_path import runner as _runner
 from .metrics import Metrics, announce, start_progress
 from .samples import Samples
 from .signals import StopSignals
-
-
-def _runner(run):
-    """(one call's work, iterations per call): the eager step, or a captured graph's replay."""
-    cfg = run.cfg
-    if not cfg.cuda_graphs:
-        return run.engine.step, 1
-    from ..graphs import GraphedIteration
-    unroll = max(1, cfg.graph_unroll)
-    g = GraphedIteration(run.engine, warmup=cfg.graph_warmup, unroll=unroll)
-    run._log(f"fastgan: captured {unroll} iteration(s) in a CUDA graph in "
-             f"{g.capture_seconds:.2f}s")
-    return g.replay, unroll
 
 
 def _tick(run) -> None:

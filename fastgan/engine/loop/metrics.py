@@ -39,7 +39,7 @@ def announce(run) -> None:
            + (f" ({cfg.threads_reason})" if cfg.threads_reason else "")
            if run.device.type == "cpu" else "")
     run._log(f"fastgan: {run.variant.name} on {run.device}{cpu} with backend "
-             f"{run.backend}{' + CUDA graphs' if cfg.cuda_graphs else ''}, batch "
+             f"{run.backend}{' + CUDA graphs' if run.graphs else ''}, batch "
              f"{h.batch_size} of {h.channels}x{h.image_size}x{h.image_size}, "
              f"{run.data.images.shape[0]} images from {run.data.source}; steps "
              f"{run.step}->{run.total}; out {run.out}")
