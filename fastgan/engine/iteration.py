@@ -73,6 +73,21 @@ def variant_optimizers(variant: Variant, d_params, g_params, device: torch.devic
             make_optimizer(g_params, h.lr_g, h.betas, device, **kw))
 
 
+@contextlib.contextmanager
+def _frozen(params: List[nn.Parameter]):
+    """D's parameters out of the G step's autograd graph while it is built: ``backward(inputs=
+    G's)`` already leaves their gradients alone, but the layers would still compute them (a
+    weight-gradient matmul per layer) and autograd drop them."""
+    was = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, w in zip(params, was):
+            p.requires_grad_(w)
+
+
 def _shard(n: int, rank: int, world: int) -> slice:
     k = n // world
     return slice(rank * k, (rank + 1) * k)
@@ -252,7 +267,7 @@ class Engine:
                 detached = {k: (t.detach() if k in v.gen_keys else t) for k, t in gen.items()}
                 self.opt_d.zero_grad(set_to_none=True)
                 loss_d, d_real, d_fake = v.d_loss(nets, batch, detached, self.real_target)
-            loss_d.backward(inputs=self.d_params)
+            loss_d.backward(self._grad_seed(loss_d), inputs=self.d_params)
             if self.dist is not None:
                 self.dist.sync_grads(self.d_params)
             self.opt_d.step()
@@ -268,9 +283,9 @@ class Engine:
         # The G step differentiates with respect to G's parameters only (``inputs=``): D is
         # frozen without toggling requires_grad, and which gradients exist is fixed at capture.
         self.opt_g.zero_grad(set_to_none=True)
-        with self._autocast():
+        with self._autocast(), _frozen(self.d_params):
             loss_g, _ = v.g_loss(nets, batch, gen)
-        loss_g.backward(inputs=self.g_params)
+        loss_g.backward(self._grad_seed(loss_g), inputs=self.g_params)
         if self.dist is not None:
             self.dist.sync_grads(self.g_params)
         self.opt_g.step()
@@ -280,6 +295,11 @@ class Engine:
                 loss_d.detach().float(), loss_g.detach().float(),
                 torch.sigmoid(d_real.detach().float()).mean(),
                 torch.sigmoid(d_fake.detach().float()).mean(), self._one]))
+
+    def _grad_seed(self, loss: torch.Tensor) -> Optional[torch.Tensor]:
+        """d(loss)/d(loss) = 1 from a constant, not a fill kernel per backward."""
+        one = self._one
+        return one if loss.dtype == one.dtype and loss.device == one.device else None
 
     def read_stats(self) -> Dict[str, float]:
         """Means since the last read (one host sync), then reset the accumulators."""
