@@ -88,6 +88,21 @@ def _frozen(params: List[nn.Parameter]):
             p.requires_grad_(w)
 
 
+def _mean_probs(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """[mean sigmoid(real), mean sigmoid(fake)]: one sigmoid and one reduction over both, read
+    in place where the two are adjacent halves of one D pass, else stacked first."""
+    k = real.numel()
+    if fake.numel() != k:
+        return torch.stack([torch.sigmoid(real.float()).mean(), torch.sigmoid(fake.float()).mean()])
+    if (real.is_contiguous() and fake.is_contiguous() and real.dtype == fake.dtype
+            and real._base is not None and real._base is fake._base
+            and fake.storage_offset() == real.storage_offset() + k):
+        both = real.as_strided((2, k), (k, 1))
+    else:
+        both = torch.stack([real.reshape(k), fake.reshape(k)])
+    return torch.sigmoid(both.float()).mean(1)
+
+
 def _shard(n: int, rank: int, world: int) -> slice:
     k = n // world
     return slice(rank * k, (rank + 1) * k)
@@ -291,10 +306,10 @@ class Engine:
         self.opt_g.step()
 
         with torch.no_grad():
-            self.stats.add_(torch.stack([
-                loss_d.detach().float(), loss_g.detach().float(),
-                torch.sigmoid(d_real.detach().float()).mean(),
-                torch.sigmoid(d_fake.detach().float()).mean(), self._one]))
+            self.stats.add_(torch.cat([loss_d.detach().float().view(1),
+                                       loss_g.detach().float().view(1),
+                                       _mean_probs(d_real, d_fake),
+                                       self._one.view(1)]))
 
     def _grad_seed(self, loss: torch.Tensor) -> Optional[torch.Tensor]:
         """d(loss)/d(loss) = 1 from a constant, not a fill kernel per backward."""
