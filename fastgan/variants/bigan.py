@@ -88,14 +88,21 @@ class BiGAN(Variant):
         # D has no BatchNorm: score (x, Q(x)) and (P(z), z) in one pass.
         logits = nets["D"](torch.cat([batch.real, gen["fake"]], 0),
                            torch.cat([gen["z_hat"], batch.z], 0))
-        return logits[:n], logits[n:]
+        return logits, n
+
+    def _two_means(self, logits, n, t_real, t_fake):
+        """bce(real rows, t_real) + bce(fake rows, t_fake): with equal halves twice the mean
+        over both, one loss call with a target per row (the factor 2 is exact)."""
+        if 2 * n != logits.shape[0]:
+            return bce(logits[:n], t_real) + bce(logits[n:], t_fake)
+        return 2 * bce(logits, self.split_targets(logits, n, t_real, t_fake))
 
     def d_loss(self, nets, batch, gen, real_target):
-        real, fake = self._both(nets, batch, gen)
+        logits, n = self._both(nets, batch, gen)
         # -mean(log D(x,Q(x)) + log(1 - D(P(z),z))), in logit space.
-        return bce(real, real_target) + bce(fake, 0.0), real, fake
+        return self._two_means(logits, n, real_target, 0.0), logits[:n], logits[n:]
 
     def g_loss(self, nets, batch, gen):
-        real, fake = self._both(nets, batch, gen)
+        logits, n = self._both(nets, batch, gen)
         # -mean(log D(P(z),z) + log(1 - D(x,Q(x)))): trains P and Q together.
-        return bce(fake, 1.0) + bce(real, 0.0), fake
+        return self._two_means(logits, n, 0.0, 1.0), logits[n:]

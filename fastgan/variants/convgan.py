@@ -61,7 +61,11 @@ class ConvGAN(Variant):
         n = batch.real.shape[0]
         logits = nets["D"](torch.cat([batch.real, gen["fake"]], 0))  # no BN in D: one pass
         real, fake = logits[:n], logits[n:]
-        return bce(real, real_target) + bce(fake, 0.0), real, fake
+        if 2 * n != logits.shape[0]:
+            return bce(real, real_target) + bce(fake, 0.0), real, fake
+        # Equal halves: the sum of the two means is twice the mean over both (one loss call,
+        # no slices in the graph; the factor 2 is exact).
+        return 2 * bce(logits, self.split_targets(logits, n, real_target, 0.0)), real, fake
 
     def g_loss(self, nets, batch, gen):
         fake = nets["D"](gen["fake"])

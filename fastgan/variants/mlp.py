@@ -101,8 +101,11 @@ class MLP(Variant):
         # D has no BatchNorm, so one pass over [real; fake] equals two passes.
         logits = nets["D"](torch.cat([batch.real, gen["fake"]], 0))
         real, fake = logits[:n], logits[n:]
-        # Keras reports 0.5 * (loss on real + loss on fake).
-        return 0.5 * (bce(real, real_target) + bce(fake, 0.0)), real, fake
+        # Keras reports 0.5 * (loss on real + loss on fake): with as many fakes as real images,
+        # the mean over both, one loss call (no slices in the graph) with a target per row.
+        if 2 * n != logits.shape[0]:
+            return 0.5 * (bce(real, real_target) + bce(fake, 0.0)), real, fake
+        return bce(logits, self.split_targets(logits, n, real_target, 0.0)), real, fake
 
     def g_loss(self, nets, batch, gen):
         fake = nets["D"](gen["fake"])
