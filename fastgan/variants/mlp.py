@@ -85,8 +85,10 @@ class MLP(Variant):
                 "D": keras_dense_init_(Discriminator())}
 
     def fill_train_noise(self, z, labels, generator):
-        # np.random.normal(-1, 1, (n, 100)) / 2 (lines 172, 186).
-        z.normal_(-1.0, 1.0, generator=generator).div_(2.0)
+        # np.random.normal(-1, 1, (n, 100)) / 2 (lines 172, 186), drawn as N(-0.5, 0.5²) in one
+        # kernel: halving is exact in binary, so (mean + std x) / 2 with (-1, 1) equals the
+        # draw with (-0.5, 0.5) bit for bit (tests/test_kernel_budget.py checks it).
+        z.normal_(-0.5, 0.5, generator=generator)
 
     def batch_sizes(self, batch_size):
         # The seed's D sees half a batch of real and half of fake images.
