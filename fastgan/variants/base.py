@@ -174,19 +174,22 @@ class Variant:
         """(loss, D(fake) logits as seen by the G step)."""
         raise NotImplementedError
 
-    def split_targets(self, like: torch.Tensor, n: int, first, second) -> torch.Tensor:
-        """A target per row of ``like``: ``first`` (a float or a device scalar) on the first
-        ``n`` rows, ``second`` below, so one loss call covers both groups of one D pass. Built
-        once and kept (a device scalar target: while it is the same tensor, unchanged)."""
+    def split_targets(self, like: torch.Tensor, n: int, first, second,
+                      dim: int = 0) -> torch.Tensor:
+        """A target per element of ``like``: ``first`` (a float or a device scalar) on the
+        first ``n`` rows (``dim`` 1: columns), ``second`` on the rest, so one loss call covers
+        both groups of one D pass. Built once and kept (a device scalar target: while it is the
+        same tensor, unchanged)."""
         def tkey(t):
             return ("t", id(t), t._version) if torch.is_tensor(t) else ("f", float(t))
-        key = (tuple(like.shape), like.dtype, like.device, n, tkey(first), tkey(second))
+        key = (tuple(like.shape), like.dtype, like.device, n, dim, tkey(first), tkey(second))
         cache = self.__dict__.setdefault("_split_targets", {})
         hit = cache.get(key)
         if hit is None:
             dt = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
             t = torch.empty(like.shape, dtype=dt, device=like.device)
-            for part, value in ((t[:n], first), (t[n:], second)):
+            for part, value in ((t.narrow(dim, 0, n), first),
+                                (t.narrow(dim, n, like.shape[dim] - n), second)):
                 part.copy_(value) if torch.is_tensor(value) else part.fill_(float(value))
             if len(cache) > 8:
                 cache.clear()
