@@ -99,3 +99,30 @@ def test_mlp_training_noise_is_the_seeds_bit_for_bit():
             want = torch.empty_like(z).normal_(-1.0, 1.0, generator=torch.Generator()
                                                .manual_seed(n)).div_(2.0)
             assert torch.equal(z, want), (dtype, n)
+
+
+def test_bench_rows_state_the_budget_where_they_count_the_same():
+    from types import SimpleNamespace
+
+    from fastgan.benchmark.measure import _budget
+    s = bench_settings("dcgan")
+    row = lambda path, ov: SimpleNamespace(name=path, variant_name="dcgan", overrides=ov)  # noqa
+    assert _budget(row("fastgan-cuda", dict(s.tiny_overrides))) == s.kernel_budget
+    assert _budget(row("fastgan-reference", dict(s.tiny_overrides))) == \
+        s.kernel_budget_reference
+    assert _budget(row("fastgan-cuda", {})) is None            # 64x64: more layers
+    assert _budget(row("fastgan-triton", dict(s.tiny_overrides))) is None
+
+
+def test_readme_states_the_budgets():
+    """The README's table is a copy of the BenchSettings: it must say the same numbers."""
+    import pathlib
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    part = text.split("### Kernels per iteration", 1)[1].split("\n### ", 1)[0]
+    rows = {}
+    for line in part.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in VARIANTS:
+            rows[cells[0]] = (int(cells[2]), int(cells[3]))
+    assert rows == {n: (bench_settings(n).kernel_budget, bench_settings(n).kernel_budget_reference)
+                    for n in VARIANTS}

@@ -11,6 +11,7 @@ The engine knows nothing of any one variant: it calls the Variant interface only
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -169,7 +170,12 @@ class Engine:
         n_local = sl_real.stop - sl_real.start
         self.real_u8 = torch.zeros((n_local,) + tuple(images.shape[1:]), dtype=torch.uint8,
                                    device=device)
-        self.real = variant.image_view(torch.zeros(self.real_u8.shape, device=device)).clone()
+        # The real images sit right above room for the D step's fakes: a generator that writes
+        # its output there (Batch.fake_out) lets D score [real; fake] without a cat.
+        real_shape = variant.image_view(torch.zeros(self.real_u8.shape, device=device)).shape
+        n_fake = sl_noise.stop - sl_noise.start
+        self.d_input = torch.zeros((n_local + n_fake,) + tuple(real_shape[1:]), device=device)
+        self.real, self.fake_out = self.d_input[:n_local], self.d_input[n_local:]
         self.z = torch.zeros(variant.noise_shape(n_noise), device=device)
         self.batch_labels = self.mis_idx = self.mis_labels = None
         if variant.needs_labels:
@@ -278,7 +284,8 @@ class Engine:
             batch = self.batch()
             with self._autocast():
                 with torch.set_grad_enabled(reuse and last), self._g_eval():
-                    gen = v.generate_train(nets, batch)
+                    gen = v.generate_train(nets, batch if reuse and last else dataclasses.replace(
+                        batch, fake_out=self.fake_out))
                 detached = {k: (t.detach() if k in v.gen_keys else t) for k, t in gen.items()}
                 self.opt_d.zero_grad(set_to_none=True)
                 loss_d, d_real, d_fake = v.d_loss(nets, batch, detached, self.real_target)

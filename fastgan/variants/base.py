@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from torch._subclasses.fake_tensor import is_fake
 
 
 @dataclass
@@ -45,6 +46,22 @@ class Batch:
     z: torch.Tensor
     labels: Optional[torch.Tensor] = None
     mis_labels: Optional[torch.Tensor] = None
+    # Where a generator may write fakes it makes without grad (the engine's D step): the rows
+    # right below ``real`` in memory, so that ``cat_rows(real, fake)`` is a view.
+    fake_out: Optional[torch.Tensor] = None
+
+
+def cat_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([a, b])``: a view where ``b`` already lies right below ``a`` in memory and
+    neither needs a gradient (the engine's D-step buffers), else the cat."""
+    adjacent = (not (a.requires_grad or b.requires_grad or is_fake(a) or is_fake(b))
+                and a.dtype == b.dtype and a.shape[1:] == b.shape[1:]
+                and a.is_contiguous() and b.is_contiguous()
+                and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+                and b.storage_offset() == a.storage_offset() + a.numel())
+    if not adjacent:
+        return torch.cat([a, b], 0)
+    return a.as_strided((a.shape[0] + b.shape[0],) + tuple(a.shape[1:]), a.stride())
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,8 @@ class Variant:
             for part, value in ((t.narrow(dim, 0, n), first),
                                 (t.narrow(dim, n, like.shape[dim] - n), second)):
                 part.copy_(value) if torch.is_tensor(value) else part.fill_(float(value))
+            if is_fake(t):   # the roofline's shape-only pass: nothing kept
+                return t
             if len(cache) > 8:
                 cache.clear()
             hit = cache[key] = (t, first, second)   # the tensors kept: their ids stay theirs
