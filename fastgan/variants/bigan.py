@@ -108,7 +108,9 @@ class BiGAN(Variant):
             return loss, pairs[:, :1], pairs[:, 1:]
         # The D step (nothing to differentiate into): real pairs above fake ones, each half
         # joined in place.
-        xz = torch.empty((2 * n, x.shape[1] + z.shape[1]), dtype=x.dtype, device=x.device)
+        dt = torch.promote_types(torch.promote_types(x.dtype, z_hat.dtype),
+                                 torch.promote_types(fake.dtype, z.dtype))
+        xz = torch.empty((2 * n, x.shape[1] + z.shape[1]), dtype=dt, device=x.device)
         torch.cat([x, z_hat], 1, out=xz[:n])
         torch.cat([fake, z], 1, out=xz[n:])
         logits = nets["D"].score(xz)
