@@ -165,9 +165,18 @@ class Engine:
             raise ValueError("conditional variants need as many noise vectors as real images")
         # Indices, labels and noise are drawn for the global batch (the same stream on every
         # rank, independent of the world size); images are gathered for this rank's slice only.
-        self.idx = torch.zeros(n_real, dtype=torch.long, device=device)
-        self.idx_local = self.idx[sl_real]
+        self._idx = torch.zeros(n_real, dtype=torch.long, device=device)
+        self.idx_local = self._idx[sl_real]
         n_local = sl_real.stop - sl_real.start
+        # Slice draws from a resident data set: the data set seen as its runs of n_real images
+        # (row o: images o .. o + n_real - 1 of this rank's slice), so one gather at the drawn
+        # offset fetches the batch, without an index vector.
+        self._runs = None
+        if self.slice_offset is not None and self.resident and self.images.is_contiguous():
+            px = self.images[0].numel()
+            self._runs = self.images.as_strided(
+                (self.slice_high + 1, n_local * px), (px, 1),
+                self.images.storage_offset() + sl_real.start * px)
         self.real_u8 = torch.zeros((n_local,) + tuple(images.shape[1:]), dtype=torch.uint8,
                                    device=device)
         # The real images sit right above room for the D step's fakes: a generator that writes
@@ -209,14 +218,26 @@ class Engine:
         """Draw the real images' indices and gather them into ``real_u8``: on the device from
         its RNG, or on the host for a data set kept in host memory."""
         if self.host is not None:
-            self.host.fetch_into(self.real_u8, self.idx)
+            self.host.fetch_into(self.real_u8, self._idx)
         else:
             if self.slice_offset is not None:
                 self.slice_offset.random_(0, self.slice_high, generator=self.gen)
-                torch.add(self.slice_arange, self.slice_offset, out=self.idx)
+                if self._runs is not None:
+                    torch.index_select(self._runs, 0, self.slice_offset.view(1),
+                                       out=self.real_u8.view(1, -1))
+                    return
+                torch.add(self.slice_arange, self.slice_offset, out=self._idx)
             else:
-                self.idx.random_(0, self.n_images, generator=self.gen)
+                self._idx.random_(0, self.n_images, generator=self.gen)
             torch.index_select(self.images, 0, self.idx_local, out=self.real_u8)
+
+    @property
+    def idx(self) -> torch.Tensor:
+        """The indices of the real images last drawn (global batch); for a slice draw gathered
+        as one run, computed when asked."""
+        if self._runs is not None:
+            return self.slice_arange + self.slice_offset
+        return self._idx
 
     def draw(self) -> None:
         """Fill the static batch buffers, in place (device work only, unless the data set is
