@@ -168,9 +168,8 @@ class Engine:
         self._idx = torch.zeros(n_real, dtype=torch.long, device=device)
         self.idx_local = self._idx[sl_real]
         n_local = sl_real.stop - sl_real.start
-        # Slice draws from a resident data set: the data set seen as its runs of n_real images
-        # (row o: images o .. o + n_real - 1 of this rank's slice), so one gather at the drawn
-        # offset fetches the batch, without an index vector.
+        # A slice draw from a resident data set: the data set seen as its runs of n_real images
+        # (row o: images o + this rank's slice), one gather at the offset, no index vector.
         self._runs = None
         if self.slice_offset is not None and self.resident and self.images.is_contiguous():
             px = self.images[0].numel()
@@ -181,7 +180,7 @@ class Engine:
                                    device=device)
         # The real images sit right above room for the D step's fakes: a generator that writes
         # its output there (Batch.fake_out) lets D score [real; fake] without a cat.
-        real_shape = variant.image_view(torch.zeros(self.real_u8.shape, device=device)).shape
+        real_shape = variant.image_view(torch.empty(self.real_u8.shape, device="meta")).shape
         n_fake = sl_noise.stop - sl_noise.start
         self.d_input = torch.zeros((n_local + n_fake,) + tuple(real_shape[1:]), device=device)
         self.real, self.fake_out = self.d_input[:n_local], self.d_input[n_local:]
@@ -233,8 +232,7 @@ class Engine:
 
     @property
     def idx(self) -> torch.Tensor:
-        """The indices of the real images last drawn (global batch); for a slice draw gathered
-        as one run, computed when asked."""
+        """The real images' indices last drawn (global batch); computed for a run's gather."""
         if self._runs is not None:
             return self.slice_arange + self.slice_offset
         return self._idx
@@ -334,10 +332,8 @@ class Engine:
         self.opt_g.step()
 
         with torch.no_grad():
-            self.stats.add_(torch.cat([loss_d.detach().float().view(1),
-                                       loss_g.detach().float().view(1),
-                                       _mean_probs(d_real, d_fake),
-                                       self._one.view(1)]))
+            self.stats.add_(torch.cat([loss_d.detach().float().view(1), loss_g.detach().float()
+                                       .view(1), _mean_probs(d_real, d_fake), self._one.view(1)]))
 
     def _grad_seed(self, loss: torch.Tensor) -> Optional[torch.Tensor]:
         """d(loss)/d(loss) = 1 from a constant, not a fill kernel per backward."""
