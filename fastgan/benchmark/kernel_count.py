@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 _NOT_WORK = ("aten.empty", "aten.new_empty", "aten.empty_like", "aten.empty_strided",
              "aten.detach", "aten.alias", "aten.lift_fresh", "aten.sym_", "aten.is_",
              "aten.set_.", "aten._has_compatible_shallow_copy_type", "profiler.",
-             "aten.resize_", "aten.result_type", "aten.size", "aten.stride",
+             "aten.resize_", "aten.result_type", "aten.promote_types", "aten.size", "aten.stride",
              "aten.is_nonzero")
 _HOST_SYNC = ("aten._local_scalar_dense", "aten.item")
 

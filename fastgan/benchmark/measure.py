@@ -306,7 +306,24 @@ def proxy_kernels(runner) -> dict:
     except Exception as e:   # the count is optional
         return {"kernels_error": first_line(e)}
     return {"kernels_per_it": float(c["kernels"]), "kernels_source": "dispatch proxy (CPU)",
-            "host_syncs_per_it": float(c["host_syncs"])}
+            "host_syncs_per_it": float(c["host_syncs"]), "kernel_budget": _budget(runner)}
+
+
+def _budget(runner) -> Optional[int]:
+    """The variant's stated proxy budget for this row (BenchSettings.kernel_budget*), where
+    the row counts what the budget counts: the fastgan-cuda or fastgan-reference path at the
+    tiny architecture (the count does not depend on the batch)."""
+    from fastgan.variants import bench_settings
+    field = {"fastgan-cuda": "kernel_budget",
+             "fastgan-reference": "kernel_budget_reference"}.get(getattr(runner, "name", ""))
+    try:
+        s = bench_settings(runner.variant_name)
+    except KeyError:
+        return None
+    ov = getattr(runner, "overrides", None) or {}
+    if field is None or any(ov.get(k) != v for k, v in s.tiny_overrides.items()):
+        return None
+    return getattr(s, field)
 
 
 def _finite(runner) -> Optional[bool]:

@@ -11,6 +11,7 @@ The engine knows nothing of any one variant: it calls the Variant interface only
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -71,6 +72,36 @@ def variant_optimizers(variant: Variant, d_params, g_params, device: torch.devic
     kw = dict(capturable=capturable, adam=h.adam, eps=h.adam_eps, decay=h.lr_decay)
     return (make_optimizer(d_params, h.lr_d, h.betas, device, **kw),
             make_optimizer(g_params, h.lr_g, h.betas, device, **kw))
+
+
+@contextlib.contextmanager
+def _frozen(params: List[nn.Parameter]):
+    """D's parameters out of the G step's autograd graph while it is built: ``backward(inputs=
+    G's)`` already leaves their gradients alone, but the layers would still compute them (a
+    weight-gradient matmul per layer) and autograd drop them."""
+    was = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, w in zip(params, was):
+            p.requires_grad_(w)
+
+
+def _mean_probs(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """[mean sigmoid(real), mean sigmoid(fake)]: one sigmoid and one reduction over both, read
+    in place where the two are adjacent halves of one D pass, else stacked first."""
+    k = real.numel()
+    if fake.numel() != k:
+        return torch.stack([torch.sigmoid(real.float()).mean(), torch.sigmoid(fake.float()).mean()])
+    if (real.is_contiguous() and fake.is_contiguous() and real.dtype == fake.dtype
+            and real._base is not None and real._base is fake._base
+            and fake.storage_offset() == real.storage_offset() + k):
+        both = real.as_strided((2, k), (k, 1))
+    else:
+        both = torch.stack([real.reshape(k), fake.reshape(k)])
+    return torch.sigmoid(both.float()).mean(1)
 
 
 def _shard(n: int, rank: int, world: int) -> slice:
@@ -134,12 +165,25 @@ class Engine:
             raise ValueError("conditional variants need as many noise vectors as real images")
         # Indices, labels and noise are drawn for the global batch (the same stream on every
         # rank, independent of the world size); images are gathered for this rank's slice only.
-        self.idx = torch.zeros(n_real, dtype=torch.long, device=device)
-        self.idx_local = self.idx[sl_real]
+        self._idx = torch.zeros(n_real, dtype=torch.long, device=device)
+        self.idx_local = self._idx[sl_real]
         n_local = sl_real.stop - sl_real.start
+        # A slice draw from a resident data set: the data set seen as its runs of n_real images
+        # (row o: images o + this rank's slice), one gather at the offset, no index vector.
+        self._runs = None
+        if self.slice_offset is not None and self.resident and self.images.is_contiguous():
+            px = self.images[0].numel()
+            self._runs = self.images.as_strided(
+                (self.slice_high + 1, n_local * px), (px, 1),
+                self.images.storage_offset() + sl_real.start * px)
         self.real_u8 = torch.zeros((n_local,) + tuple(images.shape[1:]), dtype=torch.uint8,
                                    device=device)
-        self.real = variant.image_view(torch.zeros(self.real_u8.shape, device=device)).clone()
+        # The real images sit right above room for the D step's fakes: a generator that writes
+        # its output there (Batch.fake_out) lets D score [real; fake] without a cat.
+        real_shape = variant.image_view(torch.empty(self.real_u8.shape, device="meta")).shape
+        n_fake = sl_noise.stop - sl_noise.start
+        self.d_input = torch.zeros((n_local + n_fake,) + tuple(real_shape[1:]), device=device)
+        self.real, self.fake_out = self.d_input[:n_local], self.d_input[n_local:]
         self.z = torch.zeros(variant.noise_shape(n_noise), device=device)
         self.batch_labels = self.mis_idx = self.mis_labels = None
         if variant.needs_labels:
@@ -173,21 +217,36 @@ class Engine:
         """Draw the real images' indices and gather them into ``real_u8``: on the device from
         its RNG, or on the host for a data set kept in host memory."""
         if self.host is not None:
-            self.host.fetch_into(self.real_u8, self.idx)
+            self.host.fetch_into(self.real_u8, self._idx)
         else:
             if self.slice_offset is not None:
                 self.slice_offset.random_(0, self.slice_high, generator=self.gen)
-                torch.add(self.slice_arange, self.slice_offset, out=self.idx)
+                if self._runs is not None:
+                    torch.index_select(self._runs, 0, self.slice_offset.view(1),
+                                       out=self.real_u8.view(1, -1))
+                    return
+                torch.add(self.slice_arange, self.slice_offset, out=self._idx)
             else:
-                self.idx.random_(0, self.n_images, generator=self.gen)
+                self._idx.random_(0, self.n_images, generator=self.gen)
             torch.index_select(self.images, 0, self.idx_local, out=self.real_u8)
+
+    @property
+    def idx(self) -> torch.Tensor:
+        """The real images' indices last drawn (global batch); computed for a run's gather."""
+        if self._runs is not None:
+            return self.slice_arange + self.slice_offset
+        return self._idx
 
     def draw(self) -> None:
         """Fill the static batch buffers, in place (device work only, unless the data set is
         host-resident and ``fetch_outside`` is False)."""
         if not self.fetch_outside:
             self.fetch()
-        self.real.copy_(self.variant.image_view(self.real_u8)).mul_(self.scale).add_(self.shift)
+        # The uint8 -> float conversion happens inside the multiply (one kernel, the same
+        # float32 x * scale as a copy then a multiply); the shift only where there is one.
+        torch.mul(self.variant.image_view(self.real_u8), self.scale, out=self.real)
+        if self.shift:
+            self.real.add_(self.shift)
         if self.batch_labels is not None:
             torch.index_select(self.labels_all, 0, self.idx, out=self.batch_labels)
             # Mismatched labels: the labels of another random batch (as the seed does).
@@ -244,11 +303,12 @@ class Engine:
             batch = self.batch()
             with self._autocast():
                 with torch.set_grad_enabled(reuse and last), self._g_eval():
-                    gen = v.generate_train(nets, batch)
+                    gen = v.generate_train(nets, batch if reuse and last else dataclasses.replace(
+                        batch, fake_out=self.fake_out))
                 detached = {k: (t.detach() if k in v.gen_keys else t) for k, t in gen.items()}
                 self.opt_d.zero_grad(set_to_none=True)
                 loss_d, d_real, d_fake = v.d_loss(nets, batch, detached, self.real_target)
-            loss_d.backward(inputs=self.d_params)
+            loss_d.backward(self._grad_seed(loss_d), inputs=self.d_params)
             if self.dist is not None:
                 self.dist.sync_grads(self.d_params)
             self.opt_d.step()
@@ -264,18 +324,21 @@ class Engine:
         # The G step differentiates with respect to G's parameters only (``inputs=``): D is
         # frozen without toggling requires_grad, and which gradients exist is fixed at capture.
         self.opt_g.zero_grad(set_to_none=True)
-        with self._autocast():
+        with self._autocast(), _frozen(self.d_params):
             loss_g, _ = v.g_loss(nets, batch, gen)
-        loss_g.backward(inputs=self.g_params)
+        loss_g.backward(self._grad_seed(loss_g), inputs=self.g_params)
         if self.dist is not None:
             self.dist.sync_grads(self.g_params)
         self.opt_g.step()
 
         with torch.no_grad():
-            self.stats.add_(torch.stack([
-                loss_d.detach().float(), loss_g.detach().float(),
-                torch.sigmoid(d_real.detach().float()).mean(),
-                torch.sigmoid(d_fake.detach().float()).mean(), self._one]))
+            self.stats.add_(torch.cat([loss_d.detach().float().view(1), loss_g.detach().float()
+                                       .view(1), _mean_probs(d_real, d_fake), self._one.view(1)]))
+
+    def _grad_seed(self, loss: torch.Tensor) -> Optional[torch.Tensor]:
+        """d(loss)/d(loss) = 1 from a constant, not a fill kernel per backward."""
+        one = self._one
+        return one if loss.dtype == one.dtype and loss.device == one.device else None
 
     def read_stats(self) -> Dict[str, float]:
         """Means since the last read (one host sync), then reset the accumulators."""

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from torch._subclasses.fake_tensor import is_fake
 
 
 @dataclass
@@ -45,6 +46,22 @@ class Batch:
     z: torch.Tensor
     labels: Optional[torch.Tensor] = None
     mis_labels: Optional[torch.Tensor] = None
+    # Where a generator may write fakes it makes without grad (the engine's D step): the rows
+    # right below ``real`` in memory, so that ``cat_rows(real, fake)`` is a view.
+    fake_out: Optional[torch.Tensor] = None
+
+
+def cat_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([a, b])``: a view where ``b`` already lies right below ``a`` in memory and
+    neither needs a gradient (the engine's D-step buffers), else the cat."""
+    adjacent = (not (a.requires_grad or b.requires_grad or is_fake(a) or is_fake(b))
+                and a.dtype == b.dtype and a.shape[1:] == b.shape[1:]
+                and a.is_contiguous() and b.is_contiguous()
+                and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+                and b.storage_offset() == a.storage_offset() + a.numel())
+    if not adjacent:
+        return torch.cat([a, b], 0)
+    return a.as_strided((a.shape[0] + b.shape[0],) + tuple(a.shape[1:]), a.stride())
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,12 @@ class BenchSettings:
     bf16_quick: bool = False                         # ... also in --quick
     check_batches: Tuple[int, ...] = ()    # make gpu-check's third tier, fp32 and bf16
     top_kernels: bool = False    # the report lists its top kernels (kernels, not launches, cost)
+    # Kernels per training iteration, the CPU dispatch proxy (fastgan/benchmark/kernel_count.py):
+    # the device work one iteration issues with the cuda backend's kernels on (and with the
+    # reference backend), counted at the tiny_overrides' architecture; tests/test_kernel_budget.py
+    # holds the count to it, with no host sync. Lower it when fusion removes work.
+    kernel_budget: Optional[int] = None
+    kernel_budget_reference: Optional[int] = None
 
 
 class Variant:
@@ -167,6 +190,30 @@ class Variant:
                                                                                 torch.Tensor]:
         """(loss, D(fake) logits as seen by the G step)."""
         raise NotImplementedError
+
+    def split_targets(self, like: torch.Tensor, n: int, first, second,
+                      dim: int = 0) -> torch.Tensor:
+        """A target per element of ``like``: ``first`` (a float or a device scalar) on the
+        first ``n`` rows (``dim`` 1: columns), ``second`` on the rest, so one loss call covers
+        both groups of one D pass. Built once and kept (a device scalar target: while it is the
+        same tensor, unchanged)."""
+        def tkey(t):
+            return ("t", id(t), t._version) if torch.is_tensor(t) else ("f", float(t))
+        key = (tuple(like.shape), like.dtype, like.device, n, dim, tkey(first), tkey(second))
+        cache = self.__dict__.setdefault("_split_targets", {})
+        hit = cache.get(key)
+        if hit is None:
+            dt = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
+            t = torch.empty(like.shape, dtype=dt, device=like.device)
+            for part, value in ((t.narrow(dim, 0, n), first),
+                                (t.narrow(dim, n, like.shape[dim] - n), second)):
+                part.copy_(value) if torch.is_tensor(value) else part.fill_(float(value))
+            if is_fake(t):   # the roofline's shape-only pass: nothing kept
+                return t
+            if len(cache) > 8:
+                cache.clear()
+            hit = cache[key] = (t, first, second)   # the tensors kept: their ids stay theirs
+        return hit[0]
 
     # ---- sampling -----------------------------------------------------------------------
     def sample(self, nets, z: torch.Tensor, labels: Optional[torch.Tensor] = None

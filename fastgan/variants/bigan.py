@@ -57,11 +57,16 @@ class Discriminator(nn.Module):
     def forward(self, x, z):
         return self.net(torch.cat([x, z], 1))
 
+    def score(self, xz):
+        """D on pairs already joined, [x, z] per row."""
+        return self.net(xz)
+
 
 class BiGAN(Variant):
     name = "bigan"
     # seed 000: TensorFlow BiGAN/ALI on MNIST
-    bench = BenchSettings(tiny_batch=8, gpu_batches=(32, 128, 512))
+    bench = BenchSettings(tiny_batch=8, gpu_batches=(32, 128, 512),
+                          kernel_budget=53, kernel_budget_reference=66)
     hyper = Hyper(batch_size=32, lr_d=1e-3, lr_g=1e-3, z_dim=64, data_range="sigmoid",
                   adam="eps_hat", adam_eps=1e-8)   # tf.train.AdamOptimizer
     gen_keys = ("fake", "z_hat")
@@ -83,19 +88,40 @@ class BiGAN(Variant):
     def generate_train(self, nets, batch):
         return {"fake": nets["G"](batch.z), "z_hat": nets["E"](batch.real)}
 
-    def _both(self, nets, batch, gen):
-        n = batch.real.shape[0]
-        # D has no BatchNorm: score (x, Q(x)) and (P(z), z) in one pass.
-        logits = nets["D"](torch.cat([batch.real, gen["fake"]], 0),
-                           torch.cat([gen["z_hat"], batch.z], 0))
-        return logits[:n], logits[n:]
+    def _both(self, nets, batch, gen, t_real, t_fake):
+        """bce(D(x, Q(x)), t_real) + bce(D(P(z), z), t_fake), D's real and fake logits. D has
+        no BatchNorm: both groups in one pass, scored by one loss call with a target per row
+        (with equal groups the sum of the two means is twice the mean over both; the factor 2
+        is exact)."""
+        x, z_hat, fake, z = batch.real, gen["z_hat"], gen["fake"], batch.z
+        n = x.shape[0]
+        if fake.shape[0] != n:
+            logits = nets["D"](torch.cat([x, fake], 0), torch.cat([z_hat, z], 0))
+            real_l, fake_l = logits[:n], logits[n:]
+            return bce(real_l, t_real) + bce(fake_l, t_fake), real_l, fake_l
+        if z_hat.requires_grad or fake.requires_grad:
+            # The G step: the four (n, .) blocks side by side are, read row by row, the pairs
+            # (x, Q(x)), (P(z), z) interleaved: one cat, differentiable.
+            logits = nets["D"].score(torch.cat([x, z_hat, fake, z], 1).view(2 * n, -1))
+            pairs = logits.view(n, 2)
+            loss = 2 * bce(pairs, self.split_targets(pairs, 1, t_real, t_fake, dim=1))
+            return loss, pairs[:, :1], pairs[:, 1:]
+        # The D step (nothing to differentiate into): real pairs above fake ones, each half
+        # joined in place.
+        dt = torch.promote_types(torch.promote_types(x.dtype, z_hat.dtype),
+                                 torch.promote_types(fake.dtype, z.dtype))
+        xz = torch.empty((2 * n, x.shape[1] + z.shape[1]), dtype=dt, device=x.device)
+        torch.cat([x, z_hat], 1, out=xz[:n])
+        torch.cat([fake, z], 1, out=xz[n:])
+        logits = nets["D"].score(xz)
+        real_l, fake_l = logits[:n], logits[n:]
+        return 2 * bce(logits, self.split_targets(logits, n, t_real, t_fake)), real_l, fake_l
 
     def d_loss(self, nets, batch, gen, real_target):
-        real, fake = self._both(nets, batch, gen)
         # -mean(log D(x,Q(x)) + log(1 - D(P(z),z))), in logit space.
-        return bce(real, real_target) + bce(fake, 0.0), real, fake
+        return self._both(nets, batch, gen, real_target, 0.0)
 
     def g_loss(self, nets, batch, gen):
-        real, fake = self._both(nets, batch, gen)
         # -mean(log D(P(z),z) + log(1 - D(x,Q(x)))): trains P and Q together.
-        return bce(fake, 1.0) + bce(real, 0.0), fake
+        loss, _, fake = self._both(nets, batch, gen, 0.0, 1.0)
+        return loss, fake
