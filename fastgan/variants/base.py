@@ -176,9 +176,15 @@ class Variant:
         return images
 
     # ---- the two losses -----------------------------------------------------------------
+    # G accepts ``out=``: in the D step (no grad) it writes its fakes into Batch.fake_out, right
+    # below the real images, so that D reads [real; fake] as a view.
+    g_writes_out = False
+
     def generate_train(self, nets, batch: Batch) -> Dict[str, torch.Tensor]:
         """The generators' outputs for one step (with grad). Keys in ``gen_keys`` get detached
         for the D step."""
+        if self.g_writes_out and batch.fake_out is not None and not torch.is_grad_enabled():
+            return {"fake": nets["G"](batch.z, out=batch.fake_out)}
         return {"fake": nets["G"](batch.z)}
 
     def d_loss(self, nets, batch: Batch, gen: Dict[str, torch.Tensor], real_target

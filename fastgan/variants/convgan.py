@@ -56,14 +56,10 @@ class ConvGAN(Variant):
                           kernel_budget=93, kernel_budget_reference=112)
     hyper = Hyper(batch_size=16, lr_d=3e-4, lr_g=3e-4, z_dim=100)
     g_reuses_fake = False  # the seed draws new noise for the G step
+    g_writes_out = True
 
     def build(self, cfg):
         return {"G": Generator(self.hyper.z_dim), "D": Discriminator()}
-
-    def generate_train(self, nets, batch):
-        if batch.fake_out is not None and not torch.is_grad_enabled():
-            return {"fake": nets["G"](batch.z, out=batch.fake_out)}   # below real: no cat
-        return {"fake": nets["G"](batch.z)}
 
     def d_loss(self, nets, batch, gen, real_target):
         n = batch.real.shape[0]

@@ -79,6 +79,7 @@ class MLP(Variant):
     hyper = Hyper(batch_size=64, lr_d=2e-4, lr_g=2e-4, betas=(0.5, 0.999), z_dim=100,
                   adam="eps_hat", adam_eps=1e-7, lr_decay=8e-8)
     g_reuses_fake = False  # the seed trains G on a fresh batch of B noise vectors
+    g_writes_out = True
     d_fakes_from_eval_g = True  # generator.predict (line 173)
     real_draw = "slice"         # lines 170-171
 
@@ -99,11 +100,6 @@ class MLP(Variant):
 
     def image_view(self, images):
         return images.reshape(images.shape[0], -1)
-
-    def generate_train(self, nets, batch):
-        if batch.fake_out is not None and not torch.is_grad_enabled():
-            return {"fake": nets["G"](batch.z, out=batch.fake_out)}   # below real: no cat
-        return {"fake": nets["G"](batch.z)}
 
     def d_loss(self, nets, batch, gen, real_target):
         n = batch.real.shape[0]
