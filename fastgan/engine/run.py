@@ -113,7 +113,9 @@ class Run:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         self.governor = None
-        if self.cfg.threads_adapt and self.device.type == "cpu":
+        # Not under torchrun: there the ranks share the cores by design, and one rank moving
+        # its thread count while the others wait on it in a collective only adds jitter.
+        if self.cfg.threads_adapt and self.device.type == "cpu" and self.dist is None:
             from fastgan.threads import ThreadGovernor
             self.governor = ThreadGovernor(torch.get_num_threads(), torch.set_num_threads)
         with ops.use_backend(self.backend), backends.tf32(self.cfg.tf32):
