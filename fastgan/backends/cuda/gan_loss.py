@@ -28,6 +28,7 @@ def _gan_loss_setup(ctx, inputs, output):
     logits, target, target_value, kind, reduction = inputs
     loss, grad = output
     ctx.mark_non_differentiable(grad)
+    ctx.set_materialize_grads(False)    # no zero-filled gradient for the unused grad output
     ctx.kind, ctx.reduction, ctx.target_value = kind, reduction, target_value
     ctx.save_for_backward(grad, logits, target)
 
@@ -41,7 +42,7 @@ def _gan_loss_grad_expr(logits, target, target_value, kind, reduction):
 
 def _gan_loss_bwd(ctx, gloss, ggrad):
     grad, logits, target = ctx.saved_tensors
-    if not ctx.needs_input_grad[0]:
+    if not ctx.needs_input_grad[0] or gloss is None:
         return None, None, None, None, None
     if torch.is_grad_enabled():
         g = _gan_loss_grad_expr(logits, target, ctx.target_value, ctx.kind, ctx.reduction)
