@@ -194,13 +194,11 @@ def _opt_state(opt: torch.optim.Optimizer) -> dict:
     return sd
 
 
-def save_checkpoint(run_dir: str, engine, step: int, config: Dict[str, Any]) -> str:
-    v = engine.variant
-    state = {
-        "format": 1,
-        "fastgan_version": fastgan.__version__,
-        "variant": v.name,
-        "hyper": dataclasses.asdict(v.hyper),
+def training_state(engine, step: int) -> Dict[str, Any]:
+    """What ``restore_into`` loads: networks, optimizers, step and random streams (a checkpoint
+    adds its format, version, hyper-parameters and config)."""
+    return {
+        "variant": engine.variant.name,
         "arch": arch_signature(engine.nets),
         "nets": {role: net.state_dict() for role, net in engine.nets.items()},
         "opt_d": _opt_state(engine.opt_d),
@@ -212,8 +210,13 @@ def save_checkpoint(run_dir: str, engine, step: int, config: Dict[str, Any]) -> 
             "torch_cpu": torch.get_rng_state(),
             "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         },
-        "config": config,
     }
+
+
+def save_checkpoint(run_dir: str, engine, step: int, config: Dict[str, Any]) -> str:
+    state = {"format": 1, "fastgan_version": fastgan.__version__,
+             "hyper": dataclasses.asdict(engine.variant.hyper),
+             **training_state(engine, step), "config": config}
     path = os.path.join(run_dir, CHECKPOINT_NAME)
     atomic_save(state, path)
     return path

@@ -288,12 +288,17 @@ def decide_graphs(r, cfg: TrainConfig, host_resident: bool, d_steps: int) -> Non
                                   d_steps)
     if cfg.cuda_graphs is None and r.device.type == "cuda" and not r.graphs:
         old = r.backend
-        if cfg.backend == "auto":
-            r.backend = ops.resolve_backend("auto", r.device.type, graph=False)
+        r.backend = eager_backend(r, cfg)
         switched = f", backend {r.backend} (auto, eager)" if r.backend != old else ""
         if r.main and not cfg.quiet:
             print(f"fastgan: training eagerly (no CUDA graph{switched}): {why}",
                   file=sys.stderr, flush=True)
+
+
+def eager_backend(r, cfg: TrainConfig) -> str:
+    """The backend of an eager run: --backend auto's choice for eager mode, else the one given."""
+    return (ops.resolve_backend("auto", r.device.type, graph=False) if cfg.backend == "auto"
+            else r.backend)
 
 
 def build_engine(r, resident: bool, capturable: Optional[bool] = None) -> None:

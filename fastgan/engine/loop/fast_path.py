@@ -15,7 +15,7 @@ from fastgan import ops
 from .. import checkpoint as ckpt
 from ..config import UserError
 from ..graphs import GraphedIteration
-from ..validate import build_engine
+from ..validate import build_engine, eager_backend
 
 
 def _host(x: Any) -> Any:
@@ -32,14 +32,7 @@ def _host(x: Any) -> Any:
 def memory_state(engine, step: int) -> Dict[str, Any]:
     """The training state as a checkpoint holds it (what ckpt.restore_into loads), in host
     memory: a fresh engine restored from it continues exactly as a resume would."""
-    return {"variant": engine.variant.name, "arch": ckpt.arch_signature(engine.nets),
-            "nets": {role: _host(net.state_dict()) for role, net in engine.nets.items()},
-            "opt_d": _host(engine.opt_d.state_dict()), "opt_g": _host(engine.opt_g.state_dict()),
-            "step": step,
-            "rng": {"engine": _host(engine.rng_state()), "engine_device": engine.device.type,
-                    "torch_cpu": torch.get_rng_state(),
-                    "torch_cuda": (torch.cuda.get_rng_state_all() if torch.cuda.is_available()
-                                   else None)}}
+    return _host(ckpt.training_state(engine, step))
 
 
 def _first_line(e: BaseException) -> str:
@@ -53,9 +46,8 @@ def fall_back_to_eager(run, state: Dict[str, Any], cause: BaseException) -> None
     old = run.backend
     run.graphs = False
     try:
-        if run.cfg.backend == "auto":
-            run.backend = ops.resolve_backend("auto", run.device.type, graph=False)
-            ops.set_backend(run.backend)   # inside the run's use_backend: restored at its end
+        run.backend = eager_backend(run, run.cfg)
+        ops.set_backend(run.backend)   # inside the run's use_backend: restored at its end
         resident = run.engine.resident
         build_engine(run, resident, capturable=False)
         gc.collect()            # the failed graph's memory pool and the old engine
