@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from fastgan.variants import Batch, Variant
+from fastgan.variants.base import rows_adjacent
 
 from .distributed import check_batch
 from .host_loader import HostBatchLoader, fits_on_device
@@ -95,9 +96,7 @@ def _mean_probs(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     k = real.numel()
     if fake.numel() != k:
         return torch.stack([torch.sigmoid(real.float()).mean(), torch.sigmoid(fake.float()).mean()])
-    if (real.is_contiguous() and fake.is_contiguous() and real.dtype == fake.dtype
-            and real._base is not None and real._base is fake._base
-            and fake.storage_offset() == real.storage_offset() + k):
+    if rows_adjacent(real, fake):
         both = real.as_strided((2, k), (k, 1))
     else:
         both = torch.stack([real.reshape(k), fake.reshape(k)])

@@ -17,8 +17,9 @@ Capturable in a CUDA graph: the base rate is a 0-d device tensor in ``param_grou
 tensor per parameter (``state[p]["step"]``, as torch keeps it), and ``step()`` reads nothing back
 to the host. On CUDA (``fused=None``, when Triton is there) the update is one multi-tensor Triton
 kernel per 8 tensors that reads p, g, m, v and writes p, m, v once (kernels/adam.py). On
-CPU it is torch's own fused Adam kernel (one pass, vectorised) given the time-varying eps above:
-a CPU step count costs nothing to read, and nothing is captured there. Otherwise, and for
+CPU it is torch's own fused Adam kernel (one pass, vectorised) given the time-varying eps above,
+which needs the step count as a host number: it is mirrored on the host (read once after
+construction or a load), so a step reads nothing back there either. Otherwise, and for
 non-contiguous tensors, multi-tensor ``torch._foreach_*`` ops.
 """
 from __future__ import annotations

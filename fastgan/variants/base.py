@@ -51,15 +51,19 @@ class Batch:
     fake_out: Optional[torch.Tensor] = None
 
 
+def rows_adjacent(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``b`` lies right below ``a`` in one dense block of memory (so that [a; b] is a
+    view of it)."""
+    return (not (is_fake(a) or is_fake(b)) and a.dtype == b.dtype and a.shape[1:] == b.shape[1:]
+            and a.is_contiguous() and b.is_contiguous()
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+            and b.storage_offset() == a.storage_offset() + a.numel())
+
+
 def cat_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.cat([a, b])``: a view where ``b`` already lies right below ``a`` in memory and
     neither needs a gradient (the engine's D-step buffers), else the cat."""
-    adjacent = (not (a.requires_grad or b.requires_grad or is_fake(a) or is_fake(b))
-                and a.dtype == b.dtype and a.shape[1:] == b.shape[1:]
-                and a.is_contiguous() and b.is_contiguous()
-                and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-                and b.storage_offset() == a.storage_offset() + a.numel())
-    if not adjacent:
+    if a.requires_grad or b.requires_grad or not rows_adjacent(a, b):
         return torch.cat([a, b], 0)
     return a.as_strided((a.shape[0] + b.shape[0],) + tuple(a.shape[1:]), a.stride())
 
