@@ -101,7 +101,7 @@ class IterationCount:
 
 
 def _layer_types():
-    from fastgan.nn.layers import BatchNormAct, ConvBNAct, FusedLinearAct
+    from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct
     return FusedLinearAct, ConvBNAct, BatchNormAct
 
 

@@ -31,7 +31,7 @@ def run(a) -> int:
     from fastgan.engine import checkpoint as ckpt
     from fastgan.engine.config import UserError
     from fastgan.engine.validate import pick_device
-    from fastgan.nn.layers import uses_batch_statistics
+    from fastgan.nn import uses_batch_statistics
     from fastgan.variants import labelled_variants
     from fastgan.variants.sampling import fixed_noise, generate
     from fastgan.viz import save_grid

@@ -66,7 +66,7 @@ def check_settings(cfg: TrainConfig, h) -> None:
 
 def check_batch_statistics(variant, nets, cfg: TrainConfig, world: int) -> None:
     """Training-mode BatchNorm needs two or more samples in every forward pass."""
-    from fastgan.nn.layers import uses_batch_statistics
+    from fastgan.nn import uses_batch_statistics
     if not any(uses_batch_statistics(m) for m in nets.values()):
         return
     split = 1 if cfg.sync_bn else world

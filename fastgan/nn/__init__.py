@@ -1,6 +1,11 @@
-from .layers import BatchNormAct, ConvBNAct, FusedLinearAct
+"""Layers the variants are written with. Each forward is one call into the op registry, so the
+active backend decides how it runs; parameters and buffers are laid out like torch.nn's own
+(``weight``, ``bias``, ``running_mean``...), so state dicts read like PyTorch's."""
+from .batchnorm import BatchNormAct, uses_batch_statistics
+from .conv import ConvBNAct
+from .linear import FusedLinearAct
 from .losses import bce, lsgan
 from .sync_bn import SyncBatchNormAct, convert_sync_bn, sync_scope
 
 __all__ = ["FusedLinearAct", "BatchNormAct", "ConvBNAct", "SyncBatchNormAct", "convert_sync_bn",
-           "sync_scope", "bce", "lsgan"]
+           "sync_scope", "bce", "lsgan", "uses_batch_statistics"]

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from fastgan import ops
 
-from .layers import BatchNormAct
+from .batchnorm import BatchNormAct
 
 
 class _SyncState:

@@ -1,0 +1,48 @@
+"""ConvBNAct: a convolution (cuDNN) followed by the fused BatchNorm + activation or bias +
+activation op."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fastgan import ops
+
+from ._autocast import _cast
+from .batchnorm import BatchNormAct
+
+
+class ConvBNAct(nn.Module):
+    """Conv2d or ConvTranspose2d, then BatchNorm + activation (one op) or bias + activation.
+
+    The convolution itself stays with cuDNN; what follows it is fused. Without BN the conv's bias
+    is applied in the activation epilogue (``bias_act``), not by the convolution.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, output_padding: int = 0, transposed: bool = False,
+                 bias: bool = True, bn: bool = False, slope: Optional[float] = None,
+                 bn_momentum: float = 0.1, bn_eps: float = 1e-5, bn_affine: str = "gamma_beta"):
+        super().__init__()
+        if transposed:
+            self.conv = nn.ConvTranspose2d(in_ch, out_ch, kernel_size, stride, padding,
+                                           output_padding, bias=bias)
+        else:
+            self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias)
+        self.transposed = transposed
+        self.slope = slope
+        self.bn = BatchNormAct(out_ch, slope, bn_momentum, bn_eps, bn_affine) if bn else None
+
+    def _conv(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        c = self.conv
+        if self.transposed:
+            return F.conv_transpose2d(x, c.weight, bias, c.stride, c.padding, c.output_padding)
+        return F.conv2d(x, c.weight, bias, c.stride, c.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bn is not None:
+            return self.bn(self._conv(x, self.conv.bias))
+        y = self._conv(x, None)
+        return ops.bias_act(y, _cast(self.conv.bias, y.dtype), self.slope, 1)
