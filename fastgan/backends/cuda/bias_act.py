@@ -1,5 +1,5 @@
 """bias_act for the cuda backend: ``fastgan::bias_act`` (and its backward op) with fake
-implementations, autograd formulas, the registry entry and its CPU size policy."""
+implementations, the registry entry and its CPU size policy (autograd formulas: C++)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -23,62 +23,8 @@ def _bias_act_backward_fake(grad, y, slope, dim, need_db):
     return torch.empty_like(y), y.new_empty((y.shape[dim] if need_db else 0,))
 
 
-def _sum_except(t: torch.Tensor, dim: int) -> torch.Tensor:
-    return t.sum(dim=[d for d in range(t.dim()) if d != dim])
-
-
-# bias_act: y = act(x + b). The activation mask is read off y's sign (slope >= 0).
-def _bias_act_setup(ctx, inputs, output):
-    x, bias, slope, dim = inputs
-    ctx.slope = slope
-    ctx.dim = dim % x.dim() if x.dim() > 0 else 0
-    ctx.bias_dtype = bias.dtype if bias is not None else None
-    ctx.save_for_backward(output if slope is not None else None)
-
-
-def _bias_act_bwd(ctx, gy):
-    (y,) = ctx.saved_tensors
-    need_x, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gx = db = None
-    if ctx.slope is None:
-        gx = gy
-        if need_b:
-            db = _sum_except(gy, ctx.dim)
-    else:
-        gx, db = _ops.bias_act_backward(gy, y, ctx.slope, ctx.dim, bool(need_b))
-    if db is not None and need_b:
-        db = db.to(ctx.bias_dtype)
-    else:
-        db = None
-    return (gx if need_x else None), db, None, None
-
-
-torch.library.register_autograd("fastgan::bias_act", _bias_act_bwd, setup_context=_bias_act_setup)
-
-
-# bias_act_backward: (gx, db) = (g * mask(y), sum(g * mask(y))): linear in g, mask constant a.e.
-# in y; registered so that double backward (gradient penalties) goes through linear_act/bias_act.
-def _bias_act_backward_setup(ctx, inputs, output):
-    grad, y, slope, dim, need_db = inputs
-    ctx.slope, ctx.dim, ctx.need_db = slope, dim % y.dim() if y.dim() > 0 else 0, need_db
-    ctx.save_for_backward(y)
-
-
-def _bias_act_backward_bwd(ctx, g_gx, g_db):
-    (y,) = ctx.saved_tensors
-    if not ctx.needs_input_grad[0]:
-        return None, None, None, None, None
-    total = g_gx if g_gx is not None else torch.zeros_like(y)
-    if ctx.need_db and g_db is not None and g_db.numel() > 0:
-        shape = [1] * y.dim()
-        shape[ctx.dim] = -1
-        total = total + g_db.view(shape)
-    gg, _ = _ops.bias_act_backward(total, y, ctx.slope, ctx.dim, False)
-    return gg, None, None, None, None
-
-
-torch.library.register_autograd("fastgan::bias_act_backward", _bias_act_backward_bwd,
-                                setup_context=_bias_act_backward_setup)
+# The autograd formulas of both ops are C++ (csrc/autograd/bias_act.cpp): an eager call runs no
+# Python beyond this wrapper.
 
 
 def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor], slope: Optional[float],

@@ -1,6 +1,5 @@
 """gan_loss for the cuda backend: ``fastgan::gan_loss`` (one kernel writes the reduced loss and
-d(loss)/d(logits)) with its fake, its autograd formula, the registry entry and its CPU size
-policy."""
+d(loss)/d(logits)) with its fake, the registry entry and its CPU size policy."""
 from __future__ import annotations
 
 import warnings
@@ -22,36 +21,8 @@ def _gan_loss_fake(logits, target, target_value, kind, reduction):
                                                   memory_format=torch.contiguous_format)
 
 
-# gan_loss: the forward already wrote d(loss)/d(logits); the backward scales it by the incoming
-# gradient. Under create_graph (double backward) it is recomputed with differentiable torch ops.
-def _gan_loss_setup(ctx, inputs, output):
-    logits, target, target_value, kind, reduction = inputs
-    loss, grad = output
-    ctx.mark_non_differentiable(grad)
-    ctx.set_materialize_grads(False)    # no zero-filled gradient for the unused grad output
-    ctx.kind, ctx.reduction, ctx.target_value = kind, reduction, target_value
-    ctx.save_for_backward(grad, logits, target)
-
-
-def _gan_loss_grad_expr(logits, target, target_value, kind, reduction):
-    t = target if target is not None else target_value
-    s = torch.sigmoid(logits)
-    g = s - t if kind == "bce" else 2 * (s - t) * s * (1 - s)
-    return g / logits.numel() if reduction == "mean" else g
-
-
-def _gan_loss_bwd(ctx, gloss, ggrad):
-    grad, logits, target = ctx.saved_tensors
-    if not ctx.needs_input_grad[0] or gloss is None:
-        return None, None, None, None, None
-    if torch.is_grad_enabled():
-        g = _gan_loss_grad_expr(logits, target, ctx.target_value, ctx.kind, ctx.reduction)
-        return (gloss * g).to(logits.dtype), None, None, None, None
-    # grad is kept in float32 (float64): one rounding to the logits' dtype, here
-    return (gloss.to(grad.dtype) * grad).to(logits.dtype), None, None, None, None
-
-
-torch.library.register_autograd("fastgan::gan_loss", _gan_loss_bwd, setup_context=_gan_loss_setup)
+# Its autograd formula is C++ (csrc/autograd/gan_loss.cpp): an eager call runs no Python
+# beyond this wrapper.
 
 _warned_target_grad = False
 

@@ -1,6 +1,6 @@
 """linear_act for the cuda backend: ``fastgan::linear_act`` (torch matmul with the fused bias +
-activation epilogue) with its fake, its autograd formula (the fused mask + bias-gradient
-kernel, then two matmuls), the registry entry and its CPU size policy."""
+activation epilogue) with its fake, the registry entry and its CPU size policy; its
+autograd formula (the fused mask + bias-gradient kernel, then two matmuls) is C++."""
 from __future__ import annotations
 
 from typing import Optional
@@ -19,33 +19,8 @@ def _linear_act_fake(x, weight, bias, slope):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-# linear_act: y = act(x @ W.T + b); matmuls for dX and dW, the fused kernel for mask + db.
-def _linear_act_setup(ctx, inputs, output):
-    x, weight, bias, slope = inputs
-    ctx.slope = slope
-    ctx.bias_dtype = bias.dtype if bias is not None else None
-    ctx.save_for_backward(x, weight, output if slope is not None else None)
-
-
-def _linear_act_bwd(ctx, gy):
-    x, weight, y = ctx.saved_tensors
-    need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    m, k = weight.shape
-    gy2 = gy.reshape(-1, m)
-    db = None
-    if ctx.slope is None:
-        gz = gy2
-        if need_b:
-            db = gz.sum(0)
-    else:
-        gz, db = _ops.bias_act_backward(gy2, y.reshape(-1, m), ctx.slope, 1, bool(need_b))
-    dx = (gz @ weight).reshape(x.shape) if need_x else None
-    dw = gz.t() @ x.reshape(-1, k) if need_w else None
-    db = db.to(ctx.bias_dtype) if (need_b and db is not None) else None
-    return dx, dw, db, None
-
-
-torch.library.register_autograd("fastgan::linear_act", _linear_act_bwd, setup_context=_linear_act_setup)
+# Its autograd formula is C++ (csrc/autograd/linear_act.cpp): an eager call runs no Python
+# beyond this wrapper.
 
 
 def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],

@@ -1,0 +1,41 @@
+// The fastgan operators as the autograd kernels call them: through the dispatcher, so a call
+// below the Autograd key reaches the CPU or CUDA kernel and a call above it records its own
+// autograd node (double backward).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+
+#include <optional>
+#include <tuple>
+
+namespace fastgan {
+namespace detail {
+
+using OptTensor = std::optional<at::Tensor>;
+
+// The typed handle of fastgan::<name>, looked up once per signature.
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> fastgan_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+inline std::tuple<at::Tensor, at::Tensor> call_bias_act_backward(const at::Tensor& grad,
+                                                                 const at::Tensor& y,
+                                                                 std::optional<double> slope,
+                                                                 int64_t dim, bool need_db) {
+  static auto op = fastgan_op<std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, std::optional<double>, int64_t, bool)>(
+      "fastgan::bias_act_backward");
+  if (!at::GradMode::is_enabled()) {   // no graph to record: straight to the kernel
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(grad, y, slope, dim, need_db);
+  }
+  return op.call(grad, y, slope, dim, need_db);
+}
+
+}  // namespace detail
+}  // namespace fastgan

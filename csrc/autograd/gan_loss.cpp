@@ -1,0 +1,89 @@
+// fastgan::gan_loss under the Autograd key: its backward in C++, so an eager call costs one
+// dispatch and no Python. The forward already wrote d(loss)/d(logits) (float32 or float64);
+// the backward scales it by the incoming gradient. Under create_graph the gradient is
+// recomputed with differentiable ATen ops (double backward, e.g. a penalty on D's gradient).
+#include <ATen/TensorOperators.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/sigmoid.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <string>
+#include <tuple>
+
+namespace fastgan {
+namespace detail {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::tuple<Tensor, Tensor> gan_loss_below(const Tensor& logits, const OptTensor& target,
+                                          double target_value, c10::string_view kind,
+                                          c10::string_view reduction) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastgan::gan_loss", "")
+                       .typed<std::tuple<Tensor, Tensor>(const Tensor&, const OptTensor&, double,
+                                                         c10::string_view, c10::string_view)>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(logits, target, target_value, kind, reduction);
+}
+
+// d(loss)/d(logits) as differentiable ATen ops (the reference formula).
+Tensor grad_expr(const Tensor& logits, const Tensor& target, double target_value,
+                 const std::string& kind, const std::string& reduction) {
+  const Tensor s = at::sigmoid(logits);
+  const Tensor d = target.defined() ? s - target : s - target_value;
+  Tensor g = kind == "bce" ? d : 2 * d * s * (1 - s);
+  return reduction == "mean" ? g / static_cast<double>(logits.numel()) : g;
+}
+
+class GanLoss : public torch::autograd::Function<GanLoss> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const OptTensor& target,
+                               double target_value, c10::string_view kind,
+                               c10::string_view reduction) {
+    auto [loss, grad] = gan_loss_below(logits, target, target_value, kind, reduction);
+    ctx->mark_non_differentiable({grad});
+    ctx->set_materialize_grads(false);   // no zero-filled gradient for the unused grad output
+    ctx->saved_data["target_value"] = target_value;
+    ctx->saved_data["kind"] = std::string(kind);
+    ctx->saved_data["reduction"] = std::string(reduction);
+    ctx->save_for_backward({grad, logits, target.has_value() ? *target : Tensor()});
+    return {loss, grad};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor& gloss = grads[0];
+    variable_list out(5);
+    if (!gloss.defined()) return out;
+    auto saved = ctx->get_saved_variables();
+    const Tensor& grad = saved[0];
+    const Tensor& logits = saved[1];
+    if (at::GradMode::is_enabled()) {
+      Tensor g = grad_expr(logits, saved[2], ctx->saved_data["target_value"].toDouble(),
+                           ctx->saved_data["kind"].toStringRef(),
+                           ctx->saved_data["reduction"].toStringRef());
+      out[0] = (gloss * g).to(logits.scalar_type());
+    } else {
+      // grad is kept in float32 (float64): one rounding to the logits' dtype, here
+      out[0] = (gloss.to(grad.scalar_type()) * grad).to(logits.scalar_type());
+    }
+    return out;
+  }
+};
+
+std::tuple<Tensor, Tensor> gan_loss_autograd(const Tensor& logits, const OptTensor& target,
+                                             double target_value, c10::string_view kind,
+                                             c10::string_view reduction) {
+  auto r = GanLoss::apply(logits, target, target_value, kind, reduction);
+  return {r[0], r[1]};
+}
+
+TORCH_LIBRARY_IMPL(fastgan, Autograd, m) { m.impl("gan_loss", &gan_loss_autograd); }
+
+}  // namespace
+}  // namespace detail
+}  // namespace fastgan
