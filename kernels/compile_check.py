@@ -231,9 +231,9 @@ def cases() -> List[Case]:
                                  NEED_DX=True, NEED_DW=True, NEED_DB=True, ACC=tl.float32,
                                  BLOCK_S=8, **blk),
                             ptr_types=dict(f32, dw_ptr="*fp32", db_ptr="*fp32")))
-        for kind in (0, 1):
+        for kind, kname in enumerate(("bce", "lsgan", "hinge", "linear")):
             for one in (True, False):
-                out.append(Case(f"gan_loss.loss_grad[{dt},{'bce' if kind == 0 else 'lsgan'},"
+                out.append(Case(f"gan_loss.loss_grad[{dt},{kname},"
                                 f"{'one' if one else 'multi'}]", GL._gan_loss_kernel, dt,
                                 dict(KIND=kind, T_MODE=1, NEED_GRAD=True, ONE_BLOCK=one,
                                      ACC=tl.float32, BLOCK=2048),

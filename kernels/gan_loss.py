@@ -1,10 +1,13 @@
-"""gan_loss: BCE-with-logits or LSGAN (on sigmoid(logit)) against a constant target, with the
-gradient written by the same kernel as the loss.
+"""gan_loss: BCE-with-logits, LSGAN (on sigmoid(logit)), hinge or linear against a target, with
+the gradient written by the same kernel as the loss.
 
 One pass over the logits computes each element's loss and ``dL/dlogit`` (already scaled by
 1/n for ``mean``); the per-program partial losses are summed in a fixed order by a one-program
 finalize kernel (skipped when one program covers everything), so the loss is deterministic.
 The backward only multiplies the saved gradient by the incoming scalar gradient.
+
+hinge = t relu(1 - z) + (1 - t) relu(1 + z) (D's loss: t = 1 real, 0 fake); linear =
+(1 - 2t) z (t = 1: -z, the generator's hinge loss).
 
 Stable for any |logit| (tested to 100): ``bce = max(z, 0) - z*t + log1p(exp(-|z|))``,
 ``sigmoid`` and ``1 - sigmoid`` both computed from ``exp(-|z|)``; log1p is computed as
@@ -27,14 +30,15 @@ from ._common import acc_type, next_pow2
 
 Tensor = torch.Tensor
 
-_KINDS = {"bce": 0, "lsgan": 1}   # kind and reduction are checked by fastgan.ops.checks
+_KINDS = {"bce": 0, "lsgan": 1, "hinge": 2, "linear": 3}   # kind and reduction are checked by fastgan.ops.checks
 
 
 @triton.jit
 def _gan_loss_kernel(z_ptr, g_ptr, part_ptr, loss_ptr, t_ptr, t_val, n, scale,
                      KIND: tl.constexpr, T_MODE: tl.constexpr, NEED_GRAD: tl.constexpr,
                      ONE_BLOCK: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
-    """KIND 0 bce, 1 lsgan. T_MODE 0: target t_val; 1: t_ptr[0]; 2: t_ptr[i] per element."""
+    """KIND 0 bce, 1 lsgan, 2 hinge, 3 linear. T_MODE 0: target t_val; 1: t_ptr[0]; 2: t_ptr[i]
+    per element."""
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
@@ -45,20 +49,32 @@ def _gan_loss_kernel(z_ptr, g_ptr, part_ptr, loss_ptr, t_ptr, t_val, n, scale,
         t = tl.load(t_ptr).to(ACC)
     else:
         t = tl.load(t_ptr + offs, mask=m, other=0.0).to(ACC)
-    e = tl.exp(-tl.abs(z))                  # in (0, 1]
-    u = 1.0 + e
-    inv = 1.0 / u
-    pos = z >= 0
-    p = tl.where(pos, inv, e * inv)         # sigmoid(z)
-    q = tl.where(pos, e * inv, inv)         # 1 - sigmoid(z), without cancellation
-    d = tl.where(pos, (1.0 - t) - q, p - t)   # sigmoid(z) - t, no cancellation near t = 1
-    if KIND == 0:
-        log1p_e = tl.log(u) - ((u - 1.0) - e) / u
-        loss = tl.maximum(z, 0.0) - z * t + log1p_e
-        grad = d
+    if KIND <= 1:
+        e = tl.exp(-tl.abs(z))                  # in (0, 1]
+        u = 1.0 + e
+        inv = 1.0 / u
+        pos = z >= 0
+        p = tl.where(pos, inv, e * inv)         # sigmoid(z)
+        q = tl.where(pos, e * inv, inv)         # 1 - sigmoid(z), without cancellation
+        d = tl.where(pos, (1.0 - t) - q, p - t)   # sigmoid(z) - t, no cancellation near t = 1
+        if KIND == 0:
+            log1p_e = tl.log(u) - ((u - 1.0) - e) / u
+            loss = tl.maximum(z, 0.0) - z * t + log1p_e
+            grad = d
+        else:
+            loss = d * d
+            grad = 2.0 * d * p * q
+    elif KIND == 2:
+        # t relu(1 - z) + (1 - t) relu(1 + z); `a < 0` (not maximum) keeps a NaN logit NaN, and
+        # the subgradient at the kinks is 0, as torch.relu's
+        a = 1.0 - z
+        b = 1.0 + z
+        loss = t * tl.where(a < 0, 0.0, a) + (1.0 - t) * tl.where(b < 0, 0.0, b)
+        grad = tl.where(a > 0, -t, 0.0) + tl.where(b > 0, 1.0 - t, 0.0)
     else:
-        loss = d * d
-        grad = 2.0 * d * p * q
+        w = 1.0 - 2.0 * t
+        loss = w * z
+        grad = w + tl.zeros_like(z)             # a block even for a scalar target
     loss = tl.where(m, loss, 0.0)
     total = tl.sum(loss, axis=0)
     if NEED_GRAD:

@@ -4,7 +4,9 @@
 // recomputed with differentiable ATen ops (double backward, e.g. a penalty on D's gradient).
 #include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/full_like.h>
 #include <ATen/ops/sigmoid.h>
+#include <ATen/ops/ones_like.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -31,12 +33,25 @@ std::tuple<Tensor, Tensor> gan_loss_below(const Tensor& logits, const OptTensor&
   return op.call(logits, target, target_value, kind, reduction);
 }
 
-// d(loss)/d(logits) as differentiable ATen ops (the reference formula).
+// d(loss)/d(logits) as differentiable ATen ops (the reference formula). hinge and linear are
+// piecewise linear: their gradient is constant in the logits (zero second derivative), the
+// hinge masks are comparisons.
 Tensor grad_expr(const Tensor& logits, const Tensor& target, double target_value,
                  const std::string& kind, const std::string& reduction) {
-  const Tensor s = at::sigmoid(logits);
-  const Tensor d = target.defined() ? s - target : s - target_value;
-  Tensor g = kind == "bce" ? d : 2 * d * s * (1 - s);
+  Tensor g;
+  if (kind == "hinge") {
+    const Tensor lo = (logits < 1).to(logits.scalar_type());
+    const Tensor hi = (logits > -1).to(logits.scalar_type());
+    g = target.defined() ? (1 - target) * hi - target * lo
+                         : (1 - target_value) * hi - target_value * lo;
+  } else if (kind == "linear") {
+    g = target.defined() ? at::ones_like(logits) * (1 - 2 * target)
+                         : at::full_like(logits, 1.0 - 2.0 * target_value);
+  } else {
+    const Tensor s = at::sigmoid(logits);
+    const Tensor d = target.defined() ? s - target : s - target_value;
+    g = kind == "bce" ? d : 2 * d * s * (1 - s);
+  }
   return reduction == "mean" ? g / static_cast<double>(logits.numel()) : g;
 }
 

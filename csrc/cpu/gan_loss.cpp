@@ -9,13 +9,25 @@ namespace {
 using namespace cpu;
 
 // In double whatever the input dtype (see gan_loss.cu): s and 1 - s from e = exp(-|l|).
-inline void loss_grad(double l, double t, bool bce, double& loss, double& grad) {
+inline void loss_grad(double l, double t, GanLossKind kind, double& loss, double& grad) {
+  if (kind == GanLossKind::kHinge) {
+    // `a < 0 ? 0 : a` keeps a NaN logit NaN; the subgradient at the kinks is 0, as torch.relu's
+    const double a = 1.0 - l, b = 1.0 + l;
+    loss = t * (a < 0.0 ? 0.0 : a) + (1.0 - t) * (b < 0.0 ? 0.0 : b);
+    grad = (a > 0.0 ? -t : 0.0) + (b > 0.0 ? 1.0 - t : 0.0);
+    return;
+  }
+  if (kind == GanLossKind::kLinear) {
+    loss = (1.0 - 2.0 * t) * l;
+    grad = 1.0 - 2.0 * t;
+    return;
+  }
   const double e = std::exp(-std::fabs(l));
   const double d = 1.0 + e;
   const double s = l >= 0.0 ? 1.0 / d : e / d;
   const double sc = l >= 0.0 ? e / d : 1.0 / d;
   const double st = t > 0.5 ? (1.0 - t) - sc : s - t;
-  if (bce) {
+  if (kind == GanLossKind::kBCE) {
     loss = (l > 0.0 ? l : 0.0) - l * t + std::log1p(e);
     grad = st;
   } else {
@@ -32,7 +44,6 @@ void gan_loss_t(const GanLossParams& p) {
   const A* target = static_cast<const A*>(p.target);
   const double tscalar = (target && !p.target_per_element) ? static_cast<double>(target[0]) : p.target_value;
   const bool per = target && p.target_per_element;
-  const bool bce = p.kind == GanLossKind::kBCE;
   const double scale = p.scale;
   const int64_t n = p.n;
   const int64_t nchunks = (n + kChunkElems - 1) / kChunkElems;
@@ -43,7 +54,7 @@ void gan_loss_t(const GanLossParams& p) {
       double s = 0.0;
       for (int64_t i = i0; i < i1; ++i) {
         double le, ge;
-        loss_grad(static_cast<double>(ld(logits[i])), per ? static_cast<double>(target[i]) : tscalar, bce, le, ge);
+        loss_grad(static_cast<double>(ld(logits[i])), per ? static_cast<double>(target[i]) : tscalar, p.kind, le, ge);
         s += le;
         grad[i] = static_cast<A>(ge * scale);
       }

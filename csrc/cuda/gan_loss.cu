@@ -16,6 +16,18 @@ constexpr int kThreads = 512;
 // dtype: sigmoid(l) - t and 1 - sigmoid(l) cancel badly in float32 (GAN logits are few, so the
 // cost is small). s and 1 - s both come from e = exp(-|l|) without a subtraction.
 __device__ __forceinline__ void loss_grad(double l, double t, int kind, double& loss, double& grad) {
+  if (kind == static_cast<int>(GanLossKind::kHinge)) {
+    // `a < 0 ? 0 : a` keeps a NaN logit NaN; the subgradient at the kinks is 0, as torch.relu's
+    const double a = 1.0 - l, b = 1.0 + l;
+    loss = t * (a < 0.0 ? 0.0 : a) + (1.0 - t) * (b < 0.0 ? 0.0 : b);
+    grad = (a > 0.0 ? -t : 0.0) + (b > 0.0 ? 1.0 - t : 0.0);
+    return;
+  }
+  if (kind == static_cast<int>(GanLossKind::kLinear)) {
+    loss = (1.0 - 2.0 * t) * l;
+    grad = 1.0 - 2.0 * t;
+    return;
+  }
   const double e = exp(-fabs(l));  // in (0, 1]: no overflow
   const double d = 1.0 + e;
   const double s = l >= 0.0 ? 1.0 / d : e / d;   // sigmoid(l)

@@ -1,13 +1,15 @@
 // GAN losses on logits, reduced, with d(loss)/d(logits) written in the same pass.
 //   bce:   max(l, 0) - l * t + log1p(exp(-|l|))        grad: sigmoid(l) - t
 //   lsgan: (sigmoid(l) - t)^2                           grad: 2 (s - t) s (1 - s)
+//   hinge: t relu(1 - l) + (1 - t) relu(1 + l)          grad: -t [l < 1] + (1 - t) [l > -1]
+//   linear: (1 - 2t) l                                  grad: 1 - 2t
 // both multiplied by `scale` (1/n for mean, 1 for sum).
 #pragma once
 #include "common.h"
 
 namespace fastgan {
 
-enum class GanLossKind : int32_t { kBCE = 0, kLSGAN = 1 };
+enum class GanLossKind : int32_t { kBCE = 0, kLSGAN = 1, kHinge = 2, kLinear = 3 };
 
 struct GanLossParams {
   DType dtype = DType::kFloat32;

@@ -23,7 +23,10 @@ std::tuple<Tensor, Tensor> gan_loss_impl(const Tensor& logits, const OptTensor& 
   GanLossKind k;
   if (kind == "bce") k = GanLossKind::kBCE;
   else if (kind == "lsgan") k = GanLossKind::kLSGAN;
-  else TORCH_CHECK(false, "fastgan::gan_loss: unknown kind '", std::string(kind), "' (use 'bce' or 'lsgan')");
+  else if (kind == "hinge") k = GanLossKind::kHinge;
+  else if (kind == "linear") k = GanLossKind::kLinear;
+  else TORCH_CHECK(false, "fastgan::gan_loss: unknown kind '", std::string(kind),
+                   "' (use 'bce', 'lsgan', 'hinge' or 'linear')");
   bool mean;
   if (reduction == "mean") mean = true;
   else if (reduction == "sum") mean = false;

@@ -1,5 +1,5 @@
 """GAN losses on logits. A sigmoid followed by BCE is computed in logit space (no log(0));
-LSGAN is on probabilities sigmoid(logit), as the seeds define it."""
+LSGAN is on probabilities sigmoid(logit), as the seeds define it. hinge is on raw logits."""
 from __future__ import annotations
 
 from typing import Union
@@ -22,3 +22,12 @@ def bce(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.
 
 def lsgan(logits: torch.Tensor, target: Target, reduction: str = "sum") -> torch.Tensor:
     return ops.gan_loss(_fp32(logits), target, "lsgan", reduction)
+
+
+def hinge(logits: torch.Tensor, target: Target, reduction: str = "mean",
+          generator: bool = False) -> torch.Tensor:
+    """The hinge loss of StyleGAN2/StudioGAN. D's side (generator False): target 1 (real)
+    gives relu(1 - l), 0 (fake) relu(1 + l), a per-element target picks per row. G's side
+    (generator True, called with target 1 as the G step of bce is): -l, i.e. the op's kind
+    'linear', (1 - 2 t) l, so the target keeps its meaning and no argument is ignored."""
+    return ops.gan_loss(_fp32(logits), target, "linear" if generator else "hinge", reduction)

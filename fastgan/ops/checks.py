@@ -2,13 +2,15 @@
 everywhere). The C++ operators keep their own TORCH_CHECKs for direct ``torch.ops`` calls."""
 from __future__ import annotations
 
-GAN_LOSS_KINDS = ("bce", "lsgan")
+GAN_LOSS_KINDS = ("bce", "lsgan", "hinge", "linear")
 GAN_LOSS_REDUCTIONS = ("mean", "sum")
 
 
 def gan_loss_args(kind: str, reduction: str) -> None:
-    """Raise ValueError unless ``kind`` is 'bce' or 'lsgan' and ``reduction`` 'mean' or 'sum'."""
+    """Raise ValueError unless ``kind`` is one of GAN_LOSS_KINDS and ``reduction`` 'mean' or
+    'sum'."""
     if kind not in GAN_LOSS_KINDS:
-        raise ValueError(f"gan_loss: unknown kind {kind!r} (use 'bce' or 'lsgan')")
+        raise ValueError(f"gan_loss: unknown kind {kind!r} (use 'bce', 'lsgan', 'hinge' or "
+                         "'linear')")
     if reduction not in GAN_LOSS_REDUCTIONS:
         raise ValueError(f"gan_loss: unknown reduction {reduction!r} (use 'mean' or 'sum')")

@@ -71,11 +71,11 @@ def test_bn_act_errors():
 
 def test_gan_loss_errors():
     with pytest.raises(ValueError, match="kind"):
-        CB.gan_loss(torch.randn(3), 1.0, "hinge", "mean")
+        CB.gan_loss(torch.randn(3), 1.0, "wasserstein", "mean")
     with pytest.raises(ValueError, match="reduction"):
         CB.gan_loss(torch.randn(3), 1.0, "bce", "none")
     with pytest.raises(RuntimeError, match="fastgan::gan_loss: unknown kind"):
-        FG.gan_loss(torch.randn(3), None, 1.0, "hinge", "mean")
+        FG.gan_loss(torch.randn(3), None, 1.0, "wasserstein", "mean")
     with pytest.raises(RuntimeError, match="fastgan::gan_loss: logits must be float32"):
         FG.gan_loss(torch.ones(3, dtype=torch.int32), None, 1.0, "bce", "mean")
 

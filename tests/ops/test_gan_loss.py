@@ -1,4 +1,4 @@
-"""gan_loss = BCE-with-logits or LSGAN on sigmoid(logits), mean or sum: parity of every backend
+"""gan_loss = BCE-with-logits, LSGAN on sigmoid(logits), hinge or linear, mean or sum: parity of every backend
 against the float64 reference, the loss and its gradient (the harness: ops_harness.py). The case
 lists are per backend (the Triton interpreter is slow)."""
 from __future__ import annotations
@@ -16,6 +16,9 @@ CUDA = backend_devices("cuda")
 
 # ------------------------------------------------------------------------------ Triton cases
 
+KINDS = ["bce", "lsgan", "hinge", "linear"]
+
+
 def _logits(shape, device, dtype):
     z = torch.randn(*shape, device=device) * 8
     flat = z.view(-1)
@@ -24,6 +27,8 @@ def _logits(shape, device, dtype):
         flat[1] = -100.0
     if flat.numel() > 3:
         flat[2], flat[3] = 30.0, -30.0
+    if flat.numel() > 6:
+        flat[4], flat[5], flat[6] = 1.0, -1.0, 0.5   # hinge's kinks and its margin
     return z.to(dtype)
 
 
@@ -55,14 +60,14 @@ def gan_loss_case(backend, device, dtype, shape, kind, reduction, target, seed, 
 @pytest.mark.parametrize("backend,device", TRITON)
 @pytest.mark.parametrize("target", GAN_TARGETS)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-@pytest.mark.parametrize("kind", ["bce", "lsgan"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", [(1,), (7, 1), (3000,)], ids=lambda s: "x".join(map(str, s)))
 def test_gan_loss(backend, device, shape, kind, reduction, target, seed):
     gan_loss_case(backend, device, torch.float32, shape, kind, reduction, target, seed)
 
 
 @pytest.mark.parametrize("backend,device", TRITON)
-@pytest.mark.parametrize("kind", ["bce", "lsgan"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_gan_loss_bf16(backend, device, kind, seed):
     gan_loss_case(backend, device, torch.bfloat16, (64, 1), kind, "mean", 0.9, seed)
 
@@ -86,7 +91,7 @@ def test_gan_loss_per_element_target(backend, seed):
 def test_gan_loss_bad_args(backend):
     with ops.use_backend(backend):
         with pytest.raises(ValueError, match="kind"):
-            ops.gan_loss(torch.randn(4), 1.0, "hinge", "mean")
+            ops.gan_loss(torch.randn(4), 1.0, "wasserstein", "mean")
         with pytest.raises(ValueError, match="reduction"):
             ops.gan_loss(torch.randn(4), 1.0, "bce", "max")
 
@@ -96,7 +101,7 @@ def test_gradcheck_gan_loss(backend):
     interp_only()
     z = (torch.randn(7, dtype=torch.float64) * 3).requires_grad_()
     with ops.use_backend(backend):
-        for kind in ("bce", "lsgan"):
+        for kind in KINDS:
             for red in ("mean", "sum"):
                 assert torch.autograd.gradcheck(lambda a: ops.gan_loss(a, 0.9, kind, red), (z,), **GC)
 
@@ -108,7 +113,7 @@ LOSS_SHAPES = [(1,), (64, 1), (7, 3, 5), (33,), (2, 1, 30, 30)]
 
 @pytest.mark.parametrize("backend,device", CUDA)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", ["bce", "lsgan"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("shape", LOSS_SHAPES)
 @pytest.mark.parametrize("target", ["one", "zero", "0.9", "tensor0d", "tensor_full"])
@@ -131,7 +136,7 @@ def test_gan_loss_dtypes(backend, device, dtype, kind, reduction, shape, target,
 
 
 @pytest.mark.parametrize("backend,device", CUDA)
-@pytest.mark.parametrize("kind", ["bce", "lsgan"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_gan_loss_extreme_logits(backend, device, kind, seed):
     logits = leaf(torch.cat([torch.randn(61) * 3, torch.tensor([-100.0, 100.0, 0.0, 88.0, -88.0])]),
                   torch.float32, device)
@@ -153,5 +158,92 @@ def test_gan_loss_double_backward(backend, seed):
     # create_graph through the loss recomputes the gradient with differentiable ops
     l = torch.randn(9, dtype=torch.float64, requires_grad=True)
     with ops.use_backend(backend):
-        for kind in ("bce", "lsgan"):
+        for kind in KINDS:
             torch.autograd.gradgradcheck(lambda x: ops.gan_loss(x, 0.3, kind, "mean"), (l,))
+
+
+# ------------------------------------------------------------------- hinge / linear, every backend
+
+ALL = only("triton") + only("cuda") + [pytest.param("reference", id="reference")]
+
+
+def _away_from_kinks(n, scale=3.0):
+    # finite differences across relu's kink are not its subgradient: keep |l +- 1| > 1e-2
+    l = torch.randn(n, dtype=torch.float64) * scale
+    return torch.where((l.abs() - 1).abs() < 1e-2, l + 0.1, l)
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_hinge_formulas(backend, seed):
+    """The StyleGAN2/StudioGAN hinge: D real mean(relu(1 - l)), D fake mean(relu(1 + l)), a 0/1
+    target tensor picks per row, G -mean(l) (kind linear, target 1); written out, not via R."""
+    if backend == "triton":
+        interp_only()
+    l = torch.tensor([[-3.0], [-1.0], [-0.25], [0.0], [0.5], [1.0], [2.5]], dtype=torch.float64)
+    rows = torch.tensor([[1.0], [0.0], [1.0], [1.0], [0.0], [0.0], [1.0]], dtype=torch.float64)
+    expect_rows = torch.where(rows > 0.5, torch.relu(1 - l), torch.relu(1 + l))
+    with ops.use_backend(backend):
+        for got, want in [(ops.gan_loss(l, 1.0, "hinge", "mean"), torch.relu(1 - l).mean()),
+                          (ops.gan_loss(l, 0.0, "hinge", "mean"), torch.relu(1 + l).mean()),
+                          (ops.gan_loss(l, 0.0, "hinge", "sum"), torch.relu(1 + l).sum()),
+                          (ops.gan_loss(l, rows, "hinge", "mean"), expect_rows.mean()),
+                          (ops.gan_loss(l, 1.0, "linear", "mean"), -l.mean()),
+                          (ops.gan_loss(l, torch.tensor(0.0), "linear", "sum"), l.sum())]:
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("kind", ["hinge", "linear"])
+def test_hinge_gradients_float64(backend, kind, reduction, seed):
+    """gradcheck and gradgradcheck in float64, odd shape, scalar, 0-d and per-row targets."""
+    if backend == "triton":
+        interp_only()
+    l = _away_from_kinks(13).reshape(13, 1).requires_grad_()
+    rows = (torch.rand(13, 1) > 0.5).double()
+    with ops.use_backend(backend):
+        for t in (1.0, 0.0, 0.3, torch.tensor(1.0, dtype=torch.float64), rows):
+            f = lambda x: ops.gan_loss(x, t, kind, reduction)  # noqa: E731
+            assert torch.autograd.gradcheck(f, (l,))
+            if backend != "triton":   # the Triton backward is not differentiable (no R1 there)
+                assert torch.autograd.gradgradcheck(f, (l,))
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gan_loss_nan_propagates(backend, kind, reduction):
+    if backend == "triton":
+        interp_only()
+    l = torch.tensor([0.5, float("nan"), -2.0, 3.0])
+    with ops.use_backend(backend):
+        for t in (1.0, 0.0, torch.tensor([1.0, 0.0, 1.0, 0.0])):
+            assert torch.isnan(ops.gan_loss(l, t, kind, reduction)), (kind, t)
+
+
+def test_hinge_helper():
+    from fastgan.nn import losses
+    l = torch.tensor([-2.0, 0.5, 3.0], dtype=torch.float64)
+    torch.testing.assert_close(losses.hinge(l, 1.0), torch.relu(1 - l).mean())
+    torch.testing.assert_close(losses.hinge(l, 0.0, "sum"), torch.relu(1 + l).sum())
+    torch.testing.assert_close(losses.hinge(l, 1.0, generator=True), -l.mean())
+
+
+@pytest.mark.parametrize("backend", only("cuda") + only("triton"))
+def test_hinge_opcheck(backend):
+    ops.ensure_loaded(backend)
+    if backend == "triton":
+        interp_only()
+        op, extra = torch.ops.fastgan_triton.gan_loss.default, (True,)
+        tests = ("test_schema", "test_autograd_registration", "test_faketensor")
+    else:
+        from fastgan import _C
+        _C._set_debug_poison(False)   # opcheck compares eager runs
+        op, extra = torch.ops.fastgan.gan_loss.default, ()
+        tests = ("test_schema", "test_autograd_registration", "test_faketensor",
+                 "test_aot_dispatch_dynamic")
+    rows = (torch.rand(8, 1) > 0.5).float()
+    for args in [(torch.randn(8, 1, requires_grad=True), None, 1.0, "hinge", "mean"),
+                 (torch.randn(8, 1, requires_grad=True), rows, 0.0, "hinge", "sum"),
+                 (torch.randn(8, requires_grad=True), torch.tensor(1.0), 0.0, "linear", "mean")]:
+        torch.library.opcheck(op, args + extra, test_utils=tests)

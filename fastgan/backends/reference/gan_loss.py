@@ -1,4 +1,5 @@
-"""gan_loss, reference: BCE-with-logits, or LSGAN on sigmoid(logits), mean or sum."""
+"""gan_loss, reference: BCE-with-logits, LSGAN on sigmoid(logits), hinge (D side) or linear
+(the hinge/Wasserstein G side), mean or sum."""
 from __future__ import annotations
 
 from typing import Union
@@ -21,8 +22,12 @@ def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str
         t = torch.full_like(logits, float(target))
     if kind == "bce":
         per = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
-    else:
+    elif kind == "lsgan":
         per = (torch.sigmoid(logits) - t) ** 2
+    elif kind == "hinge":   # t = 1: relu(1 - l), t = 0: relu(1 + l)
+        per = t * torch.relu(1 - logits) + (1 - t) * torch.relu(1 + logits)
+    else:                   # linear: t = 1: -l (hinge G loss), t = 0: l
+        per = (1 - 2 * t) * logits
     return per.mean() if reduction == "mean" else per.sum()
 
 

@@ -55,7 +55,7 @@ class _GanLossFn(torch.autograd.Function):
 
 def gan_loss(logits: Tensor, target: Union[float, Tensor], kind: str = "bce",
              reduction: str = "mean") -> Tensor:
-    """Registry entry: mean/sum of BCE-with-logits or LSGAN against ``target``."""
+    """Registry entry: mean/sum of BCE-with-logits, LSGAN, hinge or linear against ``target``."""
     check_float("gan_loss", logits)
     gan_loss_args(kind, reduction)
     need_grad = logits.requires_grad and torch.is_grad_enabled()
