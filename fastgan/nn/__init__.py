@@ -4,8 +4,11 @@ active backend decides how it runs; parameters and buffers are laid out like tor
 from .batchnorm import BatchNormAct, uses_batch_statistics
 from .conv import ConvBNAct
 from .linear import FusedLinearAct
-from .losses import bce, lsgan
+from .diffaugment import DiffAugment, parse_policy
+from .losses import bce, hinge, lsgan
+from .spectral_norm import apply_spectral_norm, spectral_norm
 from .sync_bn import SyncBatchNormAct, convert_sync_bn, sync_scope
 
 __all__ = ["FusedLinearAct", "BatchNormAct", "ConvBNAct", "SyncBatchNormAct", "convert_sync_bn",
-           "sync_scope", "bce", "lsgan", "uses_batch_statistics"]
+           "sync_scope", "bce", "lsgan", "hinge", "uses_batch_statistics", "DiffAugment",
+           "parse_policy", "spectral_norm", "apply_spectral_norm"]
