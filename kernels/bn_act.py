@@ -6,8 +6,8 @@ Statistics are reduced per channel with a shift (the channel's first element) fo
 in a fixed order (deterministic):
 
 * forward, when one program per channel block can reduce all rows (``split == 1``): a single
-  kernel computes mean/var, updates the running stats in place (unbiased variance, PyTorch's
-  momentum convention), and writes ``y = act(gamma * (x - mean) * rstd + beta)``;
+  kernel computes mean/var, updates the running stats in place (the unbiased variance as
+  PyTorch, or the biased one as Keras; PyTorch's momentum convention), and writes ``y = act(gamma * (x - mean) * rstd + beta)``;
 * otherwise a stats kernel writes per-split partial sums and an apply kernel combines them
   (programs of split 0 write mean/rstd and the running stats) and normalises its rows.
 
@@ -57,7 +57,7 @@ def _chunk_sums(x_ptr, oc, mc, shift, a_lo, a_hi, B, sA, sC, sB, ACC: tl.constex
 
 @triton.jit
 def _finalize_stats(s1, s2, shift, count, eps, oc, mc, mean_ptr, rstd_ptr, rm_ptr, rv_ptr,
-                    momentum, WRITE, HAS_RUNNING: tl.constexpr):
+                    momentum, WRITE, HAS_RUNNING: tl.constexpr, UNBIASED: tl.constexpr):
     m1 = s1 / count
     var = tl.maximum(s2 / count - m1 * m1, 0.0)
     mean = shift + m1
@@ -68,10 +68,13 @@ def _finalize_stats(s1, s2, shift, count, eps, oc, mc, mean_ptr, rstd_ptr, rm_pt
         if HAS_RUNNING:
             rm = tl.load(rm_ptr + oc, mask=mc, other=0.0)
             rv = tl.load(rv_ptr + oc, mask=mc, other=0.0)
-            unbiased = var * (count / (count - 1.0))
+            if UNBIASED:
+                batch_var = var * (count / (count - 1.0))
+            else:
+                batch_var = var
             tl.store(rm_ptr + oc, ((1.0 - momentum) * rm.to(mean.dtype) + momentum * mean)
                      .to(rm_ptr.dtype.element_ty), mask=mc)
-            tl.store(rv_ptr + oc, ((1.0 - momentum) * rv.to(var.dtype) + momentum * unbiased)
+            tl.store(rv_ptr + oc, ((1.0 - momentum) * rv.to(var.dtype) + momentum * batch_var)
                      .to(rv_ptr.dtype.element_ty), mask=mc)
     return mean, rstd
 
@@ -107,8 +110,9 @@ def _apply_chunk(x_ptr, y_ptr, w_ptr, b_ptr, oc, mc, mean, rstd, a_lo, a_hi, B, 
 def _bn_fwd_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_ptr, ps1_ptr, ps2_ptr,
                    A, C, B, sA, sC, sB, a_per_split, count, eps, momentum, slope,
                    SPLIT: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                   HAS_RUNNING: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
+                   HAS_RUNNING: tl.constexpr, UNBIASED: tl.constexpr, ACT: tl.constexpr,
+                   ACC: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr,
+                   BLOCK_B: tl.constexpr):
     """Training forward. SPLIT == 1: stats + running update + normalise in one program per
     channel block. SPLIT > 1: this program only writes its partial sums (apply kernel next)."""
     pid = tl.program_id(0)
@@ -124,7 +128,7 @@ def _bn_fwd_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_pt
                          BLOCK_B)
     if SPLIT == 1:
         mean, rstd = _finalize_stats(s1, s2, shift, count, eps, oc, mc, mean_ptr, rstd_ptr, rm_ptr,
-                                     rv_ptr, momentum, True, HAS_RUNNING)
+                                     rv_ptr, momentum, True, HAS_RUNNING, UNBIASED)
         _apply_chunk(x_ptr, y_ptr, w_ptr, b_ptr, oc, mc, mean, rstd, 0, A, B, sA, sC, sB, slope,
                      HAS_W, HAS_B, ACT, ACC, BLOCK_A, BLOCK_C, BLOCK_B)
     else:
@@ -136,9 +140,9 @@ def _bn_fwd_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_pt
 def _bn_apply_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_ptr, ps1_ptr,
                      ps2_ptr, A, C, B, sA, sC, sB, a_per_split, count, eps, momentum, slope,
                      SPLIT: tl.constexpr, TRAINING: tl.constexpr, HAS_W: tl.constexpr,
-                     HAS_B: tl.constexpr, HAS_RUNNING: tl.constexpr, ACT: tl.constexpr,
-                     ACC: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_A: tl.constexpr,
-                     BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
+                     HAS_B: tl.constexpr, HAS_RUNNING: tl.constexpr, UNBIASED: tl.constexpr,
+                     ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_S: tl.constexpr,
+                     BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):
     """TRAINING: combine the SPLIT partials of its channels (split 0 writes mean/rstd and the
     running stats), then normalise its rows. Not TRAINING: normalise with the running stats."""
     pid = tl.program_id(0)
@@ -154,7 +158,7 @@ def _bn_apply_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_
         s1 = tl.sum(tl.load(ps1_ptr + os_[:, None] * C + oc[None, :], mask=pm, other=0.0), axis=0)
         s2 = tl.sum(tl.load(ps2_ptr + os_[:, None] * C + oc[None, :], mask=pm, other=0.0), axis=0)
         mean, rstd = _finalize_stats(s1, s2, shift, count, eps, oc, mc, mean_ptr, rstd_ptr, rm_ptr,
-                                     rv_ptr, momentum, pid_s == 0, HAS_RUNNING)
+                                     rv_ptr, momentum, pid_s == 0, HAS_RUNNING, UNBIASED)
     else:
         mean = tl.load(rm_ptr + oc, mask=mc, other=0.0).to(ACC)
         rstd = 1.0 / tl.sqrt(tl.load(rv_ptr + oc, mask=mc, other=1.0).to(ACC) + eps)
@@ -311,9 +315,10 @@ def _bn_bwd_dx_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw
 
 def bn_act_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                    running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
-                   momentum: float, eps: float, slope: Optional[float]
-                   ) -> Tuple[Tensor, Tensor, Tensor]:
-    """(y, mean, rstd); running stats updated in place when training and given."""
+                   momentum: float, eps: float, slope: Optional[float],
+                   unbiased_running_var: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+    """(y, mean, rstd); running stats updated in place when training and given (running_var
+    with the unbiased or the biased batch variance). Eval mode is one launch."""
     x, (A, C, B, sA, sC, sB) = prepare3(x, 1)
     y = torch.empty_like(x)
     acc_dt = acc_torch(x.dtype)
@@ -330,7 +335,7 @@ def bn_act_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
             running_mean if has_running else dummy, running_var if has_running else dummy,
             mean, rstd)
     common = dict(HAS_W=weight is not None, HAS_B=bias is not None, HAS_RUNNING=has_running,
-                  ACT=slope is not None, ACC=acc_type(x.dtype), BLOCK_A=ba, BLOCK_C=bc,
+                  UNBIASED=bool(unbiased_running_var), ACT=slope is not None, ACC=acc_type(x.dtype), BLOCK_A=ba, BLOCK_C=bc,
                   BLOCK_B=bb)
     s = 0.0 if slope is None else float(slope)
     if not training:

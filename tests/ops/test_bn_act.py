@@ -325,3 +325,94 @@ def test_bn_act_mixed_param_dtypes(backend, device, seed):
     ref = R.bn_act(x.detach().double(), w.detach().double(), b.detach().double(), None, None,
                    True, 0.1, 1e-5, 0.2)
     check_floored("forward", y, ref, 5e-3, seed)
+
+
+# ------------------------------------------ the running-variance choice, eval launches, groups
+
+ALL = [pytest.param("reference", "cpu", id="reference-cpu")] + TRITON + CUDA
+GROUP_CASES = [  # (shape, layout, groups): odd sizes, every group >= 11 values per channel
+    ((34, 7), "nchw", 2),
+    ((33, 5), "nchw", 3),
+    ((6, 3, 5, 3), "nchw", 2),
+    ((9, 4, 3, 5), "channels_last", 3),
+    ((12, 5), "nchw", 1),
+]
+
+
+def _literal_reference(x, w, b, rm, rv, training, groups, mom, eps, slope, unbiased):
+    """float64, literally: one F.batch_norm per batch chunk (chunk 0 first; eval: the whole
+    batch), the running variance blended by hand with the biased or unbiased batch variance."""
+    import torch.nn.functional as F
+    if not training:
+        return ops.act(F.batch_norm(x, rm, rv, w, b, False, mom, eps), slope)
+    ys = []
+    for c in x.chunk(groups, 0):
+        red = [d for d in range(c.dim()) if d != 1]
+        ys.append(ops.act(F.batch_norm(c, None, None, w, b, True, mom, eps), slope))
+        with torch.no_grad():
+            n = c.numel() // c.shape[1]
+            rm.mul_(1 - mom).add_(c.mean(red) * mom)
+            rv.mul_(1 - mom).add_(c.var(red, unbiased=False) * ((n / (n - 1)) if unbiased else 1.0)
+                                  * mom)
+    return torch.cat(ys)
+
+
+@pytest.mark.parametrize("backend,device", ALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("training,unbiased", [(True, True), (True, False), (False, False)],
+                         ids=["unbiased", "biased", "eval"])
+@pytest.mark.parametrize("case", GROUP_CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-{c[1]}-g{c[2]}")
+def test_bn_act_groups_running_var_eval(backend, device, dtype, training, unbiased, case, seed):
+    """groups (each chunk its own statistics, the running stats as successive calls), the biased
+    running variance and eval mode: forward, every gradient and the running statistics against
+    the literal float64 reference; float64 to 1e-10."""
+    shape, layout, groups = case
+    x0 = make_4d(shape, layout, device, dtype) * 2 + 0.5
+    x0[shape[0] // max(groups, 2):] *= 3   # the chunks' statistics differ
+    C = shape[1]
+    w0 = (torch.rand(C, device=device) + 0.5).to(dtype)
+    b0 = torch.randn(C, device=device).to(dtype)
+    rm0, rv0 = torch.randn(C, device=device).to(dtype), (torch.rand(C, device=device) + 0.5).to(dtype)
+    x, w, b = leaf(x0), leaf(w0), leaf(b0)
+    rm, rv = rm0.clone(), rv0.clone()
+    with ops.use_backend(backend):
+        y = ops.bn_act(x, w, b, rm, rv, training, 0.2, 1e-3, 0.2, unbiased, groups)
+    g = torch.randn_like(y)
+    y.backward(g)
+    xr, wr, br = (leaf(t.detach().double().cpu()) for t in (x0, w0, b0))
+    rmr, rvr = rm0.double().cpu(), rv0.double().cpu()
+    yr = _literal_reference(xr, wr, br, rmr, rvr, training, groups, 0.2, 1e-3, 0.2, unbiased)
+    yr.backward(g.double().cpu())
+    tol = 1e-10 if dtype == torch.float64 else tolerance(backend, device, dtype)
+    # dx and dgamma are differences of larger terms: measured against those terms' size
+    scale = g.double().norm().item() * 40
+    check("y", y, yr, tol, seed)
+    check("dx", x.grad, xr.grad, tol, seed, scale=scale)
+    check("dgamma", w.grad, wr.grad, tol, seed, scale=scale)
+    check("dbeta", b.grad, br.grad, tol, seed, scale=scale)
+    check("running_mean", rm, rmr, tol, seed)
+    check("running_var", rv, rvr, tol, seed)
+    if not training:
+        assert torch.equal(rm, rm0) and torch.equal(rv, rv0), "eval mode changed the running stats"
+
+
+@pytest.mark.parametrize("backend,device", TRITON + CUDA)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bn_act_eval_is_one_launch(backend, device, dtype):
+    """Eval mode: the running statistics are read by the one apply launch (no statistics op)."""
+    from fastgan.benchmark.kernel_count import count_work
+    x = torch.randn(8, 6, 5, 5, device=device, dtype=dtype)
+    w, b = torch.rand(6, device=device, dtype=dtype) + 0.5, torch.randn(6, device=device, dtype=dtype)
+    rm, rv = torch.randn(6, device=device, dtype=dtype), torch.rand(6, device=device, dtype=dtype) + 0.5
+    with ops.use_backend(backend):
+        n = count_work(lambda: ops.bn_act(x, w, b, rm, rv, False, 0.1, 1e-5, 0.2))
+    launches = {k: v for k, v in n["by_op"].items() if k != "aten.fill_"}   # the NaN poison
+    assert sum(launches.values()) == 1, n["by_op"]
+
+
+@pytest.mark.parametrize("backend", ["reference"] + [p.values[0] for p in only("triton") + only("cuda")])
+def test_bn_act_groups_must_divide_the_batch(backend):
+    if backend != "reference" and not ops.ensure_loaded(backend):
+        pytest.skip(f"no {backend}")
+    with ops.use_backend(backend), pytest.raises(ValueError, match="groups"):
+        ops.bn_act(torch.randn(7, 3), None, None, None, None, True, 0.1, 1e-5, None, True, 2)

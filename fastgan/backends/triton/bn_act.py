@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 import torch
 
 from fastgan.kernels._common import acc_torch, check_float
+from fastgan.backends.reference.bn_act import check_groups, per_group
 from fastgan.kernels.bn_act import bn_act_backward, bn_act_forward
 from fastgan.ops.registry import register
 
@@ -18,15 +19,16 @@ Tensor = torch.Tensor
                          mutates_args=("running_mean", "running_var"))
 def bn_act_forward_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                       running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                      training: bool, momentum: float, eps: float, slope: Optional[float]
-                      ) -> Tuple[Tensor, Tensor, Tensor]:
+                      training: bool, momentum: float, eps: float, slope: Optional[float],
+                      unbiased_running_var: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """(y, mean, rstd); mutates the running stats (so autograd is wired by :class:`_BNAct`)."""
     return bn_act_forward(x, weight, bias, running_mean, running_var, training, momentum, eps,
-                          slope)
+                          slope, unbiased_running_var)
 
 
 @bn_act_forward_op.register_fake
-def _(x, weight, bias, running_mean, running_var, training, momentum, eps, slope):
+def _(x, weight, bias, running_mean, running_var, training, momentum, eps, slope,
+      unbiased_running_var):
     C = x.shape[1]
     acc_dt = acc_torch(x.dtype)
     return torch.empty_like(x), x.new_empty((C,), dtype=acc_dt), x.new_empty((C,), dtype=acc_dt)
@@ -55,13 +57,15 @@ class _BNAct(torch.autograd.Function):
     torch.compile traces through."""
 
     @staticmethod
-    def forward(x, weight, bias, running_mean, running_var, training, momentum, eps, slope):
+    def forward(x, weight, bias, running_mean, running_var, training, momentum, eps, slope,
+                unbiased_running_var):
         fwd = bn_act_forward_op if use_custom_op() else bn_act_forward
-        return fwd(x, weight, bias, running_mean, running_var, training, momentum, eps, slope)
+        return fwd(x, weight, bias, running_mean, running_var, training, momentum, eps, slope,
+                   unbiased_running_var)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, running_mean, running_var, training, momentum, eps, slope = inputs
+        x, weight, bias, running_mean, running_var, training, momentum, eps, slope, _ = inputs
         y, mean, rstd = output
         ctx.training, ctx.slope = training, slope
         ctx.mark_non_differentiable(mean, rstd)
@@ -74,19 +78,24 @@ class _BNAct(torch.autograd.Function):
         need_dw = weight is not None and ctx.needs_input_grad[1]
         need_db = bias is not None and ctx.needs_input_grad[2]
         if grad_y is None or not (need_dx or need_dw or need_db):
-            return (None,) * 9
+            return (None,) * 10
         bwd = bn_act_backward_op if use_custom_op() else bn_act_backward
         dx, dw, db = bwd(grad_y, x, weight, bias, mean, rstd, ctx.training, ctx.slope, need_dx,
                          need_dw, need_db)
         return (dx if need_dx else None, dw if need_dw else None, db if need_db else None,
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 def bn_act(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
            running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool = True,
-           momentum: float = 0.1, eps: float = 1e-5, slope: Optional[float] = None) -> Tensor:
-    """Registry entry: act(batch_norm(x)), running stats updated in place (see module doc)."""
+           momentum: float = 0.1, eps: float = 1e-5, slope: Optional[float] = None,
+           unbiased_running_var: bool = True, groups: int = 1) -> Tensor:
+    """Registry entry: act(batch_norm(x)), running stats updated in place (see module doc);
+    ``groups`` > 1 runs the op once per batch chunk (reference.bn_act.per_group)."""
     check_float("bn_act", x)
+    if check_groups(x, groups) > 1 and training:
+        return per_group(bn_act, x, groups, weight, bias, running_mean, running_var, True,
+                         momentum, eps, slope, unbiased_running_var)
     if x.dim() < 2:
         raise ValueError(f"bn_act: expected [N, C] or [N, C, ...] input, got {tuple(x.shape)}")
     if not training and (running_mean is None or running_var is None):
@@ -99,7 +108,8 @@ def bn_act(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     if momentum is None:
         raise ValueError("bn_act: momentum=None (cumulative average) is not supported")
     y, _, _ = _BNAct.apply(x, weight, bias, running_mean, running_var, bool(training),
-                           float(momentum), float(eps), None if slope is None else float(slope))
+                           float(momentum), float(eps), None if slope is None else float(slope),
+                           bool(unbiased_running_var))
     return y
 
 
