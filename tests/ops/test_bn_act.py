@@ -416,3 +416,32 @@ def test_bn_act_groups_must_divide_the_batch(backend):
         pytest.skip(f"no {backend}")
     with ops.use_backend(backend), pytest.raises(ValueError, match="groups"):
         ops.bn_act(torch.randn(7, 3), None, None, None, None, True, 0.1, 1e-5, None, True, 2)
+
+
+@pytest.mark.parametrize("backend,device", ALL)
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_batchnorm_layer_groups_are_separate_calls(backend, device, unbiased, seed):
+    """BatchNormAct inside bn_groups(layer, 2) on [a; b] is two calls on a then b: outputs,
+    parameter gradients (summed over both) and running statistics; then groups is 1 again."""
+    from fastgan.nn import BatchNormAct
+    from fastgan.nn.batchnorm import bn_groups
+    a, b = (torch.randn(5, 4, 3, 3, device=device, dtype=torch.float64) * s + s
+            for s in (1.0, 3.0))
+    one = BatchNormAct(4, slope=0.2, momentum=0.3, unbiased_running_var=unbiased).double().to(device)
+    two = BatchNormAct(4, slope=0.2, momentum=0.3, unbiased_running_var=unbiased).double().to(device)
+    g = torch.randn(10, 4, 3, 3, device=device, dtype=torch.float64)
+    xa, xb = leaf(a), leaf(b)
+    with ops.use_backend(backend):
+        with bn_groups(one, 2):
+            x = leaf(torch.cat([a, b]))
+            y = one(x)
+        assert one.groups == 1
+        y.backward(g)
+        ya, yb = two(xa), two(xb)
+        torch.cat([ya, yb]).backward(g)
+    check("y", y, torch.cat([ya, yb]), 1e-10, seed)
+    check("dx", x.grad, torch.cat([xa.grad, xb.grad]), 1e-10, seed)
+    for name in ("weight", "bias"):
+        check(f"d{name}", getattr(one, name).grad, getattr(two, name).grad, 1e-10, seed)
+    for name in ("running_mean", "running_var"):
+        check(name, getattr(one, name), getattr(two, name), 1e-10, seed)
