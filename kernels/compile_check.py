@@ -211,13 +211,15 @@ def cases() -> List[Case]:
                             ptr_types={"pdb_ptr": "*fp32"}))
             f32 = {n: "*fp32" for n in ("rm_ptr", "rv_ptr", "mean_ptr", "rstd_ptr", "ps1_ptr",
                                         "ps2_ptr", "w_ptr", "b_ptr")}
-            for split, unbiased in ((1, True), (8, True), (1, False)):
+            for split, unbiased, grouped in ((1, True, False), (8, True, False),
+                                             (1, False, False), (1, True, True)):
                 out.append(Case(f"bn_act.fwd[{dt},{lay},split{split}"
-                                f"{'' if unbiased else ',biased'}]", BN._bn_fwd_kernel, dt,
+                                f"{'' if unbiased else ',biased'}{',grouped' if grouped else ''}]",
+                                BN._bn_fwd_kernel, dt,
                                 dict(SPLIT=split, HAS_W=True, HAS_B=True, HAS_RUNNING=True,
-                                     UNBIASED=unbiased, ACT=True, ACC=tl.float32, **blk),
-                                ptr_types=f32))
-                if not unbiased:
+                                     UNBIASED=unbiased, ACT=True, ACC=tl.float32,
+                                     GROUPED=grouped, **blk), ptr_types=f32))
+                if not unbiased or grouped:
                     continue
                 f32b = dict(f32, dw_ptr="*fp32", db_ptr="*fp32")
                 out.append(Case(f"bn_act.bwd[{dt},{lay},split{split}]", BN._bn_bwd_kernel, dt,

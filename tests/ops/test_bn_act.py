@@ -445,3 +445,25 @@ def test_batchnorm_layer_groups_are_separate_calls(backend, device, unbiased, se
         check(f"d{name}", getattr(one, name).grad, getattr(two, name).grad, 1e-10, seed)
     for name in ("running_mean", "running_var"):
         check(name, getattr(one, name), getattr(two, name), 1e-10, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("case", GROUP_CASES[:4], ids=lambda c: f"{'x'.join(map(str, c[0]))}-{c[1]}-g{c[2]}")
+def test_bn_act_groups_triton_launches(backend, device, case, seed, monkeypatch):
+    """Triton: grouped BN is one launch forward and one backward (the chunks inside the
+    kernel); with a forced split the op runs once per chunk, as exact."""
+    from fastgan.benchmark.kernel_count import count_work
+    shape, layout, groups = case
+    x = leaf(make_4d(shape, layout, device, torch.float32))
+    w, b = leaf(torch.rand(shape[1], device=device) + 0.5), leaf(torch.randn(shape[1], device=device))
+    rm, rv = torch.zeros(shape[1], device=device), torch.ones(shape[1], device=device)
+    out = {}
+    with ops.use_backend(backend):
+        fwd = count_work(lambda: out.update(y=ops.bn_act(x, w, b, rm, rv, True, 0.1, 1e-5, 0.2,
+                                                         True, groups)))
+        bwd = count_work(lambda: out["y"].backward(torch.ones_like(out["y"])))
+    for n in (fwd, bwd):
+        launches = {k: v for k, v in n["by_op"].items() if k.startswith("triton.")}
+        assert sum(launches.values()) == 1, n["by_op"]
+    monkeypatch.setattr(_bn_module(), "FORCE_SPLIT", 2)
+    test_bn_act_groups_running_var_eval(backend, device, torch.float64, True, False, case, seed)
