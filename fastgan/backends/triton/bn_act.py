@@ -20,7 +20,8 @@ Tensor = torch.Tensor
 def bn_act_forward_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                       running_mean: Optional[Tensor], running_var: Optional[Tensor],
                       training: bool, momentum: float, eps: float, slope: Optional[float],
-                      unbiased_running_var: bool, groups: int) -> Tuple[Tensor, Tensor, Tensor]:
+                      unbiased_running_var: bool = True, groups: int = 1
+                      ) -> Tuple[Tensor, Tensor, Tensor]:
     """(y, mean, rstd); mutates the running stats (so autograd is wired by :class:`_BNAct`)."""
     return bn_act_forward(x, weight, bias, running_mean, running_var, training, momentum, eps,
                           slope, unbiased_running_var, groups)
@@ -28,7 +29,7 @@ def bn_act_forward_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor
 
 @bn_act_forward_op.register_fake
 def _(x, weight, bias, running_mean, running_var, training, momentum, eps, slope,
-      unbiased_running_var, groups):
+      unbiased_running_var=True, groups=1):
     C = groups * x.shape[1]
     acc_dt = acc_torch(x.dtype)
     return torch.empty_like(x), x.new_empty((C,), dtype=acc_dt), x.new_empty((C,), dtype=acc_dt)
@@ -37,14 +38,14 @@ def _(x, weight, bias, running_mean, running_var, training, momentum, eps, slope
 @torch.library.custom_op("fastgan_triton::bn_act_backward", mutates_args=())
 def bn_act_backward_op(grad: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                        mean: Tensor, rstd: Tensor, training: bool, slope: Optional[float],
-                       need_dx: bool, need_dw: bool, need_db: bool, groups: int
+                       need_dx: bool, need_dw: bool, need_db: bool, groups: int = 1
                        ) -> Tuple[Tensor, Tensor, Tensor]:
     return bn_act_backward(grad, x, weight, bias, mean, rstd, training, slope, need_dx, need_dw,
                            need_db, groups)
 
 
 @bn_act_backward_op.register_fake
-def _(grad, x, weight, bias, mean, rstd, training, slope, need_dx, need_dw, need_db, groups):
+def _(grad, x, weight, bias, mean, rstd, training, slope, need_dx, need_dw, need_db, groups=1):
     C = x.shape[1]
     return (torch.empty_like(x) if need_dx else grad.new_empty(0),
             weight.new_empty((C,)) if need_dw else grad.new_empty(0),
