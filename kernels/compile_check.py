@@ -211,10 +211,16 @@ def cases() -> List[Case]:
                             ptr_types={"pdb_ptr": "*fp32"}))
             f32 = {n: "*fp32" for n in ("rm_ptr", "rv_ptr", "mean_ptr", "rstd_ptr", "ps1_ptr",
                                         "ps2_ptr", "w_ptr", "b_ptr")}
-            for split in (1, 8):
-                out.append(Case(f"bn_act.fwd[{dt},{lay},split{split}]", BN._bn_fwd_kernel, dt,
+            for split, unbiased, grouped in ((1, True, False), (8, True, False),
+                                             (1, False, False), (1, True, True)):
+                out.append(Case(f"bn_act.fwd[{dt},{lay},split{split}"
+                                f"{'' if unbiased else ',biased'}{',grouped' if grouped else ''}]",
+                                BN._bn_fwd_kernel, dt,
                                 dict(SPLIT=split, HAS_W=True, HAS_B=True, HAS_RUNNING=True,
-                                     ACT=True, ACC=tl.float32, **blk), ptr_types=f32))
+                                     UNBIASED=unbiased, ACT=True, ACC=tl.float32,
+                                     GROUPED=grouped, **blk), ptr_types=f32))
+                if not unbiased or grouped:
+                    continue
                 f32b = dict(f32, dw_ptr="*fp32", db_ptr="*fp32")
                 out.append(Case(f"bn_act.bwd[{dt},{lay},split{split}]", BN._bn_bwd_kernel, dt,
                                 dict(SPLIT=split, TRAINING=True, HAS_W=True, HAS_B=True, ACT=True,
@@ -224,8 +230,8 @@ def cases() -> List[Case]:
                 out.append(Case(f"bn_act.apply[{dt},{lay},{'train' if training else 'eval'}]",
                                 BN._bn_apply_kernel, dt,
                                 dict(SPLIT=8, TRAINING=training, HAS_W=True, HAS_B=True,
-                                     HAS_RUNNING=True, ACT=True, ACC=tl.float32, BLOCK_S=8,
-                                     **blk), ptr_types=f32))
+                                     HAS_RUNNING=True, UNBIASED=True, ACT=True,
+                                     ACC=tl.float32, BLOCK_S=8, **blk), ptr_types=f32))
             out.append(Case(f"bn_act.bwd_dx[{dt},{lay}]", BN._bn_bwd_dx_kernel, dt,
                             dict(SPLIT=8, TRAINING=True, HAS_W=True, HAS_B=True, ACT=True,
                                  NEED_DX=True, NEED_DW=True, NEED_DB=True, ACC=tl.float32,

@@ -20,7 +20,9 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 using BnActSig = Tensor(const Tensor&, const OptTensor&, const OptTensor&, const Tensor&,
-                        const Tensor&, std::optional<double>, bool);
+                        const Tensor&, std::optional<double>, bool, std::optional<double>);
+using BnStatsSig = std::tuple<Tensor, Tensor>(const Tensor&, const OptTensor&, const OptTensor&,
+                                              bool, double, double, bool);
 using BnActBwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&,
                                                        const OptTensor&, const OptTensor&,
                                                        const Tensor&, const Tensor&,
@@ -51,13 +53,16 @@ class BnAct : public torch::autograd::Function<BnAct> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const OptTensor& weight,
                         const OptTensor& bias, const Tensor& mean, const Tensor& invstd,
-                        std::optional<double> slope, bool training) {
+                        std::optional<double> slope, bool training,
+                        std::optional<double> var_eps) {
     static auto op = fastgan_op<BnActSig>("fastgan::bn_act");
     Tensor y;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      y = op.call(x, weight, bias, mean, invstd, slope, training);
+      y = op.call(x, weight, bias, mean, invstd, slope, training, var_eps);
     }
+    // With var_eps (eval mode in one launch) `invstd` is the running variance.
+    ctx->saved_data["var_eps"] = var_eps.has_value() ? c10::IValue(*var_eps) : c10::IValue();
     ctx->saved_data["slope"] = slope.has_value() ? c10::IValue(*slope) : c10::IValue();
     ctx->saved_data["training"] = training;
     ctx->saved_data["w_dtype"] = weight.has_value() ? c10::IValue(weight->scalar_type()) : c10::IValue();
@@ -67,13 +72,20 @@ class BnAct : public torch::autograd::Function<BnAct> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(7);
+    variable_list out(8);
     if (!grads[0].defined()) return out;
     auto s = ctx->get_saved_variables();
     const c10::IValue& sl = ctx->saved_data["slope"];
     const std::optional<double> slope = sl.isNone() ? std::nullopt : std::optional<double>(sl.toDouble());
-    variable_list r = BnActBackward::apply(grads[0], s[0], opt_tensor(s[1]), opt_tensor(s[2]), s[3],
-                                           s[4], slope, ctx->saved_data["training"].toBool());
+    Tensor mean = s[3], invstd = s[4];
+    const c10::IValue& ve = ctx->saved_data["var_eps"];
+    if (!ve.isNone()) {   // running mean/var -> mean/invstd (eval statistics, no update)
+      static auto stats = fastgan_op<BnStatsSig>("fastgan::bn_stats");
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(mean, invstd) = stats.call(s[0], mean, invstd, false, 0.0, ve.toDouble(), true);
+    }
+    variable_list r = BnActBackward::apply(grads[0], s[0], opt_tensor(s[1]), opt_tensor(s[2]), mean,
+                                           invstd, slope, ctx->saved_data["training"].toBool());
     // Edges exist for defined tensors only: x 0, then weight and bias where given.
     const size_t w_edge = 1, b_edge = s[1].defined() ? 2 : 1;
     if (ctx->needs_input_grad(0)) out[0] = r[0];
@@ -87,8 +99,8 @@ class BnAct : public torch::autograd::Function<BnAct> {
 
 Tensor bn_act_autograd(const Tensor& x, const OptTensor& weight, const OptTensor& bias,
                        const Tensor& mean, const Tensor& invstd, std::optional<double> slope,
-                       bool training) {
-  return BnAct::apply(x, weight, bias, mean, invstd, slope, training);
+                       bool training, std::optional<double> var_eps) {
+  return BnAct::apply(x, weight, bias, mean, invstd, slope, training, var_eps);
 }
 
 TORCH_LIBRARY_IMPL(fastgan, Autograd, m) { m.impl("bn_act", &bn_act_autograd); }

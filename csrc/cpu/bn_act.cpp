@@ -121,7 +121,8 @@ void bn_stats_t(const BnStatsParams& p) {
     mean_out[c] = static_cast<A>(cmean[c]);
     invstd_out[c] = static_cast<A>(1.0 / std::sqrt(var + eps));
     if (rm) rm[c] = static_cast<A>((1.0 - mom) * static_cast<double>(rm[c]) + mom * cmean[c]);
-    if (rv) rv[c] = static_cast<A>((1.0 - mom) * static_cast<double>(rv[c]) + mom * (cm2[c] / (count - 1.0)));
+    const double batch_var = cm2[c] / (p.unbiased_running_var ? count - 1.0 : count);
+    if (rv) rv[c] = static_cast<A>((1.0 - mom) * static_cast<double>(rv[c]) + mom * batch_var);
   }
 }
 
@@ -143,9 +144,17 @@ void scale_shift(const A* w, const A* b, const A* mean, const A* invstd, int64_t
 template <typename T>
 void bn_apply_t(const BnApplyParams& p) {
   using A = acc_t<T>;
+  const A* invstd = static_cast<const A*>(p.invstd);
+  std::vector<A> from_var;
+  if (p.var_eps >= 0.0) {  // eval mode from the running variance: as bn_stats' eval branch
+    from_var.resize(static_cast<size_t>(p.g.C));
+    for (int64_t c = 0; c < p.g.C; ++c)
+      from_var[c] = static_cast<A>(1.0 / std::sqrt(static_cast<double>(invstd[c]) + p.var_eps));
+    invstd = from_var.data();
+  }
   std::vector<A> scale, shift;
   scale_shift(static_cast<const A*>(p.weight), static_cast<const A*>(p.bias), static_cast<const A*>(p.mean),
-              static_cast<const A*>(p.invstd), p.g.C, scale, shift);
+              invstd, p.g.C, scale, shift);
   dispatch_act(p.act, [&](auto act) {
     affine_act<decltype(act)::value>(static_cast<const T*>(p.x), static_cast<T*>(p.y),
                                      static_cast<const A*>(p.mean), scale.data(), shift.data(), p.g,

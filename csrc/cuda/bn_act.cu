@@ -2,7 +2,9 @@
 // bn_act_backward.cu). Torch-free.
 //   stats (training): one read of x; per-thread Welford, merged (Chan) across the block and then
 //     across blocks in a per-channel finalize kernel that also updates the running statistics.
-//   apply: y = act(x * scale + shift), scale = gamma * invstd, shift = beta - mean * scale.
+//   apply: y = act(x * scale + shift), scale = gamma * invstd, shift = beta - mean * scale; in
+//     eval mode it may take the running variance and eps (invstd computed per element: one
+//     kernel instead of stats_eval_kernel + apply).
 #include "bn_act.h"
 #include "cuda_common.cuh"
 
@@ -102,7 +104,7 @@ template <typename A>
 __global__ void stats_finalize_kernel(const A* __restrict__ partial, int64_t C, int64_t S,
                                       A* __restrict__ mean_out, A* __restrict__ invstd_out,
                                       A* __restrict__ running_mean, A* __restrict__ running_var,
-                                      A momentum, A eps) {
+                                      A momentum, A eps, bool unbiased_running_var) {
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= C) return;
   const A* p = partial + 3 * c;
@@ -116,8 +118,8 @@ __global__ void stats_finalize_kernel(const A* __restrict__ partial, int64_t C, 
   invstd_out[c] = A(1) / sqrt(var + eps);
   if (running_mean) running_mean[c] = (A(1) - momentum) * running_mean[c] + momentum * t.mean;
   if (running_var) {
-    const A unbiased = t.m2 / (t.n - A(1));
-    running_var[c] = (A(1) - momentum) * running_var[c] + momentum * unbiased;
+    const A batch_var = t.m2 / (unbiased_running_var ? t.n - A(1) : t.n);
+    running_var[c] = (A(1) - momentum) * running_var[c] + momentum * batch_var;
   }
 }
 
@@ -134,11 +136,22 @@ __global__ void stats_eval_kernel(const A* __restrict__ running_mean, const A* _
 // Apply: elementwise over [outer, C, inner]
 // ------------------------------------------------------------------------------------------
 
+// scale_shift; with var_eps >= 0 `invstd` holds the running variance (eval mode in one kernel),
+// turned into 1/sqrt(var + eps) as stats_eval_kernel does.
+template <typename A>
+__device__ __forceinline__ void apply_coefs(const A* __restrict__ w, const A* __restrict__ b,
+                                            const A* __restrict__ mean, const A* __restrict__ invstd,
+                                            int64_t c, A var_eps, A& m, A& scale, A& shift) {
+  scale_shift(w, b, mean, invstd, c, m, scale, shift);
+  if (var_eps >= A(0)) scale = (w ? w[c] : A(1)) * (A(1) / sqrt(invstd[c] + var_eps));
+}
+
 template <typename T, int VEC, bool PLANAR, typename I>
 __global__ void
 apply_kernel(const T* __restrict__ x, T* __restrict__ y, const acc_t<T>* __restrict__ w,
              const acc_t<T>* __restrict__ b, const acc_t<T>* __restrict__ mean,
-             const acc_t<T>* __restrict__ invstd, I nvec, I C, I inner, int act, acc_t<T> slope) {
+             const acc_t<T>* __restrict__ invstd, I nvec, I C, I inner, int act, acc_t<T> slope,
+             acc_t<T> var_eps) {
   using A = acc_t<T>;
   for (I v = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; v < nvec;
        v += static_cast<I>(gridDim.x) * blockDim.x) {
@@ -147,7 +160,7 @@ apply_kernel(const T* __restrict__ x, T* __restrict__ y, const acc_t<T>* __restr
     Vec<T, VEC> yv;
     if (PLANAR) {
       A m, sc, sh;
-      scale_shift(w, b, mean, invstd, (i / inner) % C, m, sc, sh);
+      apply_coefs(w, b, mean, invstd, (i / inner) % C, var_eps, m, sc, sh);
 #pragma unroll
       for (int q = 0; q < VEC; ++q) yv.v[q] = from_acc<T>(apply_act(bn_z(to_acc(xv.v[q]), m, sc, sh), act, slope));
     } else {
@@ -155,7 +168,7 @@ apply_kernel(const T* __restrict__ x, T* __restrict__ y, const acc_t<T>* __restr
 #pragma unroll
       for (int q = 0; q < VEC; ++q) {
         A m, sc, sh;
-        scale_shift(w, b, mean, invstd, c0 + q, m, sc, sh);
+        apply_coefs(w, b, mean, invstd, c0 + q, var_eps, m, sc, sh);
         yv.v[q] = from_acc<T>(apply_act(bn_z(to_acc(xv.v[q]), m, sc, sh), act, slope));
       }
     }
@@ -202,7 +215,8 @@ int stats_impl(const BnStatsParams& p, cudaStream_t stream) {
   int err = launch_status();
   if (err) return err;
   stats_finalize_kernel<A><<<fin_blocks, 256, 0, stream>>>(partial, p.g.C, pl.splits, mean, invstd, rm, rv,
-                                                           (A)p.momentum, (A)p.eps);
+                                                           (A)p.momentum, (A)p.eps,
+                                                           p.unbiased_running_var);
   return launch_status();
 }
 
@@ -219,16 +233,17 @@ int apply_impl(const BnApplyParams& p, cudaStream_t stream) {
   const int64_t n = p.g.numel();
   const int act = static_cast<int>(p.act);
   const A slope = static_cast<A>(p.slope);
+  const A var_eps = static_cast<A>(p.var_eps);
   const bool al = aligned16(x) && aligned16(y) && n % VEC == 0;
   if (al && p.g.inner % VEC == 0) {
     apply_kernel<T, VEC, true, I><<<elementwise_blocks(n / VEC, kThreads), kThreads, 0, stream>>>(
-        x, y, w, b, mean, invstd, (I)(n / VEC), (I)p.g.C, (I)p.g.inner, act, slope);
+        x, y, w, b, mean, invstd, (I)(n / VEC), (I)p.g.C, (I)p.g.inner, act, slope, var_eps);
   } else if (al && p.g.inner == 1 && p.g.C % VEC == 0) {
     apply_kernel<T, VEC, false, I><<<elementwise_blocks(n / VEC, kThreads), kThreads, 0, stream>>>(
-        x, y, w, b, mean, invstd, (I)(n / VEC), (I)p.g.C, (I)p.g.inner, act, slope);
+        x, y, w, b, mean, invstd, (I)(n / VEC), (I)p.g.C, (I)p.g.inner, act, slope, var_eps);
   } else {
     apply_kernel<T, 1, true, I><<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(
-        x, y, w, b, mean, invstd, (I)n, (I)p.g.C, (I)p.g.inner, act, slope);
+        x, y, w, b, mean, invstd, (I)n, (I)p.g.C, (I)p.g.inner, act, slope, var_eps);
   }
   return launch_status();
 }

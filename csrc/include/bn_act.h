@@ -1,7 +1,8 @@
 // Batch norm + activation. Three pieces:
 //   stats:    per-channel batch mean and 1/sqrt(var + eps) (training: one-pass Welford; running
 //             statistics updated in place on the device), or the running statistics (eval);
-//   apply:    y = act((x - mean) * invstd * weight + bias);
+//   apply:    y = act((x - mean) * invstd * weight + bias); in eval mode it may read the running
+//             statistics itself (invstd = 1/sqrt(running_var + eps)), one kernel in all;
 //   backward: dx, dweight, dbias in two passes (a per-channel reduction, then elementwise).
 #pragma once
 #include "common.h"
@@ -17,6 +18,7 @@ struct BnStatsParams {
   void* running_mean = nullptr;   // acc [C] in/out, or null
   void* running_var = nullptr;    // acc [C] in/out, or null
   bool training = true;
+  bool unbiased_running_var = true;  // running_var tracks the unbiased (PyTorch) or biased variance
   double momentum = 0.1;
   double eps = 1e-5;
   void* workspace = nullptr;      // CUDA only: bn_stats_workspace_bytes() bytes
@@ -29,7 +31,8 @@ struct BnApplyParams {
   const void* weight = nullptr;  // acc [C] or null (gamma = 1)
   const void* bias = nullptr;    // acc [C] or null (beta = 0)
   const void* mean = nullptr;    // acc [C]
-  const void* invstd = nullptr;  // acc [C]
+  const void* invstd = nullptr;  // acc [C]; a variance when var_eps >= 0
+  double var_eps = -1.0;         // >= 0: invstd holds a variance, normalized by 1/sqrt(var + var_eps)
   Geom g;
   ActMode act = ActMode::kIdentity;
   double slope = 0.0;

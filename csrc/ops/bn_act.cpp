@@ -35,7 +35,7 @@ struct StatArg {
 template <Dev dev>
 std::tuple<Tensor, Tensor> bn_stats_impl(const Tensor& x, const OptTensor& running_mean,
                                          const OptTensor& running_var, bool training, double momentum,
-                                         double eps) {
+                                         double eps, bool unbiased_running_var) {
   const char* op = "bn_stats";
   check_bn_input(x, op);
   const DType dt = dtype_of(x, op, "x");
@@ -68,6 +68,7 @@ std::tuple<Tensor, Tensor> bn_stats_impl(const Tensor& x, const OptTensor& runni
   p.running_mean = rm.ptr();
   p.running_var = rv.ptr();
   p.training = training;
+  p.unbiased_running_var = unbiased_running_var;
   p.momentum = momentum;
   p.eps = eps;
   run_kernel(dev, op, x, [&] { cpu_bn_stats(p); }, [&](cudaStream_t s) {
@@ -121,9 +122,12 @@ BnApplyArgs check_bn_apply_args(const Tensor& x, const OptTensor& weight, const 
 
 template <Dev dev>
 Tensor bn_act_impl(const Tensor& x, const OptTensor& weight, const OptTensor& bias, const Tensor& mean,
-                   const Tensor& invstd, std::optional<double> slope, bool training) {
+                   const Tensor& invstd, std::optional<double> slope, bool training,
+                   std::optional<double> var_eps) {
   (void)training;  // only the backward uses it
   const char* op = "bn_act";
+  TORCH_CHECK(!var_eps.has_value() || *var_eps >= 0.0, "fastgan::bn_act: var_eps must be >= 0, got ",
+              std::to_string(var_eps.value_or(0.0)));
   const BnApplyArgs a = check_bn_apply_args(x, weight, bias, mean, invstd, slope, op);
   const DeviceGuard guard(x, dev);
   Tensor y = fresh(at::empty_like(x));
@@ -136,6 +140,7 @@ Tensor bn_act_impl(const Tensor& x, const OptTensor& weight, const OptTensor& bi
   p.bias = a.b.defined() ? a.b.data_ptr() : nullptr;
   p.mean = a.mean.data_ptr();
   p.invstd = a.invstd.data_ptr();
+  p.var_eps = var_eps.value_or(-1.0);
   p.g = geom_of(y, 1);
   p.act = a.act;
   p.slope = slope.value_or(0.0);
@@ -192,10 +197,12 @@ std::tuple<Tensor, Tensor, Tensor> bn_act_backward_impl(const Tensor& grad, cons
 }
 
 TORCH_LIBRARY_FRAGMENT(fastgan, m) {
+  // bn_act with var_eps: `invstd` is the running variance, normalized by 1/sqrt(var + var_eps)
+  // in the kernel (eval mode in one launch).
   def_ops(m, {"bn_stats(Tensor x, Tensor(a!)? running_mean, Tensor(b!)? running_var, bool training, "
-              "float momentum, float eps) -> (Tensor, Tensor)",
+              "float momentum, float eps, bool unbiased_running_var=True) -> (Tensor, Tensor)",
               "bn_act(Tensor x, Tensor? weight, Tensor? bias, Tensor mean, Tensor invstd, float? slope, "
-              "bool training) -> Tensor",
+              "bool training, float? var_eps=None) -> Tensor",
               "bn_act_backward(Tensor grad, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, "
               "Tensor invstd, float? slope, bool training) -> (Tensor, Tensor, Tensor)"});
 }

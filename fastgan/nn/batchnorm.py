@@ -2,7 +2,8 @@
 torch.nn's BatchNorm (``weight``, ``bias``, ``running_mean``, ``running_var``)."""
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -16,6 +17,21 @@ def uses_batch_statistics(module: nn.Module) -> bool:
                for m in module.modules())
 
 
+@contextlib.contextmanager
+def bn_groups(module: nn.Module, groups: int) -> Iterator[None]:
+    """Inside: every BatchNormAct in ``module`` normalises ``groups`` equal batch chunks with
+    their own statistics (a D with BN scoring [real; fake] in one pass: 2); restored after."""
+    layers = [m for m in module.modules() if isinstance(m, BatchNormAct)]
+    prev = [m.groups for m in layers]
+    for m in layers:
+        m.groups = int(groups)
+    try:
+        yield
+    finally:
+        for m, g in zip(layers, prev):
+            m.groups = g
+
+
 class BatchNormAct(nn.Module):
     """Training-mode BatchNorm over N(,H,W) followed by an activation, as one op.
 
@@ -23,6 +39,9 @@ class BatchNormAct(nn.Module):
     ``momentum`` is PyTorch's convention (Keras momentum m is 1 - m here).
     ``unbiased_running_var``: the running variance tracks the unbiased batch variance (PyTorch)
     or, when False, the biased one (Keras' BatchNormalization on 2-D input).
+    ``groups`` (an attribute, 1 by default; see :func:`bn_groups`): in training, x's batch is
+    split into that many equal chunks, each normalised with its own statistics, as that many
+    successive calls would (the running statistics updated chunk 0 first).
     """
 
     def __init__(self, num_features: int, slope: Optional[float] = None, momentum: float = 0.1,
@@ -32,6 +51,7 @@ class BatchNormAct(nn.Module):
             raise ValueError(f"BatchNormAct: affine must be gamma_beta, beta or none, not {affine!r}")
         self.num_features, self.slope, self.momentum, self.eps = num_features, slope, momentum, eps
         self.unbiased_running_var = unbiased_running_var
+        self.groups = 1
         self.weight = nn.Parameter(torch.ones(num_features)) if affine == "gamma_beta" else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine != "none" else None
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -46,18 +66,9 @@ class BatchNormAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight if self.weight is not None else self.gamma_const
         b = self.bias if self.bias is not None else self.beta_const
-        if self.unbiased_running_var or not self.training:
-            return ops.bn_act(x, w, b, self.running_mean, self.running_var, self.training,
-                              self.momentum, self.eps, self.slope)
-        # Every backend updates with the unbiased variance: into a copy, t = (1-m) r + m s²
-        # n/(n-1) (the op may keep it for its backward, so it is not touched again); then
-        # r (1-m)/n + t (n-1)/n = (1-m) r + m s². Device work only.
-        n = x.numel() // x.shape[1]
-        t = self.running_var.clone()
-        y = ops.bn_act(x, w, b, self.running_mean, t, True, self.momentum, self.eps, self.slope)
-        with torch.no_grad():
-            self.running_var.mul_((1 - self.momentum) / n).add_(t, alpha=(n - 1) / n)
-        return y
+        return ops.bn_act(x, w, b, self.running_mean, self.running_var, self.training,
+                          self.momentum, self.eps, self.slope, self.unbiased_running_var,
+                          self.groups)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, slope={self.slope}, momentum={self.momentum}, "

@@ -47,6 +47,10 @@ class SyncBatchNormAct(BatchNormAct):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and _SYNC.active and dist.is_initialized()):
             return super().forward(x)
+        if self.groups != 1:
+            raise NotImplementedError(
+                "SyncBatchNormAct: grouped batch norm (groups > 1) across ranks is not "
+                "implemented; score each group in its own pass")
         w = self.weight if self.weight is not None else self.gamma_const
         b = self.bias if self.bias is not None else self.beta_const
         return ops.sync_bn_act(x, w, b, self.running_mean, self.running_var, self.momentum,

@@ -2,8 +2,11 @@
 
     linear_act(x, weight, bias, slope)          act(x @ weight.T + bias)
     bias_act(x, bias, slope, dim=1)             act(x + bias along dim)   (conv epilogue)
-    bn_act(x, weight, bias, running_mean, running_var, training, momentum, eps, slope)
-                                                act(batchnorm(x)), running stats updated in place
+    bn_act(x, weight, bias, running_mean, running_var, training, momentum, eps, slope,
+           unbiased_running_var, groups)    act(batchnorm(x)), running stats updated in place
+                                                (with the unbiased or biased batch variance);
+                                                groups: x's batch split in equal chunks, each
+                                                normalised with its own statistics (training)
     gan_loss(logits, target, kind, reduction)   BCE-with-logits or LSGAN on sigmoid(logits)
     sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope, group,
                 unbiased_running_var)           bn_act in training mode with statistics over
@@ -38,9 +41,9 @@ def bias_act(x, bias=None, slope=None, dim=1):
 
 
 def bn_act(x, weight, bias, running_mean, running_var, training=True, momentum=0.1, eps=1e-5,
-           slope=None):
+           slope=None, unbiased_running_var=True, groups=1):
     return lookup("bn_act", x.device.type)(x, weight, bias, running_mean, running_var, training,
-                                           momentum, eps, slope)
+                                           momentum, eps, slope, unbiased_running_var, groups)
 
 
 def gan_loss(logits, target, kind="bce", reduction="mean"):

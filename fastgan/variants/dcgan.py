@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct, bce
+from fastgan.nn import BatchNormAct, ConvBNAct, FusedLinearAct, SyncBatchNormAct, bce
+from fastgan.nn.batchnorm import bn_groups
 
-from .base import BenchSettings, Hyper, Option, Variant
+from .base import BenchSettings, Hyper, Option, Variant, cat_rows
 
 
 def base_and_doublings(size: int):
@@ -151,11 +152,21 @@ class DCGAN(Variant):
         return {"G": dcgan_init_(G, tf), "D": dcgan_init_(D, tf)}
 
     def d_loss(self, nets, batch, gen, real_target):
-        # D has BatchNorm: real and fake are scored in separate passes (batch statistics of
-        # each), as in the PyTorch example.
-        real = nets["D"](batch.real)
-        fake = nets["D"](gen["fake"])
-        return bce(real, real_target) + bce(fake, 0.0), real, fake
+        # D has BatchNorm: real and fake are normalised with their own batch statistics, as in
+        # the PyTorch example's two passes; with equal halves that is one pass of grouped BN
+        # (groups=2: each half its own statistics, running stats updated real first).
+        D, n = nets["D"], batch.real.shape[0]
+        if gen["fake"].shape[0] != n or any(isinstance(m, SyncBatchNormAct)
+                                            for m in D.modules()):
+            real = D(batch.real)
+            fake = D(gen["fake"])
+            return bce(real, real_target) + bce(fake, 0.0), real, fake
+        with bn_groups(D, 2):
+            logits = D(cat_rows(batch.real, gen["fake"]))
+        real, fake = logits[:n], logits[n:]
+        # The sum of the two means is twice the mean over both (one loss call; the factor 2 is
+        # exact).
+        return 2 * bce(logits, self.split_targets(logits, n, real_target, 0.0)), real, fake
 
     def g_loss(self, nets, batch, gen):
         fake = nets["D"](gen["fake"])

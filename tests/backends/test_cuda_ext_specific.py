@@ -119,6 +119,11 @@ def _opcheck_samples(device):
         (FG.bn_stats.default, (x4cl.detach(), torch.zeros(5, **d), torch.ones(5, **d), False, 0.1, 1e-5)),
         (FG.bn_act.default, (x4, torch.rand(5, **d, requires_grad=True), b5, mean, invstd, 0.2, True)),
         (FG.bn_act.default, (x4cl, None, None, mean, invstd, None, False)),
+        (FG.bn_stats.default, (x4.detach(), torch.zeros(5, **d), torch.ones(5, **d), True, 0.1, 1e-5,
+                               False)),
+        # eval in one launch: the running statistics and eps given to the apply op
+        (FG.bn_act.default, (x4, torch.rand(5, **d, requires_grad=True), b5, torch.randn(5, **d),
+                             torch.rand(5, **d) + 0.5, 0.2, False, 1e-5)),
         (FG.bn_act_backward.default, (torch.randn(3, 5, 4, 3, **d), x4.detach(), None, b5.detach(),
                                       mean, invstd, 0.0, True)),
         (FG.gan_loss.default, (torch.randn(8, 1, **d, requires_grad=True), None, 1.0, "bce", "mean")),

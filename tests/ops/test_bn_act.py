@@ -325,3 +325,145 @@ def test_bn_act_mixed_param_dtypes(backend, device, seed):
     ref = R.bn_act(x.detach().double(), w.detach().double(), b.detach().double(), None, None,
                    True, 0.1, 1e-5, 0.2)
     check_floored("forward", y, ref, 5e-3, seed)
+
+
+# ------------------------------------------ the running-variance choice, eval launches, groups
+
+ALL = [pytest.param("reference", "cpu", id="reference-cpu")] + TRITON + CUDA
+GROUP_CASES = [  # (shape, layout, groups): odd sizes, every group >= 11 values per channel
+    ((34, 7), "nchw", 2),
+    ((33, 5), "nchw", 3),
+    ((6, 3, 5, 3), "nchw", 2),
+    ((9, 4, 3, 5), "channels_last", 3),
+    ((12, 5), "nchw", 1),
+]
+
+
+def _literal_reference(x, w, b, rm, rv, training, groups, mom, eps, slope, unbiased):
+    """float64, literally: one F.batch_norm per batch chunk (chunk 0 first; eval: the whole
+    batch), the running variance blended by hand with the biased or unbiased batch variance."""
+    import torch.nn.functional as F
+    if not training:
+        return ops.act(F.batch_norm(x, rm, rv, w, b, False, mom, eps), slope)
+    ys = []
+    for c in x.chunk(groups, 0):
+        red = [d for d in range(c.dim()) if d != 1]
+        ys.append(ops.act(F.batch_norm(c, None, None, w, b, True, mom, eps), slope))
+        with torch.no_grad():
+            n = c.numel() // c.shape[1]
+            rm.mul_(1 - mom).add_(c.mean(red) * mom)
+            rv.mul_(1 - mom).add_(c.var(red, unbiased=False) * ((n / (n - 1)) if unbiased else 1.0)
+                                  * mom)
+    return torch.cat(ys)
+
+
+@pytest.mark.parametrize("backend,device", ALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("training,unbiased", [(True, True), (True, False), (False, False)],
+                         ids=["unbiased", "biased", "eval"])
+@pytest.mark.parametrize("case", GROUP_CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-{c[1]}-g{c[2]}")
+def test_bn_act_groups_running_var_eval(backend, device, dtype, training, unbiased, case, seed):
+    """groups (each chunk its own statistics, the running stats as successive calls), the biased
+    running variance and eval mode: forward, every gradient and the running statistics against
+    the literal float64 reference; float64 to 1e-10."""
+    shape, layout, groups = case
+    x0 = make_4d(shape, layout, device, dtype) * 2 + 0.5
+    x0[shape[0] // max(groups, 2):] *= 3   # the chunks' statistics differ
+    C = shape[1]
+    w0 = (torch.rand(C, device=device) + 0.5).to(dtype)
+    b0 = torch.randn(C, device=device).to(dtype)
+    rm0, rv0 = torch.randn(C, device=device).to(dtype), (torch.rand(C, device=device) + 0.5).to(dtype)
+    x, w, b = leaf(x0), leaf(w0), leaf(b0)
+    rm, rv = rm0.clone(), rv0.clone()
+    with ops.use_backend(backend):
+        y = ops.bn_act(x, w, b, rm, rv, training, 0.2, 1e-3, 0.2, unbiased, groups)
+    g = torch.randn_like(y)
+    y.backward(g)
+    xr, wr, br = (leaf(t.detach().double().cpu()) for t in (x0, w0, b0))
+    rmr, rvr = rm0.double().cpu(), rv0.double().cpu()
+    yr = _literal_reference(xr, wr, br, rmr, rvr, training, groups, 0.2, 1e-3, 0.2, unbiased)
+    yr.backward(g.double().cpu())
+    tol = 1e-10 if dtype == torch.float64 else tolerance(backend, device, dtype)
+    # dx and dgamma are differences of larger terms: measured against those terms' size
+    scale = g.double().norm().item() * 40
+    check("y", y, yr, tol, seed)
+    check("dx", x.grad, xr.grad, tol, seed, scale=scale)
+    check("dgamma", w.grad, wr.grad, tol, seed, scale=scale)
+    check("dbeta", b.grad, br.grad, tol, seed, scale=scale)
+    check("running_mean", rm, rmr, tol, seed)
+    check("running_var", rv, rvr, tol, seed)
+    if not training:
+        assert torch.equal(rm, rm0) and torch.equal(rv, rv0), "eval mode changed the running stats"
+
+
+@pytest.mark.parametrize("backend,device", TRITON + CUDA)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bn_act_eval_is_one_launch(backend, device, dtype):
+    """Eval mode: the running statistics are read by the one apply launch (no statistics op)."""
+    from fastgan.benchmark.kernel_count import count_work
+    x = torch.randn(8, 6, 5, 5, device=device, dtype=dtype)
+    w, b = torch.rand(6, device=device, dtype=dtype) + 0.5, torch.randn(6, device=device, dtype=dtype)
+    rm, rv = torch.randn(6, device=device, dtype=dtype), torch.rand(6, device=device, dtype=dtype) + 0.5
+    with ops.use_backend(backend):
+        n = count_work(lambda: ops.bn_act(x, w, b, rm, rv, False, 0.1, 1e-5, 0.2))
+    launches = {k: v for k, v in n["by_op"].items() if k != "aten.fill_"}   # the NaN poison
+    assert sum(launches.values()) == 1, n["by_op"]
+
+
+@pytest.mark.parametrize("backend", ["reference"] + [p.values[0] for p in only("triton") + only("cuda")])
+def test_bn_act_groups_must_divide_the_batch(backend):
+    if backend != "reference" and not ops.ensure_loaded(backend):
+        pytest.skip(f"no {backend}")
+    with ops.use_backend(backend), pytest.raises(ValueError, match="groups"):
+        ops.bn_act(torch.randn(7, 3), None, None, None, None, True, 0.1, 1e-5, None, True, 2)
+
+
+@pytest.mark.parametrize("backend,device", ALL)
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_batchnorm_layer_groups_are_separate_calls(backend, device, unbiased, seed):
+    """BatchNormAct inside bn_groups(layer, 2) on [a; b] is two calls on a then b: outputs,
+    parameter gradients (summed over both) and running statistics; then groups is 1 again."""
+    from fastgan.nn import BatchNormAct
+    from fastgan.nn.batchnorm import bn_groups
+    a, b = (torch.randn(5, 4, 3, 3, device=device, dtype=torch.float64) * s + s
+            for s in (1.0, 3.0))
+    one = BatchNormAct(4, slope=0.2, momentum=0.3, unbiased_running_var=unbiased).double().to(device)
+    two = BatchNormAct(4, slope=0.2, momentum=0.3, unbiased_running_var=unbiased).double().to(device)
+    g = torch.randn(10, 4, 3, 3, device=device, dtype=torch.float64)
+    xa, xb = leaf(a), leaf(b)
+    with ops.use_backend(backend):
+        with bn_groups(one, 2):
+            x = leaf(torch.cat([a, b]))
+            y = one(x)
+        assert one.groups == 1
+        y.backward(g)
+        ya, yb = two(xa), two(xb)
+        torch.cat([ya, yb]).backward(g)
+    check("y", y, torch.cat([ya, yb]), 1e-10, seed)
+    check("dx", x.grad, torch.cat([xa.grad, xb.grad]), 1e-10, seed)
+    for name in ("weight", "bias"):
+        check(f"d{name}", getattr(one, name).grad, getattr(two, name).grad, 1e-10, seed)
+    for name in ("running_mean", "running_var"):
+        check(name, getattr(one, name), getattr(two, name), 1e-10, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("case", GROUP_CASES[:4], ids=lambda c: f"{'x'.join(map(str, c[0]))}-{c[1]}-g{c[2]}")
+def test_bn_act_groups_triton_launches(backend, device, case, seed, monkeypatch):
+    """Triton: grouped BN is one launch forward and one backward (the chunks inside the
+    kernel); with a forced split the op runs once per chunk, as exact."""
+    from fastgan.benchmark.kernel_count import count_work
+    shape, layout, groups = case
+    x = leaf(make_4d(shape, layout, device, torch.float32))
+    w, b = leaf(torch.rand(shape[1], device=device) + 0.5), leaf(torch.randn(shape[1], device=device))
+    rm, rv = torch.zeros(shape[1], device=device), torch.ones(shape[1], device=device)
+    out = {}
+    with ops.use_backend(backend):
+        fwd = count_work(lambda: out.update(y=ops.bn_act(x, w, b, rm, rv, True, 0.1, 1e-5, 0.2,
+                                                         True, groups)))
+        bwd = count_work(lambda: out["y"].backward(torch.ones_like(out["y"])))
+    for n in (fwd, bwd):
+        launches = {k: v for k, v in n["by_op"].items() if k.startswith("triton.")}
+        assert sum(launches.values()) == 1, n["by_op"]
+    monkeypatch.setattr(_bn_module(), "FORCE_SPLIT", 2)
+    test_bn_act_groups_running_var_eval(backend, device, torch.float64, True, False, case, seed)
