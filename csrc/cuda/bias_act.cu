@@ -8,6 +8,20 @@ namespace {
 
 using namespace cu;
 
+// apply_act / act_grad extended by the output activations (codes in bias_act.h); their
+// derivative is read off the saved output y.
+template <typename A>
+__device__ __forceinline__ A epi_act(A v, int act, A slope) {
+  if (act == kActTanh) return tanh(v);
+  if (act == kActSigmoid) return A(1) / (A(1) + exp(-v));
+  return apply_act(v, act, slope);
+}
+template <typename A>
+__device__ __forceinline__ A epi_grad(A g, A y, int act, A slope) {
+  if (act == kActTanh) return g * (A(1) - y * y);
+  if (act == kActSigmoid) return g * (y * (A(1) - y));
+  return act_grad(g, y, act, slope);
+}
 
 // Elementwise forward. PLANAR: every vector lies inside one channel (inner % VEC == 0);
 // otherwise inner == 1 and C % VEC == 0, so a vector covers VEC consecutive channels.
@@ -25,13 +39,13 @@ bias_act_fwd_kernel(const T* x, const acc_t<T>* __restrict__ bias, T* y, I nvec,
     if (PLANAR) {
       const A b = bias ? bias[(i / inner) % C] : A(0);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) yv.v[k] = from_acc<T>(apply_act(to_acc(xv.v[k]) + b, act, slope));
+      for (int k = 0; k < VEC; ++k) yv.v[k] = from_acc<T>(epi_act(to_acc(xv.v[k]) + b, act, slope));
     } else {
       const I c0 = i % C;
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         const A b = bias ? bias[c0 + k] : A(0);
-        yv.v[k] = from_acc<T>(apply_act(to_acc(xv.v[k]) + b, act, slope));
+        yv.v[k] = from_acc<T>(epi_act(to_acc(xv.v[k]) + b, act, slope));
       }
     }
     store_vec<T, VEC>(y + i, yv);
@@ -52,7 +66,7 @@ act_bwd_kernel(const T* __restrict__ grad, const T* __restrict__ y, T* __restric
     Vec<T, VEC> ov;
 #pragma unroll
     for (int k = 0; k < VEC; ++k)
-      ov.v[k] = from_acc<T>(act_grad(to_acc(gv.v[k]), to_acc(yv.v[k]), act, slope));
+      ov.v[k] = from_acc<T>(epi_grad(to_acc(gv.v[k]), to_acc(yv.v[k]), act, slope));
     store_vec<T, VEC>(gx + i, ov);
   }
 }
@@ -80,7 +94,7 @@ bias_act_bwd_planar_kernel(const T* __restrict__ grad, const T* __restrict__ y, 
     Vec<T, VEC> ov;
 #pragma unroll
     for (int q = 0; q < VEC; ++q) {
-      const A r = act_grad(to_acc(gv.v[q]), to_acc(yv.v[q]), act, slope);
+      const A r = epi_grad(to_acc(gv.v[q]), to_acc(yv.v[q]), act, slope);
       ov.v[q] = from_acc<T>(r);
       sum += r;
     }
@@ -114,7 +128,7 @@ bias_act_bwd_rows_kernel(const T* __restrict__ grad, const T* __restrict__ y, T*
       Vec<T, VEC> ov;
 #pragma unroll
       for (int q = 0; q < VEC; ++q) {
-        const A rv = act_grad(to_acc(gv.v[q]), to_acc(yv.v[q]), act, slope);
+        const A rv = epi_grad(to_acc(gv.v[q]), to_acc(yv.v[q]), act, slope);
         ov.v[q] = from_acc<T>(rv);
         sum[q] += rv;
       }

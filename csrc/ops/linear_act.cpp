@@ -16,10 +16,11 @@ namespace {
 
 template <Dev dev>
 Tensor linear_act_impl(const Tensor& x, const Tensor& weight, const OptTensor& bias,
-                       std::optional<double> slope) {
+                       int64_t act_code, double slope) {
   const char* op = "linear_act";
   const DType dt = dtype_of(x, op, "x");
-  const ActMode act = act_of(slope, op);
+  const int act = epi_act_of(act_code, slope, op);
+  const bool identity = act == static_cast<int>(ActMode::kIdentity);
   TORCH_CHECK(x.dim() >= 1, "fastgan::linear_act: x must have at least one dimension");
   TORCH_CHECK(weight.dim() == 2, "fastgan::linear_act: weight must be 2-D [out, in], got shape ",
               shape_str(weight.sizes()));
@@ -38,9 +39,9 @@ Tensor linear_act_impl(const Tensor& x, const Tensor& weight, const OptTensor& b
   // bfloat16: the bias is added inside the GEMM (fp32 accumulator, one rounding), so that the
   // activation mask (the sign of the rounded output) is the sign of the exact pre-activation;
   // adding it after a rounded bf16 product would flip the mask of near-zero elements.
-  const bool bias_in_gemm = bias.has_value() && (act == ActMode::kIdentity || dt == DType::kBFloat16);
+  const bool bias_in_gemm = bias.has_value() && (identity || dt == DType::kBFloat16);
   Tensor y = bias_in_gemm ? at::addmm(bias->to(x.scalar_type()), x2, weight.t()) : at::mm(x2, weight.t());
-  if (act != ActMode::kIdentity) {
+  if (!identity) {
     Tensor b;
     BiasActParams p;
     p.dtype = dt;
@@ -52,14 +53,14 @@ Tensor linear_act_impl(const Tensor& x, const Tensor& weight, const OptTensor& b
     }
     p.g = Geom{y.size(0), M, 1};
     p.act = act;
-    p.slope = *slope;
+    p.slope = slope;
     run_bias_act(p, y, dev);
   }
   return x.dim() == 2 ? y : y.view(out_shape);
 }
 
 TORCH_LIBRARY_FRAGMENT(fastgan, m) {
-  def_ops(m, {"linear_act(Tensor x, Tensor weight, Tensor? bias, float? slope) -> Tensor"});
+  def_ops(m, {"linear_act(Tensor x, Tensor weight, Tensor? bias, int act, float slope) -> Tensor"});
 }
 FASTGAN_IMPLS(m.impl("linear_act", &linear_act_impl<D>);)
 

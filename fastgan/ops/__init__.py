@@ -9,7 +9,8 @@
                 unbiased_running_var)           bn_act in training mode with statistics over
                                                 every rank of ``group`` (an optional op)
 
-``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope) (:func:`act`).
+``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope) (:func:`act`); linear_act
+and bias_act also take "tanh" and "sigmoid".
 
 This package is the contract only: it imports no backend. The backends (``fastgan.backends``)
 register themselves when the registry first asks for them.

@@ -3,28 +3,29 @@ activation epilogue) with its fake, its autograd formula (the fused mask + bias-
 kernel, then two matmuls), the registry entry and its CPU size policy."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from fastgan.backends.reference import linear_act as _reference
+from fastgan.ops.activation import IDENTITY, act_code
 from fastgan.ops.registry import register
 
 from ._cpu_policy import _cpu_pick
-from ._extension import DEVICE_TYPES, _ops, _slope
+from ._extension import DEVICE_TYPES, _ops
 
 
 @torch.library.register_fake("fastgan::linear_act")
-def _linear_act_fake(x, weight, bias, slope):
+def _linear_act_fake(x, weight, bias, code, slope):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-# linear_act: y = act(x @ W.T + b); matmuls for dX and dW, the fused kernel for mask + db.
+# linear_act: y = act(x @ W.T + b); matmuls for dX and dW, the fused kernel for act'(y) + db.
 def _linear_act_setup(ctx, inputs, output):
-    x, weight, bias, slope = inputs
-    ctx.slope = slope
+    x, weight, bias, code, slope = inputs
+    ctx.code, ctx.slope = code, slope
     ctx.bias_dtype = bias.dtype if bias is not None else None
-    ctx.save_for_backward(x, weight, output if slope is not None else None)
+    ctx.save_for_backward(x, weight, output if code != IDENTITY else None)
 
 
 def _linear_act_bwd(ctx, gy):
@@ -33,24 +34,24 @@ def _linear_act_bwd(ctx, gy):
     m, k = weight.shape
     gy2 = gy.reshape(-1, m)
     db = None
-    if ctx.slope is None:
+    if ctx.code == IDENTITY:
         gz = gy2
         if need_b:
             db = gz.sum(0)
     else:
-        gz, db = _ops.bias_act_backward(gy2, y.reshape(-1, m), ctx.slope, 1, bool(need_b))
+        gz, db = _ops.bias_act_backward(gy2, y.reshape(-1, m), ctx.code, ctx.slope, 1, bool(need_b))
     dx = (gz @ weight).reshape(x.shape) if need_x else None
     dw = gz.t() @ x.reshape(-1, k) if need_w else None
     db = db.to(ctx.bias_dtype) if (need_b and db is not None) else None
-    return dx, dw, db, None
+    return dx, dw, db, None, None
 
 
 torch.library.register_autograd("fastgan::linear_act", _linear_act_bwd, setup_context=_linear_act_setup)
 
 
 def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-               slope: Optional[float]) -> torch.Tensor:
-    return _ops.linear_act(x, weight, bias, _slope(slope))
+               slope: Union[None, float, str]) -> torch.Tensor:
+    return _ops.linear_act(x, weight, bias, *act_code(slope))
 
 
 linear_act_cpu = _cpu_pick("linear_act", linear_act, _reference,
