@@ -51,10 +51,14 @@ class Generator(nn.Module):
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [FusedLinearAct(a, b, slope=0.2), BatchNormAct(b, slope=None, **BN)]
         self.body = nn.Sequential(*layers)
-        self.out = FusedLinearAct(1024, out_dim, slope=None)
+        self.out = FusedLinearAct(1024, out_dim, slope="tanh")
 
     def forward(self, z: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return torch.tanh(self.out(self.body(z)), out=out)   # out: without grad only
+        h = self.body(z)
+        if out is None:
+            return self.out(h)  # tanh in the matmul's epilogue
+        # without grad, into the caller's buffer (D's [real; fake] rows): tanh writes it, no copy
+        return torch.tanh(self.out.pre_activation(h), out=out)
 
 
 class Discriminator(nn.Module):
