@@ -63,6 +63,40 @@ def act_grad(g, yv, slope, ACT: tl.constexpr):
 
 
 @triton.jit
+def bn_eval_tile(v, offs, m, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, eps, ACC: tl.constexpr,
+             AXIS: tl.constexpr):
+    """(v - mean) / sqrt(var + eps) * w + b along the channel axis (AXIS 0: columns, 1: rows)."""
+    mean = tl.load(bnm_ptr + offs, mask=m, other=0.0).to(ACC)
+    var = tl.load(bnv_ptr + offs, mask=m, other=1.0).to(ACC)
+    w = tl.load(bnw_ptr + offs, mask=m, other=1.0).to(ACC)
+    b = tl.load(bnb_ptr + offs, mask=m, other=0.0).to(ACC)
+    scale = w / tl.sqrt(var + eps)
+    # one return: with an early return in the constexpr branch Triton 3.8 compiles the other too
+    if AXIS == 0:
+        out = (v - mean[None, :]) * scale[None, :] + b[None, :]
+    else:
+        out = (v - mean[:, None]) * scale[:, None] + b[:, None]
+    return out
+
+
+def act_torch(z: Tensor, code: int, s: float) -> Tensor:
+    """The activation by torch ops (linear_act's empty-K corner only)."""
+    if code == 3:
+        return torch.tanh(z)
+    if code == 4:
+        return torch.sigmoid(z)
+    return torch.where(z > 0, z, z * s) if code else z
+
+
+def act_grad_torch(g: Tensor, y: Tensor, code: int, s: float) -> Tensor:
+    if code == 3:
+        return g * (1 - y * y)
+    if code == 4:
+        return g * (y * (1 - y))
+    return torch.where(y > 0, g, g * s) if code else g
+
+
+@triton.jit
 def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, A, C, B, sA, sC, sB, slope,
                          HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr,
                          BLOCK_A: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_B: tl.constexpr):

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-_FLOAT_ARGS = {"slope", "eps", "momentum", "count", "scale", "t_val"}
+_FLOAT_ARGS = {"slope", "eps", "bn_eps", "momentum", "count", "scale", "t_val"}
 
 
 @dataclass
@@ -165,13 +165,13 @@ def cases() -> List[Case]:
     # (label, constexprs describing the launch, as the launcher specialises it: strides equal to
     # 1 become constexpr 1; contiguous x [N, K], W [M, K], y [N, M])
     modes = [
-        ("fwd", dict(ACT=2, BIAS_MODE=1, GRAD=0, DB=False, s_ak=1, s_bk=1, s_cq=1)),
-        ("fwd_swapped", dict(ACT=2, BIAS_MODE=2, GRAD=0, DB=False, s_ak=1, s_bk=1, s_cp=1)),
-        ("dx", dict(ACT=2, BIAS_MODE=0, GRAD=1, DB=False, s_ak=1, s_bq=1, s_cq=1, s_y1=1)),
-        ("dx_swapped", dict(ACT=2, BIAS_MODE=0, GRAD=2, DB=False, s_ap=1, s_bk=1, s_cp=1,
+        ("fwd", dict(ACT=2, BIAS_MODE=1, GRAD=0, DB=False, BN=0, s_ak=1, s_bk=1, s_cq=1)),
+        ("fwd_swapped", dict(ACT=2, BIAS_MODE=2, GRAD=0, DB=False, BN=0, s_ak=1, s_bk=1, s_cp=1)),
+        ("dx", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=1, DB=False, s_ak=1, s_bq=1, s_cq=1, s_y1=1)),
+        ("dx_swapped", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=2, DB=False, s_ap=1, s_bk=1, s_cp=1,
                             s_y0=1)),
-        ("dw_db", dict(ACT=2, BIAS_MODE=0, GRAD=1, DB=True, s_ap=1, s_bq=1, s_cq=1, s_y0=1)),
-        ("dw_db_swapped", dict(ACT=2, BIAS_MODE=0, GRAD=2, DB=True, s_ap=1, s_bq=1, s_cp=1,
+        ("dw_db", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=1, DB=True, s_ap=1, s_bq=1, s_cq=1, s_y0=1)),
+        ("dw_db_swapped", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=2, DB=True, s_ap=1, s_bq=1, s_cp=1,
                                s_y1=1)),
     ]
     for cfg in LA.MM_CONFIGS:
@@ -192,6 +192,12 @@ def cases() -> List[Case]:
                                   **dict(flags, ACT=act))
                         out.append(Case(f"linear_act.mm[{label},act{act},{dt},{tag}]", mm, dt, ce,
                                         cfg.num_warps, cfg.num_stages, expect_wgmma=True))
+                # inference-mode batch norm in the forward epilogue (mlp's eval G), both axes
+                for label, flags in modes[:2]:
+                    ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8,
+                              **dict(flags, BN=int(flags["BIAS_MODE"])))
+                    out.append(Case(f"linear_act.mm[{label},bn_eval,{dt},{tag}]", mm, dt, ce,
+                                    cfg.num_warps, cfg.num_stages, expect_wgmma=True))
     for dt in ("fp32", "bf16"):
         # tiny-M (1-logit layer) kernels: reductions, no tensor cores
         for act in (2, 3, 4):

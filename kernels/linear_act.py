@@ -32,7 +32,7 @@ import triton.language as tl
 
 from . import config
 from ._common import acc_torch, acc_type, next_pow2, sum_dim0
-from .bias_act import act_fwd, act_grad
+from .bias_act import act_fwd, act_grad, act_grad_torch, act_torch, bn_eval_tile
 
 Tensor = torch.Tensor
 
@@ -83,8 +83,9 @@ def _prune(configs, named_args, **kwargs):
 def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
                P, Q, K,
                s_ap, s_ak, s_bk, s_bq, s_cp, s_cq, s_y0, s_y1,
-               slope,
+               slope, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps,
                ACT: tl.constexpr, BIAS_MODE: tl.constexpr, GRAD: tl.constexpr, DB: tl.constexpr,
+               BN: tl.constexpr,
                PREC: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
                GROUP_P: tl.constexpr = 8):
@@ -94,7 +95,8 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
     multiplied by act'(y) (if ACT) with y[p, k] at y_ptr + p*s_y0 + k*s_y1; 2: B is dY, y[k, q]
     at y_ptr + k*s_y0 + q*s_y1. BIAS_MODE: 0 none, 1 bias per column q, 2 per row p.
     DB: also write the sum over k of the (masked) dY operand, i.e. db, from the programs of the
-    first block of the other axis.
+    first block of the other axis. BN (forward only): an inference-mode batch norm after the
+    activation, per column q (1) or per row p (2): (v - mean) / sqrt(var + eps) * w + b.
     """
     pid = tl.program_id(0)
     num_p = (P + BLOCK_P - 1) // BLOCK_P
@@ -157,6 +159,10 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
         acc += tl.load(bias_ptr + offs_p, mask=mp, other=0.0).to(ACC)[:, None]
     if GRAD == 0:
         acc = act_fwd(acc, slope, ACT)
+        if BN == 1:
+            acc = bn_eval_tile(acc, offs_q, mq, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps, ACC, 0)
+        if BN == 2:
+            acc = bn_eval_tile(acc, offs_p, mp, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps, ACC, 1)
     tl.store(c_ptr + offs_p[:, None] * s_cp + offs_q[None, :] * s_cq,
              acc.to(c_ptr.dtype.element_ty), mask=mp[:, None] & mq[None, :])
     if DB:
@@ -170,7 +176,7 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
 
 mm_kernel = triton.autotune(
     configs=_ACTIVE_MM_CONFIGS,
-    key=["P", "Q", "K", "ACT", "BIAS_MODE", "GRAD", "DB"],
+    key=["P", "Q", "K", "ACT", "BIAS_MODE", "GRAD", "DB", "BN"],
     prune_configs_by={"early_config_prune": _prune},
 )(_mm_kernel)
 
@@ -258,13 +264,15 @@ def _swap(p_nat: int, q_nat: int) -> bool:
 
 
 def _mm(a, b, c, P, Q, K, sa, sb, sc, *, y=None, sy=(0, 0), bias=None, db=None, act=0,
-        slope=0.0, bias_mode=0, grad=0, dtype=torch.float32):
+        slope=0.0, bias_mode=0, grad=0, dtype=torch.float32, bn=None, bn_mode=0):
     grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]) * triton.cdiv(Q, meta["BLOCK_Q"]),)
     dummy = c
+    bm, bv, bw, bb, eps = bn if bn is not None else (dummy, dummy, dummy, dummy, 0.0)
     mm_kernel[grid](a, b, c, y if y is not None else dummy, bias if bias is not None else dummy,
                     db if db is not None else dummy, P, Q, K,
                     sa[0], sa[1], sb[0], sb[1], sc[0], sc[1], sy[0], sy[1], slope,
-                    ACT=act, BIAS_MODE=bias_mode, GRAD=grad, DB=db is not None,
+                    bm, bv, bw, bb, eps,
+                    ACT=act, BIAS_MODE=bias_mode, GRAD=grad, DB=db is not None, BN=bn_mode,
                     PREC=config.dot_precision(dtype), UPCAST=config.dot_upcast(dtype),
                     ACC=acc_type(dtype))
 
@@ -276,29 +284,18 @@ def _gemv_blocks(N: int, M: int, K: int) -> Tuple[int, int, int]:
     return bn, bm, bk
 
 
-def _act_torch(z: Tensor, code: int, s: float) -> Tensor:
-    """The activation by torch ops (the empty-K corner only)."""
-    if code == 3:
-        return torch.tanh(z)
-    if code == 4:
-        return torch.sigmoid(z)
-    return torch.where(z > 0, z, z * s) if code else z
-
-
-def _act_grad_torch(g: Tensor, y: Tensor, code: int, s: float) -> Tensor:
-    if code == 3:
-        return g * (1 - y * y)
-    if code == 4:
-        return g * (y * (1 - y))
-    return torch.where(y > 0, g, g * s) if code else g
-
-
 def linear_act_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                       code: int, s: float) -> Tensor:
+                       code: int, s: float, bn: Optional[tuple] = None) -> Tensor:
     """y[N, M] = act(x[N, K] @ weight[M, K].T + bias[M]) (act: the code of
-    fastgan/ops/activation.py with its slope s). Inputs may be non-contiguous."""
+    fastgan/ops/activation.py with its slope s), then with ``bn`` = (mean, var, w, b, eps), all
+    [M] (w, b filled in by the caller), an inference-mode batch norm in the same epilogue.
+    Inputs may be non-contiguous."""
     N, K = x.shape
     M = weight.shape[0]
+    if bn is not None and (K == 0 or M <= SMALL_M):   # rare shapes: the two ops in sequence
+        y = linear_act_forward(x, weight, bias, code, s)
+        m, v, w, b = (t.to(y.dtype) if y.dtype == torch.float64 else t for t in bn[:4])
+        return torch.nn.functional.batch_norm(y, m, v, w, b, False, 0.0, bn[4])
     y = torch.empty((N, M), device=x.device, dtype=x.dtype)
     act = code
     if N == 0 or M == 0:
@@ -307,7 +304,7 @@ def linear_act_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor],
         y.zero_()
         if bias is not None:
             y += bias.to(y.dtype)
-        return _act_torch(y, act, s)
+        return act_torch(y, act, s)
     if M <= SMALL_M:
         bn, bm, bk = _gemv_blocks(N, M, K)
         _gemv_fwd_kernel[(triton.cdiv(N, bn),)](
@@ -319,11 +316,11 @@ def linear_act_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor],
     if _swap(N, M):   # y.T[M, N] = W[M, K] @ x.T[K, N]
         _mm(weight, x, y, M, N, K, (weight.stride(0), weight.stride(1)), (x.stride(1), x.stride(0)),
             (y.stride(1), y.stride(0)), bias=bias, act=act, slope=s,
-            bias_mode=2 if bias is not None else 0, dtype=x.dtype)
+            bias_mode=2 if bias is not None else 0, dtype=x.dtype, bn=bn, bn_mode=2 if bn else 0)
     else:             # y[N, M] = x[N, K] @ W.T[K, M]
         _mm(x, weight, y, N, M, K, (x.stride(0), x.stride(1)), (weight.stride(1), weight.stride(0)),
             (y.stride(0), y.stride(1)), bias=bias, act=act, slope=s,
-            bias_mode=1 if bias is not None else 0, dtype=x.dtype)
+            bias_mode=1 if bias is not None else 0, dtype=x.dtype, bn=bn, bn_mode=1 if bn else 0)
     return y
 
 
@@ -343,7 +340,7 @@ def linear_act_backward(grad: Tensor, x: Tensor, weight: Tensor, y: Optional[Ten
         for t in (dx, dw, db):
             t.zero_()
         if need_db and N > 0 and K == 0:
-            g = _act_grad_torch(grad, y, act, s)
+            g = act_grad_torch(grad, y, act, s)
             db.copy_(g.sum(0))
         return dx, dw, db
     acc_dt = acc_torch(x.dtype)

@@ -19,7 +19,8 @@ inline A epi_grad(A g, A y, A slope) {
 template <int ACT, typename A>
 inline A epi_fn(A v) {
   if constexpr (ACT == kActTanh) return std::tanh(v);
-  else return A(1) / (A(1) + std::exp(-v));
+  else if constexpr (ACT == kActSigmoid) return A(1) / (A(1) + std::exp(-v));
+  else return v;  // not called
 }
 
 // dispatch_act plus the two output activations.
@@ -118,20 +119,31 @@ void bias_act_fwd_t(const BiasActParams& p) {
     zeros.assign(static_cast<size_t>(p.g.C), A(0));
     shift = zeros.data();
   }
-  if (p.act == kActTanh || p.act == kActSigmoid) {
+  if (p.act == kActTanh || p.act == kActSigmoid || p.bn_mean) {
     const T* x = static_cast<const T*>(p.x);
     T* y = static_cast<T*>(p.y);
+    const A slope = static_cast<A>(p.slope);
+    const A* bm = static_cast<const A*>(p.bn_mean);
+    const A* bv = static_cast<const A*>(p.bn_var);
+    const A* bw = static_cast<const A*>(p.bn_w);
+    const A* bb = static_cast<const A*>(p.bn_b);
+    const A eps = static_cast<A>(p.bn_eps);
     dispatch_epi(p.act, [&](auto act) {
       constexpr int ACT = decltype(act)::value;
+      auto f = [&](A v, int64_t c) {
+        v = (ACT == kActTanh || ACT == kActSigmoid) ? epi_fn<ACT>(v) : act_fn<ACT>(v, slope);
+        if (bm) v = (v - bm[c]) / std::sqrt(bv[c] + eps) * (bw ? bw[c] : A(1)) + (bb ? bb[c] : A(0));
+        return v;
+      };
       at::parallel_for(0, p.g.numel(), kGrainElems, [&](int64_t b, int64_t e) {
         for_segments(
             p.g, b, e,
             [&](int64_t off, int64_t n, int64_t c0) {
-              for (int64_t i = 0; i < n; ++i) y[off + i] = T(epi_fn<ACT>(ld(x[off + i]) + shift[c0 + i]));
+              for (int64_t i = 0; i < n; ++i) y[off + i] = T(f(ld(x[off + i]) + shift[c0 + i], c0 + i));
             },
             [&](int64_t off, int64_t n, int64_t c) {
               const A s = shift[c];
-              for (int64_t i = 0; i < n; ++i) y[off + i] = T(epi_fn<ACT>(ld(x[off + i]) + s));
+              for (int64_t i = 0; i < n; ++i) y[off + i] = T(f(ld(x[off + i]) + s, c));
             });
       });
     });

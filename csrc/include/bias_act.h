@@ -22,6 +22,13 @@ struct BiasActParams {
   Geom g;
   int act = 0;  // activation code (above)
   double slope = 0.0;
+  // Optional inference-mode batch norm after the activation (no grad):
+  // y = (act(x + bias) - bn_mean[c]) / sqrt(bn_var[c] + bn_eps) * bn_w[c] + bn_b[c].
+  const void* bn_mean = nullptr;  // acc [C] or null (then no batch norm)
+  const void* bn_var = nullptr;   // acc [C]
+  const void* bn_w = nullptr;     // acc [C] or null (1)
+  const void* bn_b = nullptr;     // acc [C] or null (0)
+  double bn_eps = 0.0;
 };
 
 struct BiasActBwdParams {

@@ -23,11 +23,14 @@ class FusedLinearAct(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pre_activation(x, self.slope)
 
-    def pre_activation(self, x: torch.Tensor, slope: Union[None, float, str] = None) -> torch.Tensor:
+    def pre_activation(self, x: torch.Tensor, slope: Union[None, float, str] = None,
+                       bn_eval=None) -> torch.Tensor:
         """The same op with another activation (default none): for a caller that applies its
-        own, e.g. one writing into a given buffer (``torch.tanh(..., out=)``)."""
+        own, e.g. one writing into a given buffer (``torch.tanh(..., out=)``). ``bn_eval``:
+        ops.linear_act's inference-mode batch norm after the activation (no grad)."""
         dt = _autocast_dtype(x)
-        return ops.linear_act(_cast(x, dt), _cast(self.weight, dt), _cast(self.bias, dt), slope)
+        return ops.linear_act(_cast(x, dt), _cast(self.weight, dt), _cast(self.bias, dt), slope,
+                              bn_eval)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", slope={self.slope!r}"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastgan import ops
-from ops_harness import (DTYPES, GC, R, SLOPES, available, backend_devices, check,
+from ops_harness import (DTYPES, GC, R, SLOPES, available, backend_devices, check, check_floored,
                          interp_only, leaf, make_layout, noncontig, only, run_pair, tolerance)
 
 TRITON = backend_devices("triton")
@@ -302,3 +302,39 @@ def test_gradcheck_linear_act_out_act(backend, act, M):
         assert torch.autograd.gradcheck(f, (x, w, b))
         if backend == "cuda":
             assert torch.autograd.gradgradcheck(f, (x, w, b))
+
+
+# ------------------------------------------- inference-mode batch norm folded in (bn_eval)
+
+def _bn_params(m, dtype, device, affine=True):
+    mean, var = torch.randn(m), torch.rand(m) + 0.1
+    w, b = (torch.randn(m), torch.randn(m)) if affine else (None, None)
+    return tuple(None if t is None else t.to(device) for t in (mean, var, w, b)) + (1e-3,)
+
+
+@pytest.mark.parametrize("backend,device", BOTH)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("slope", [None, 0.2, "tanh"])
+@pytest.mark.parametrize("shape", [(7, 33, 65), (65, 70, 33), (40, 65, 1), (5, 31, 8)], ids=_ids)
+@pytest.mark.parametrize("affine", [True, False])
+def test_linear_act_bn_eval(backend, device, dtype, slope, shape, affine, seed):
+    """act(x @ W.T + b) then batch_norm(eval) in one op, against the two reference ops."""
+    n, k, m = shape
+    x = torch.randn(n, k).to(device=device, dtype=dtype)
+    w = (torch.randn(m, k) / k ** 0.5).to(device=device, dtype=dtype)
+    b = torch.randn(m).to(device=device, dtype=dtype)
+    bn = _bn_params(m, dtype, device, affine)
+    with torch.no_grad(), ops.use_backend(backend):
+        y = ops.linear_act(x, w, b, slope, bn_eval=bn)
+    dbl = lambda t: None if t is None else t.double().cpu()  # noqa: E731
+    yr = torch.nn.functional.batch_norm(R.linear_act(dbl(x), dbl(w), dbl(b), slope),
+                                        *map(dbl, bn[:4]), False, 0.0, bn[4])
+    assert y.dtype == dtype and y.shape == (n, m)
+    check_floored("y", y, yr, tolerance(backend, device, dtype, matmul=True), seed)
+
+
+@pytest.mark.parametrize("backend", ["reference"] + only("triton") + only("cuda"))
+def test_linear_act_bn_eval_refuses_grad(backend):
+    x, w = torch.randn(3, 4), torch.randn(5, 4, requires_grad=True)
+    with ops.use_backend(backend), pytest.raises(ValueError, match="inference only"):
+        ops.linear_act(x, w, None, 0.2, bn_eval=_bn_params(5, torch.float32, "cpu"))

@@ -26,6 +26,20 @@ def _(x, weight, bias, code, slope):
     return x.new_empty((x.shape[0], weight.shape[0]))
 
 
+# The inference-only variant with a batch norm after the activation (no autograd: refused above).
+@torch.library.custom_op("fastgan_triton::linear_act_bn_eval", mutates_args=())
+def linear_act_bn_eval_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], code: int,
+                          slope: float, bn_mean: Tensor, bn_var: Tensor, bn_weight: Tensor,
+                          bn_bias: Tensor, bn_eps: float) -> Tensor:
+    return linear_act_forward(x, weight, bias, code, slope,
+                              (bn_mean, bn_var, bn_weight, bn_bias, bn_eps))
+
+
+@linear_act_bn_eval_op.register_fake
+def _(x, weight, bias, code, slope, bn_mean, bn_var, bn_weight, bn_bias, bn_eps):
+    return x.new_empty((x.shape[0], weight.shape[0]))
+
+
 @torch.library.custom_op("fastgan_triton::linear_act_backward", mutates_args=())
 def linear_act_backward_op(grad: Tensor, x: Tensor, weight: Tensor, y: Tensor, code: int,
                            slope: float, need_dx: bool, need_dw: bool,
@@ -87,17 +101,26 @@ def _call(x, weight, bias, code, slope):
     return _LinearActFn.apply(x, weight, bias, code, slope)
 
 
+def _bn_call(x, weight, bias, code, slope, bn_eval):
+    mean, var, w, b, eps = bn_eval
+    w = w if w is not None else torch.ones_like(mean)
+    b = b if b is not None else torch.zeros_like(mean)
+    return linear_act_bn_eval_op(x, weight, bias, code, slope, mean, var, w, b, float(eps))
+
+
 def linear_act(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-               slope: Union[None, float, str] = None) -> Tensor:
-    """Registry entry: act(x @ weight.T + bias) for x of shape [..., K]."""
+               slope: Union[None, float, str] = None, bn_eval=None) -> Tensor:
+    """Registry entry: act(x @ weight.T + bias) for x of shape [..., K], then the optional
+    inference-mode batch norm ``bn_eval`` = (mean, var, weight, bias, eps)."""
     check_float("linear_act", x)
     if x.dtype != weight.dtype:
         raise TypeError(f"linear_act: x is {x.dtype} but weight is {weight.dtype}")
     code, s = act_code(slope)
+    call = _call if bn_eval is None else (lambda *a: _bn_call(*a, bn_eval))
     if x.dim() == 2:
-        return _call(x, weight, bias, code, s)
+        return call(x, weight, bias, code, s)
     lead = x.shape[:-1]
-    y = _call(x.reshape(-1, x.shape[-1]), weight, bias, code, s)
+    y = call(x.reshape(-1, x.shape[-1]), weight, bias, code, s)
     return y.reshape(*lead, weight.shape[0])
 
 
