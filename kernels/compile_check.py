@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
-_FLOAT_ARGS = {"slope", "eps", "momentum", "count", "scale", "t_val"}
+_FLOAT_ARGS = {"slope", "eps", "bn_eps", "momentum", "count", "scale", "t_val"}
 
 
 @dataclass
@@ -165,13 +165,13 @@ def cases() -> List[Case]:
     # (label, constexprs describing the launch, as the launcher specialises it: strides equal to
     # 1 become constexpr 1; contiguous x [N, K], W [M, K], y [N, M])
     modes = [
-        ("fwd", dict(ACT=True, BIAS_MODE=1, GRAD=0, DB=False, s_ak=1, s_bk=1, s_cq=1)),
-        ("fwd_swapped", dict(ACT=True, BIAS_MODE=2, GRAD=0, DB=False, s_ak=1, s_bk=1, s_cp=1)),
-        ("dx", dict(ACT=True, BIAS_MODE=0, GRAD=1, DB=False, s_ak=1, s_bq=1, s_cq=1, s_y1=1)),
-        ("dx_swapped", dict(ACT=True, BIAS_MODE=0, GRAD=2, DB=False, s_ap=1, s_bk=1, s_cp=1,
+        ("fwd", dict(ACT=2, BIAS_MODE=1, GRAD=0, DB=False, BN=0, s_ak=1, s_bk=1, s_cq=1)),
+        ("fwd_swapped", dict(ACT=2, BIAS_MODE=2, GRAD=0, DB=False, BN=0, s_ak=1, s_bk=1, s_cp=1)),
+        ("dx", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=1, DB=False, s_ak=1, s_bq=1, s_cq=1, s_y1=1)),
+        ("dx_swapped", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=2, DB=False, s_ap=1, s_bk=1, s_cp=1,
                             s_y0=1)),
-        ("dw_db", dict(ACT=True, BIAS_MODE=0, GRAD=1, DB=True, s_ap=1, s_bq=1, s_cq=1, s_y0=1)),
-        ("dw_db_swapped", dict(ACT=True, BIAS_MODE=0, GRAD=2, DB=True, s_ap=1, s_bq=1, s_cp=1,
+        ("dw_db", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=1, DB=True, s_ap=1, s_bq=1, s_cq=1, s_y0=1)),
+        ("dw_db_swapped", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=2, DB=True, s_ap=1, s_bq=1, s_cp=1,
                                s_y1=1)),
     ]
     for cfg in LA.MM_CONFIGS:
@@ -183,20 +183,37 @@ def cases() -> List[Case]:
                 ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8, **flags)
                 out.append(Case(f"linear_act.mm[{label},{dt},{tag}]", mm, dt, ce,
                                 cfg.num_warps, cfg.num_stages, expect_wgmma=True))
+            # the output activations (tanh 3, sigmoid 4: exp/log in the epilogue or on the dY
+            # tiles) on the smallest and the largest tile
+            if cfg in (LA.MM_CONFIGS[0], LA.MM_CONFIGS[-1]):
+                for act in (3, 4):
+                    for label, flags in modes[::2]:  # fwd, dx, dw_db (the swaps: strides)
+                        ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8,
+                                  **dict(flags, ACT=act))
+                        out.append(Case(f"linear_act.mm[{label},act{act},{dt},{tag}]", mm, dt, ce,
+                                        cfg.num_warps, cfg.num_stages, expect_wgmma=True))
+                # inference-mode batch norm in the forward epilogue (mlp's eval G), both axes
+                for label, flags in modes[:2]:
+                    ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8,
+                              **dict(flags, BN=int(flags["BIAS_MODE"])))
+                    out.append(Case(f"linear_act.mm[{label},bn_eval,{dt},{tag}]", mm, dt, ce,
+                                    cfg.num_warps, cfg.num_stages, expect_wgmma=True))
     for dt in ("fp32", "bf16"):
         # tiny-M (1-logit layer) kernels: reductions, no tensor cores
-        for bn, bk in ((1, 1024), (16, 256)):
-            out.append(Case(f"linear_act.gemv_fwd[{dt},N{bn},K{bk}]", LA._gemv_fwd_kernel, dt,
-                            dict(ACT=True, HAS_BIAS=True, ACC=tl.float32, BLOCK_N=bn, BLOCK_M=1,
-                                 BLOCK_K=bk, s_xk=1, s_wk=1, s_ym=1)))
-        for direct in (False, True):   # partials (fp32) or dW/db themselves (one row block)
-            pt = {} if direct else {"pdw_ptr": "*fp32", "pdb_ptr": "*fp32"}
-            out.append(Case(f"linear_act.gemv_bwd[{dt},{'direct' if direct else 'partials'}]",
-                            LA._gemv_bwd_kernel, dt,
-                            dict(ACT=True, NEED_DX=True, NEED_DW=True, NEED_DB=True,
-                                 ACC=tl.float32, BLOCK_N=32 if direct else 64, BLOCK_M=1,
-                                 BLOCK_K=128 if direct else 64, s_gm=1, s_ym=1, s_xk=1, s_wk=1,
-                                 s_dxk=1), ptr_types=pt))
+        for act in (2, 3, 4):
+            sfx = "" if act == 2 else f",act{act}"
+            for bn, bk in ((1, 1024), (16, 256)):
+                out.append(Case(f"linear_act.gemv_fwd[{dt},N{bn},K{bk}{sfx}]", LA._gemv_fwd_kernel,
+                                dt, dict(ACT=act, HAS_BIAS=True, ACC=tl.float32, BLOCK_N=bn,
+                                         BLOCK_M=1, BLOCK_K=bk, s_xk=1, s_wk=1, s_ym=1)))
+            for direct in (False, True):   # partials (fp32) or dW/db themselves (one row block)
+                pt = {} if direct else {"pdw_ptr": "*fp32", "pdb_ptr": "*fp32"}
+                out.append(Case(f"linear_act.gemv_bwd[{dt},{'direct' if direct else 'partials'}{sfx}]",
+                                LA._gemv_bwd_kernel, dt,
+                                dict(ACT=act, NEED_DX=True, NEED_DW=True, NEED_DB=True,
+                                     ACC=tl.float32, BLOCK_N=32 if direct else 64, BLOCK_M=1,
+                                     BLOCK_K=128 if direct else 64, s_gm=1, s_ym=1, s_xk=1,
+                                     s_wk=1, s_dxk=1), ptr_types=pt))
         out.append(Case(f"common.sum_dim0[{dt}]", _sum_dim0_kernel, "fp32",
                         dict(BLOCK_S=16, BLOCK_L=256, ACC=tl.float32),
                         ptr_types={"out_ptr": "*" + dt}))
@@ -204,11 +221,13 @@ def cases() -> List[Case]:
         layouts = {"nchw": dict(BLOCK_A=2, BLOCK_C=1, BLOCK_B=1024, sB=1),
                    "rows": dict(BLOCK_A=32, BLOCK_C=64, BLOCK_B=1, sC=1)}
         for lay, blk in layouts.items():
-            out.append(Case(f"bias_act.fwd[{dt},{lay}]", BA._bias_act_fwd_kernel, dt,
-                            dict(HAS_BIAS=True, ACT=True, ACC=tl.float32, **blk)))
-            out.append(Case(f"bias_act.bwd[{dt},{lay}]", BA._bias_act_bwd_kernel, dt,
-                            dict(ACT=True, WRITE_DX=True, NEED_DB=True, ACC=tl.float32, **blk),
-                            ptr_types={"pdb_ptr": "*fp32"}))
+            for act in (2, 3, 4):  # LeakyReLU, tanh, sigmoid
+                sfx = "" if act == 2 else f",act{act}"
+                out.append(Case(f"bias_act.fwd[{dt},{lay}{sfx}]", BA._bias_act_fwd_kernel, dt,
+                                dict(HAS_BIAS=True, ACT=act, ACC=tl.float32, **blk)))
+                out.append(Case(f"bias_act.bwd[{dt},{lay}{sfx}]", BA._bias_act_bwd_kernel, dt,
+                                dict(ACT=act, WRITE_DX=True, NEED_DB=True, ACC=tl.float32, **blk),
+                                ptr_types={"pdb_ptr": "*fp32"}))
             f32 = {n: "*fp32" for n in ("rm_ptr", "rv_ptr", "mean_ptr", "rstd_ptr", "ps1_ptr",
                                         "ps2_ptr", "w_ptr", "b_ptr")}
             for split, unbiased, grouped in ((1, True, False), (8, True, False),

@@ -1,12 +1,12 @@
 """linear_act: ``y = act(x @ W.T + b)`` as one Triton matmul with bias and activation fused.
 
 Forward: one tiled ``tl.dot`` kernel (:func:`_mm_kernel`) with the bias add and the
-LeakyReLU/ReLU in its epilogue. Backward: the same kernel computes
+activation (ReLU/LeakyReLU/tanh/sigmoid) in its epilogue. Backward: the same kernel computes
 ``dX = (dY * act'(y)) @ W`` and ``dW = (dY * act'(y)).T @ x``, the activation mask applied to the
 dY tiles as they are loaded (no separate elementwise pass); ``db`` is the row sum of the masked
 dY tiles, reduced inside the dW kernel (by the programs of the first output column block).
 Only ``x``, ``W`` and ``y`` are saved: ``y > 0`` iff the pre-activation is > 0 (ReLU and
-LeakyReLU with slope > 0), which is all the mask needs.
+LeakyReLU with slope > 0), which is all the mask needs; tanh' = 1 - y², sigmoid' = y(1 - y).
 
 Small batches: the tensor-core tile needs 64 rows per warpgroup, so when the batch is smaller
 than 64 the launcher computes the transposed product (``y.T = W @ x.T``) instead, putting the
@@ -32,6 +32,7 @@ import triton.language as tl
 
 from . import config
 from ._common import acc_torch, acc_type, next_pow2, sum_dim0
+from .bias_act import act_fwd, act_grad, act_grad_torch, act_torch, bn_eval_tile
 
 Tensor = torch.Tensor
 
@@ -82,18 +83,20 @@ def _prune(configs, named_args, **kwargs):
 def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
                P, Q, K,
                s_ap, s_ak, s_bk, s_bq, s_cp, s_cq, s_y0, s_y1,
-               slope,
+               slope, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps,
                ACT: tl.constexpr, BIAS_MODE: tl.constexpr, GRAD: tl.constexpr, DB: tl.constexpr,
+               BN: tl.constexpr,
                PREC: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
                GROUP_P: tl.constexpr = 8):
     """C[P, Q] = epilogue(sum_k A'[p, k] B'[k, q]).
 
-    GRAD: 0 forward (ACT: LeakyReLU(slope) in the epilogue, slope 0 = ReLU); 1: A is dY,
+    GRAD: 0 forward (ACT, the activation code of bias_act.act_fwd, in the epilogue); 1: A is dY,
     multiplied by act'(y) (if ACT) with y[p, k] at y_ptr + p*s_y0 + k*s_y1; 2: B is dY, y[k, q]
     at y_ptr + k*s_y0 + q*s_y1. BIAS_MODE: 0 none, 1 bias per column q, 2 per row p.
     DB: also write the sum over k of the (masked) dY operand, i.e. db, from the programs of the
-    first block of the other axis.
+    first block of the other axis. BN (forward only): an inference-mode batch norm after the
+    activation, per column q (1) or per row p (2): (v - mean) / sqrt(var + eps) * w + b.
     """
     pid = tl.program_id(0)
     num_p = (P + BLOCK_P - 1) // BLOCK_P
@@ -124,11 +127,10 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
         b = tl.load(b_ptr + kk[:, None] * s_bk + offs_q[None, :] * s_bq,
                     mask=mk[:, None] & mq[None, :], other=0.0)
         if GRAD == 1:
-            if ACT:
+            if ACT != 0:
                 yv = tl.load(y_ptr + offs_p[:, None] * s_y0 + kk[None, :] * s_y1,
                              mask=mp[:, None] & mk[None, :], other=0.0)
-                af = a.to(ACC)
-                af = tl.where(yv > 0, af, af * slope)
+                af = act_grad(a.to(ACC), yv, slope, ACT)
                 a = af.to(a_ptr.dtype.element_ty)
                 if DB:
                     dbacc += tl.sum(af, axis=1)
@@ -136,11 +138,10 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
                 if DB:
                     dbacc += tl.sum(a.to(ACC), axis=1)
         if GRAD == 2:
-            if ACT:
+            if ACT != 0:
                 yv = tl.load(y_ptr + kk[:, None] * s_y0 + offs_q[None, :] * s_y1,
                              mask=mk[:, None] & mq[None, :], other=0.0)
-                bf = b.to(ACC)
-                bf = tl.where(yv > 0, bf, bf * slope)
+                bf = act_grad(b.to(ACC), yv, slope, ACT)
                 b = bf.to(b_ptr.dtype.element_ty)
                 if DB:
                     dbacc += tl.sum(bf, axis=0)
@@ -157,8 +158,11 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
     if BIAS_MODE == 2:
         acc += tl.load(bias_ptr + offs_p, mask=mp, other=0.0).to(ACC)[:, None]
     if GRAD == 0:
-        if ACT:
-            acc = tl.where(acc > 0, acc, acc * slope)
+        acc = act_fwd(acc, slope, ACT)
+        if BN == 1:
+            acc = bn_eval_tile(acc, offs_q, mq, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps, ACC, 0)
+        if BN == 2:
+            acc = bn_eval_tile(acc, offs_p, mp, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps, ACC, 1)
     tl.store(c_ptr + offs_p[:, None] * s_cp + offs_q[None, :] * s_cq,
              acc.to(c_ptr.dtype.element_ty), mask=mp[:, None] & mq[None, :])
     if DB:
@@ -172,7 +176,7 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
 
 mm_kernel = triton.autotune(
     configs=_ACTIVE_MM_CONFIGS,
-    key=["P", "Q", "K", "ACT", "BIAS_MODE", "GRAD", "DB"],
+    key=["P", "Q", "K", "ACT", "BIAS_MODE", "GRAD", "DB", "BN"],
     prune_configs_by={"early_config_prune": _prune},
 )(_mm_kernel)
 
@@ -201,8 +205,7 @@ def _gemv_fwd_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, M, K,
     out = tl.sum(acc, axis=2)
     if HAS_BIAS:
         out += tl.load(bias_ptr + offs_m, mask=mm, other=0.0).to(ACC)[None, :]
-    if ACT:
-        out = tl.where(out > 0, out, out * slope)
+    out = act_fwd(out, slope, ACT)
     tl.store(y_ptr + offs_n[:, None] * s_yn + offs_m[None, :] * s_ym,
              out.to(y_ptr.dtype.element_ty), mask=mn[:, None] & mm[None, :])
 
@@ -231,9 +234,9 @@ def _gemv_bwd_kernel(g_ptr, y_ptr, x_ptr, w_ptr, dx_ptr, pdw_ptr, pdb_ptr,
     mnm = mn[:, None] & mm[None, :]
     g = tl.load(g_ptr + offs_n[:, None] * s_gn + offs_m[None, :] * s_gm, mask=mnm,
                 other=0.0).to(ACC)
-    if ACT:
+    if ACT != 0:
         yv = tl.load(y_ptr + offs_n[:, None] * s_yn + offs_m[None, :] * s_ym, mask=mnm, other=0.0)
-        g = tl.where(yv > 0, g, g * slope)
+        g = act_grad(g, yv, slope, ACT)
     if NEED_DX:
         wv = tl.load(w_ptr + offs_m[:, None] * s_wm + offs_k[None, :] * s_wk,
                      mask=mm[:, None] & mk[None, :], other=0.0).to(ACC)
@@ -255,23 +258,21 @@ def _gemv_bwd_kernel(g_ptr, y_ptr, x_ptr, w_ptr, dx_ptr, pdw_ptr, pdb_ptr,
 SMALL_M = 4
 
 
-def _act_flag(slope: Optional[float]) -> Tuple[bool, float]:
-    return (slope is not None), (0.0 if slope is None else float(slope))
-
-
 def _swap(p_nat: int, q_nat: int) -> bool:
     """Compute the transposed product when the natural 64-row side is the small one."""
     return p_nat < 64 and q_nat > p_nat
 
 
-def _mm(a, b, c, P, Q, K, sa, sb, sc, *, y=None, sy=(0, 0), bias=None, db=None, act=False,
-        slope=0.0, bias_mode=0, grad=0, dtype=torch.float32):
+def _mm(a, b, c, P, Q, K, sa, sb, sc, *, y=None, sy=(0, 0), bias=None, db=None, act=0,
+        slope=0.0, bias_mode=0, grad=0, dtype=torch.float32, bn=None, bn_mode=0):
     grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]) * triton.cdiv(Q, meta["BLOCK_Q"]),)
     dummy = c
+    bm, bv, bw, bb, eps = bn if bn is not None else (dummy, dummy, dummy, dummy, 0.0)
     mm_kernel[grid](a, b, c, y if y is not None else dummy, bias if bias is not None else dummy,
                     db if db is not None else dummy, P, Q, K,
                     sa[0], sa[1], sb[0], sb[1], sc[0], sc[1], sy[0], sy[1], slope,
-                    ACT=act, BIAS_MODE=bias_mode, GRAD=grad, DB=db is not None,
+                    bm, bv, bw, bb, eps,
+                    ACT=act, BIAS_MODE=bias_mode, GRAD=grad, DB=db is not None, BN=bn_mode,
                     PREC=config.dot_precision(dtype), UPCAST=config.dot_upcast(dtype),
                     ACC=acc_type(dtype))
 
@@ -284,19 +285,26 @@ def _gemv_blocks(N: int, M: int, K: int) -> Tuple[int, int, int]:
 
 
 def linear_act_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                       slope: Optional[float]) -> Tensor:
-    """y[N, M] = act(x[N, K] @ weight[M, K].T + bias[M]). Inputs may be non-contiguous."""
+                       code: int, s: float, bn: Optional[tuple] = None) -> Tensor:
+    """y[N, M] = act(x[N, K] @ weight[M, K].T + bias[M]) (act: the code of
+    fastgan/ops/activation.py with its slope s), then with ``bn`` = (mean, var, w, b, eps), all
+    [M] (w, b filled in by the caller), an inference-mode batch norm in the same epilogue.
+    Inputs may be non-contiguous."""
     N, K = x.shape
     M = weight.shape[0]
+    if bn is not None and (K == 0 or M <= SMALL_M):   # rare shapes: the two ops in sequence
+        y = linear_act_forward(x, weight, bias, code, s)
+        m, v, w, b = (t.to(y.dtype) if y.dtype == torch.float64 else t for t in bn[:4])
+        return torch.nn.functional.batch_norm(y, m, v, w, b, False, 0.0, bn[4])
     y = torch.empty((N, M), device=x.device, dtype=x.dtype)
-    act, s = _act_flag(slope)
+    act = code
     if N == 0 or M == 0:
         return y
     if K == 0:
         y.zero_()
         if bias is not None:
             y += bias.to(y.dtype)
-        return torch.where(y > 0, y, y * s) if act else y
+        return act_torch(y, act, s)
     if M <= SMALL_M:
         bn, bm, bk = _gemv_blocks(N, M, K)
         _gemv_fwd_kernel[(triton.cdiv(N, bn),)](
@@ -308,21 +316,21 @@ def linear_act_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor],
     if _swap(N, M):   # y.T[M, N] = W[M, K] @ x.T[K, N]
         _mm(weight, x, y, M, N, K, (weight.stride(0), weight.stride(1)), (x.stride(1), x.stride(0)),
             (y.stride(1), y.stride(0)), bias=bias, act=act, slope=s,
-            bias_mode=2 if bias is not None else 0, dtype=x.dtype)
+            bias_mode=2 if bias is not None else 0, dtype=x.dtype, bn=bn, bn_mode=2 if bn else 0)
     else:             # y[N, M] = x[N, K] @ W.T[K, M]
         _mm(x, weight, y, N, M, K, (x.stride(0), x.stride(1)), (weight.stride(1), weight.stride(0)),
             (y.stride(0), y.stride(1)), bias=bias, act=act, slope=s,
-            bias_mode=1 if bias is not None else 0, dtype=x.dtype)
+            bias_mode=1 if bias is not None else 0, dtype=x.dtype, bn=bn, bn_mode=1 if bn else 0)
     return y
 
 
 def linear_act_backward(grad: Tensor, x: Tensor, weight: Tensor, y: Optional[Tensor],
-                        slope: Optional[float], need_dx: bool, need_dw: bool, need_db: bool
+                        code: int, s: float, need_dx: bool, need_dw: bool, need_db: bool
                         ) -> Tuple[Tensor, Tensor, Tensor]:
     """(dX, dW, db); a gradient not asked for comes back as an empty tensor."""
     N, K = x.shape
     M = weight.shape[0]
-    act, s = _act_flag(slope)
+    act = code
     if not act:
         y = grad  # never read without an activation; a placeholder pointer
     dx = torch.empty((N, K), device=x.device, dtype=x.dtype) if need_dx else grad.new_empty(0)
@@ -332,7 +340,7 @@ def linear_act_backward(grad: Tensor, x: Tensor, weight: Tensor, y: Optional[Ten
         for t in (dx, dw, db):
             t.zero_()
         if need_db and N > 0 and K == 0:
-            g = torch.where(y > 0, grad, grad * s) if act else grad
+            g = act_grad_torch(grad, y, act, s)
             db.copy_(g.sum(0))
         return dx, dw, db
     acc_dt = acc_torch(x.dtype)

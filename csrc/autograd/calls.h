@@ -23,18 +23,21 @@ c10::TypedOperatorHandle<Sig> fastgan_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
 
+// The activation codes of the epilogue kernels (fastgan/ops/activation.py).
+constexpr int64_t kActIdentity = 0, kActTanh = 3, kActSigmoid = 4;
+
 inline std::tuple<at::Tensor, at::Tensor> call_bias_act_backward(const at::Tensor& grad,
-                                                                 const at::Tensor& y,
-                                                                 std::optional<double> slope,
-                                                                 int64_t dim, bool need_db) {
+                                                                 const at::Tensor& y, int64_t act,
+                                                                 double slope, int64_t dim,
+                                                                 bool need_db) {
   static auto op = fastgan_op<std::tuple<at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, std::optional<double>, int64_t, bool)>(
+      const at::Tensor&, const at::Tensor&, int64_t, double, int64_t, bool)>(
       "fastgan::bias_act_backward");
   if (!at::GradMode::is_enabled()) {   // no graph to record: straight to the kernel
     at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(grad, y, slope, dim, need_db);
+    return op.call(grad, y, act, slope, dim, need_db);
   }
-  return op.call(grad, y, slope, dim, need_db);
+  return op.call(grad, y, act, slope, dim, need_db);
 }
 
 }  // namespace detail

@@ -52,7 +52,7 @@ Tensor grad_expr(const Tensor& logits, const Tensor& target, double target_value
     const Tensor d = target.defined() ? s - target : s - target_value;
     g = kind == "bce" ? d : 2 * d * s * (1 - s);
   }
-  return reduction == "mean" ? g / static_cast<double>(logits.numel()) : g;
+  return reduction == "mean" ? g / c10::Scalar(logits.sym_numel()) : g;
 }
 
 class GanLoss : public torch::autograd::Function<GanLoss> {

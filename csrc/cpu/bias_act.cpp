@@ -8,6 +8,29 @@ namespace {
 
 using namespace cpu;
 
+// act_grad extended by the output activations: their derivative from the saved output y.
+template <int ACT, typename A>
+inline A epi_grad(A g, A y, A slope) {
+  if constexpr (ACT == kActTanh) return g * (A(1) - y * y);
+  else if constexpr (ACT == kActSigmoid) return g * (y * (A(1) - y));
+  else return act_grad<ACT>(g, y, slope);
+}
+
+template <int ACT, typename A>
+inline A epi_fn(A v) {
+  if constexpr (ACT == kActTanh) return std::tanh(v);
+  else if constexpr (ACT == kActSigmoid) return A(1) / (A(1) + std::exp(-v));
+  else return v;  // not called
+}
+
+// dispatch_act plus the two output activations.
+template <typename F>
+void dispatch_epi(int act, F&& f) {
+  if (act == kActTanh) f(std::integral_constant<int, kActTanh>{});
+  else if (act == kActSigmoid) f(std::integral_constant<int, kActSigmoid>{});
+  else dispatch_act(static_cast<ActMode>(act), f);
+}
+
 template <int ACT, typename T>
 void bias_act_bwd_t(const BiasActBwdParams& p) {
   using A = acc_t<T>;
@@ -21,7 +44,7 @@ void bias_act_bwd_t(const BiasActBwdParams& p) {
     const T* __restrict__ yi = y + off;
     T* __restrict__ o = gx + off;
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) o[i] = T(act_grad<ACT>(ld(gi[i]), ld(yi[i]), slope));
+    for (int64_t i = 0; i < n; ++i) o[i] = T(epi_grad<ACT>(ld(gi[i]), ld(yi[i]), slope));
   };
   if (p.db == nullptr) {
     at::parallel_for(0, p.g.numel(), kGrainElems, [&](int64_t b, int64_t e) { row(b, e - b); });
@@ -43,7 +66,7 @@ void bias_act_bwd_t(const BiasActBwdParams& p) {
           T* __restrict__ o = gx + r * C;
 #pragma omp simd
           for (int64_t c = 0; c < C; ++c) {
-            const A v = act_grad<ACT>(ld(gi[c]), ld(yi[c]), slope);
+            const A v = epi_grad<ACT>(ld(gi[c]), ld(yi[c]), slope);
             o[c] = T(v);
             acc[c] += v;
           }
@@ -69,7 +92,7 @@ void bias_act_bwd_t(const BiasActBwdParams& p) {
         double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
         for (int64_t i = 0; i < n; ++i) {
-          const A v = act_grad<ACT>(ld(gi[i]), ld(yi[i]), slope);
+          const A v = epi_grad<ACT>(ld(gi[i]), ld(yi[i]), slope);
           o[i] = T(v);
           sum += v;
         }
@@ -96,7 +119,37 @@ void bias_act_fwd_t(const BiasActParams& p) {
     zeros.assign(static_cast<size_t>(p.g.C), A(0));
     shift = zeros.data();
   }
-  dispatch_act(p.act, [&](auto act) {
+  if (p.act == kActTanh || p.act == kActSigmoid || p.bn_mean) {
+    const T* x = static_cast<const T*>(p.x);
+    T* y = static_cast<T*>(p.y);
+    const A slope = static_cast<A>(p.slope);
+    const A* bm = static_cast<const A*>(p.bn_mean);
+    const A* bv = static_cast<const A*>(p.bn_var);
+    const A* bw = static_cast<const A*>(p.bn_w);
+    const A* bb = static_cast<const A*>(p.bn_b);
+    const A eps = static_cast<A>(p.bn_eps);
+    dispatch_epi(p.act, [&](auto act) {
+      constexpr int ACT = decltype(act)::value;
+      auto f = [&](A v, int64_t c) {
+        v = (ACT == kActTanh || ACT == kActSigmoid) ? epi_fn<ACT>(v) : act_fn<ACT>(v, slope);
+        if (bm) v = (v - bm[c]) / std::sqrt(bv[c] + eps) * (bw ? bw[c] : A(1)) + (bb ? bb[c] : A(0));
+        return v;
+      };
+      at::parallel_for(0, p.g.numel(), kGrainElems, [&](int64_t b, int64_t e) {
+        for_segments(
+            p.g, b, e,
+            [&](int64_t off, int64_t n, int64_t c0) {
+              for (int64_t i = 0; i < n; ++i) y[off + i] = T(f(ld(x[off + i]) + shift[c0 + i], c0 + i));
+            },
+            [&](int64_t off, int64_t n, int64_t c) {
+              const A s = shift[c];
+              for (int64_t i = 0; i < n; ++i) y[off + i] = T(f(ld(x[off + i]) + s, c));
+            });
+      });
+    });
+    return;
+  }
+  dispatch_act(static_cast<ActMode>(p.act), [&](auto act) {
     affine_act<decltype(act)::value>(static_cast<const T*>(p.x), static_cast<T*>(p.y), nullptr, nullptr,
                                      shift, p.g, static_cast<A>(p.slope));
   });
@@ -112,7 +165,7 @@ void cpu_bias_act_fwd(const BiasActParams& p) {
 void cpu_bias_act_bwd(const BiasActBwdParams& p) {
   if (p.g.numel() == 0) return;
   dispatch_dtype(p.dtype, [&](auto t) {
-    dispatch_act(p.act, [&](auto act) { bias_act_bwd_t<decltype(act)::value, decltype(t)>(p); });
+    dispatch_epi(p.act, [&](auto act) { bias_act_bwd_t<decltype(act)::value, decltype(t)>(p); });
   });
 }
 

@@ -8,14 +8,42 @@ namespace {
 
 using namespace cu;
 
+// apply_act / act_grad extended by the output activations (codes in bias_act.h); their
+// derivative is read off the saved output y.
+template <typename A>
+__device__ __forceinline__ A epi_act(A v, int act, A slope) {
+  if (act == kActTanh) return tanh(v);
+  if (act == kActSigmoid) return A(1) / (A(1) + exp(-v));
+  return apply_act(v, act, slope);
+}
+template <typename A>
+__device__ __forceinline__ A epi_grad(A g, A y, int act, A slope) {
+  if (act == kActTanh) return g * (A(1) - y * y);
+  if (act == kActSigmoid) return g * (y * (A(1) - y));
+  return act_grad(g, y, act, slope);
+}
 
 // Elementwise forward. PLANAR: every vector lies inside one channel (inner % VEC == 0);
 // otherwise inner == 1 and C % VEC == 0, so a vector covers VEC consecutive channels.
 // x and y may alias (in-place epilogue): no __restrict__ on them.
+// The optional inference-mode batch norm after the activation (BiasActParams::bn_*).
+template <typename A>
+struct BnEval {
+  const A* mean = nullptr;  // null: none
+  const A* var = nullptr;
+  const A* w = nullptr;
+  const A* b = nullptr;
+  A eps = A(0);
+  __device__ __forceinline__ A operator()(A v, int64_t c) const {
+    if (!mean) return v;
+    return (v - mean[c]) / sqrt(var[c] + eps) * (w ? w[c] : A(1)) + (b ? b[c] : A(0));
+  }
+};
+
 template <typename T, int VEC, bool PLANAR, typename I>
 __global__ void
 bias_act_fwd_kernel(const T* x, const acc_t<T>* __restrict__ bias, T* y, I nvec, I C, I inner,
-                    int act, acc_t<T> slope) {
+                    int act, acc_t<T> slope, BnEval<acc_t<T>> bn) {
   using A = acc_t<T>;
   for (I v = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; v < nvec;
        v += static_cast<I>(gridDim.x) * blockDim.x) {
@@ -23,15 +51,16 @@ bias_act_fwd_kernel(const T* x, const acc_t<T>* __restrict__ bias, T* y, I nvec,
     const Vec<T, VEC> xv = load_vec<T, VEC>(x + i);
     Vec<T, VEC> yv;
     if (PLANAR) {
-      const A b = bias ? bias[(i / inner) % C] : A(0);
+      const I c = (i / inner) % C;
+      const A b = bias ? bias[c] : A(0);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) yv.v[k] = from_acc<T>(apply_act(to_acc(xv.v[k]) + b, act, slope));
+      for (int k = 0; k < VEC; ++k) yv.v[k] = from_acc<T>(bn(epi_act(to_acc(xv.v[k]) + b, act, slope), c));
     } else {
       const I c0 = i % C;
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         const A b = bias ? bias[c0 + k] : A(0);
-        yv.v[k] = from_acc<T>(apply_act(to_acc(xv.v[k]) + b, act, slope));
+        yv.v[k] = from_acc<T>(bn(epi_act(to_acc(xv.v[k]) + b, act, slope), c0 + k));
       }
     }
     store_vec<T, VEC>(y + i, yv);
@@ -52,7 +81,7 @@ act_bwd_kernel(const T* __restrict__ grad, const T* __restrict__ y, T* __restric
     Vec<T, VEC> ov;
 #pragma unroll
     for (int k = 0; k < VEC; ++k)
-      ov.v[k] = from_acc<T>(act_grad(to_acc(gv.v[k]), to_acc(yv.v[k]), act, slope));
+      ov.v[k] = from_acc<T>(epi_grad(to_acc(gv.v[k]), to_acc(yv.v[k]), act, slope));
     store_vec<T, VEC>(gx + i, ov);
   }
 }
@@ -80,7 +109,7 @@ bias_act_bwd_planar_kernel(const T* __restrict__ grad, const T* __restrict__ y, 
     Vec<T, VEC> ov;
 #pragma unroll
     for (int q = 0; q < VEC; ++q) {
-      const A r = act_grad(to_acc(gv.v[q]), to_acc(yv.v[q]), act, slope);
+      const A r = epi_grad(to_acc(gv.v[q]), to_acc(yv.v[q]), act, slope);
       ov.v[q] = from_acc<T>(r);
       sum += r;
     }
@@ -114,7 +143,7 @@ bias_act_bwd_rows_kernel(const T* __restrict__ grad, const T* __restrict__ y, T*
       Vec<T, VEC> ov;
 #pragma unroll
       for (int q = 0; q < VEC; ++q) {
-        const A rv = act_grad(to_acc(gv.v[q]), to_acc(yv.v[q]), act, slope);
+        const A rv = epi_grad(to_acc(gv.v[q]), to_acc(yv.v[q]), act, slope);
         ov.v[q] = from_acc<T>(rv);
         sum[q] += rv;
       }
@@ -155,19 +184,25 @@ int fwd_impl(const BiasActParams& p, cudaStream_t stream) {
   const int64_t n = p.g.numel();
   const int act = static_cast<int>(p.act);
   const A slope = static_cast<A>(p.slope);
+  BnEval<A> bn;
+  bn.mean = static_cast<const A*>(p.bn_mean);
+  bn.var = static_cast<const A*>(p.bn_var);
+  bn.w = static_cast<const A*>(p.bn_w);
+  bn.b = static_cast<const A*>(p.bn_b);
+  bn.eps = static_cast<A>(p.bn_eps);
   constexpr int VEC = vec_width<T>();
   const bool al = aligned16(x) && aligned16(y) && n % VEC == 0;
   if (al && p.g.inner % VEC == 0) {
     const int64_t nv = n / VEC;
     bias_act_fwd_kernel<T, VEC, true, I><<<elementwise_blocks(nv, kThreads), kThreads, 0, stream>>>(
-        x, bias, y, (I)nv, (I)p.g.C, (I)p.g.inner, act, slope);
+        x, bias, y, (I)nv, (I)p.g.C, (I)p.g.inner, act, slope, bn);
   } else if (al && p.g.inner == 1 && p.g.C % VEC == 0) {
     const int64_t nv = n / VEC;
     bias_act_fwd_kernel<T, VEC, false, I><<<elementwise_blocks(nv, kThreads), kThreads, 0, stream>>>(
-        x, bias, y, (I)nv, (I)p.g.C, (I)p.g.inner, act, slope);
+        x, bias, y, (I)nv, (I)p.g.C, (I)p.g.inner, act, slope, bn);
   } else {
     bias_act_fwd_kernel<T, 1, true, I><<<elementwise_blocks(n, kThreads), kThreads, 0, stream>>>(
-        x, bias, y, (I)n, (I)p.g.C, (I)p.g.inner, act, slope);
+        x, bias, y, (I)n, (I)p.g.C, (I)p.g.inner, act, slope, bn);
   }
   return launch_status();
 }

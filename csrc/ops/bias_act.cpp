@@ -3,12 +3,22 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
+#include <cmath>
+#include <string>
 #include <tuple>
 
 #include "bias_act.h"
 #include "op_common.h"
 
 namespace fastgan {
+
+int epi_act_of(int64_t act, double slope, const char* op) {
+  TORCH_CHECK(act >= 0 && act <= kActSigmoid && (act != 2 || (std::isfinite(slope) && slope > 0.0)), "fastgan::",
+              op, ": act must be 0 (identity), 1 (ReLU), 2 (LeakyReLU, finite slope > 0), 3 (tanh) or 4 (sigmoid), ",
+              "got act ", std::to_string(act), " slope ", std::to_string(slope));
+  return static_cast<int>(act);
+}
+
 namespace detail {
 
 void run_bias_act(const BiasActParams& p, const Tensor& ref, Dev dev) {
@@ -19,10 +29,10 @@ void run_bias_act(const BiasActParams& p, const Tensor& ref, Dev dev) {
 namespace {
 
 template <Dev dev>
-Tensor bias_act_impl(const Tensor& x, const OptTensor& bias, std::optional<double> slope, int64_t dim) {
+Tensor bias_act_impl(const Tensor& x, const OptTensor& bias, int64_t act_code, double slope, int64_t dim) {
   const char* op = "bias_act";
   const DType dt = dtype_of(x, op, "x");
-  const ActMode act = act_of(slope, op);
+  const int act = epi_act_of(act_code, slope, op);
   if (bias.has_value()) {
     TORCH_CHECK(x.dim() >= 1, "fastgan::bias_act: x must have at least one dimension when a bias is given");
     dim = c10::maybe_wrap_dim(dim, x.dim());
@@ -44,14 +54,14 @@ Tensor bias_act_impl(const Tensor& x, const OptTensor& bias, std::optional<doubl
     p.g = Geom{1, 1, y.numel()};
   }
   p.act = act;
-  p.slope = slope.value_or(0.0);
+  p.slope = slope;
   run_bias_act(p, x, dev);
   return y;
 }
 
 template <Dev dev>
 std::tuple<Tensor, Tensor> bias_act_backward_impl(const Tensor& grad, const Tensor& y,
-                                                   std::optional<double> slope, int64_t dim,
+                                                   int64_t act_code, double slope, int64_t dim,
                                                    bool need_db) {
   const char* op = "bias_act_backward";
   const DType dt = dtype_of(y, op, "y");
@@ -60,7 +70,7 @@ std::tuple<Tensor, Tensor> bias_act_backward_impl(const Tensor& grad, const Tens
   TORCH_CHECK(grad.scalar_type() == y.scalar_type(), "fastgan::bias_act_backward: grad is ",
               dtype_str(grad.scalar_type()), " but y is ", dtype_str(y.scalar_type()));
   check_device(grad, y, op, "grad");
-  const ActMode act = act_of(slope, op);
+  const int act = epi_act_of(act_code, slope, op);
   int64_t C = 1;
   if (need_db) {
     TORCH_CHECK(y.dim() >= 1, "fastgan::bias_act_backward: y must have at least one dimension for db");
@@ -80,7 +90,7 @@ std::tuple<Tensor, Tensor> bias_act_backward_impl(const Tensor& grad, const Tens
   p.db = need_db ? db.data_ptr() : nullptr;
   p.g = need_db ? geom_of(gx, dim) : Geom{1, 1, gx.numel()};
   p.act = act;
-  p.slope = slope.value_or(0.0);
+  p.slope = slope;
   if (need_db && gx.numel() == 0) {
     db.zero_();
     return {gx, db};
@@ -94,8 +104,8 @@ std::tuple<Tensor, Tensor> bias_act_backward_impl(const Tensor& grad, const Tens
 }
 
 TORCH_LIBRARY_FRAGMENT(fastgan, m) {
-  def_ops(m, {"bias_act(Tensor x, Tensor? bias, float? slope, int dim) -> Tensor",
-              "bias_act_backward(Tensor grad, Tensor y, float? slope, int dim, bool need_db) -> (Tensor, Tensor)"});
+  def_ops(m, {"bias_act(Tensor x, Tensor? bias, int act, float slope, int dim) -> Tensor",
+              "bias_act_backward(Tensor grad, Tensor y, int act, float slope, int dim, bool need_db) -> (Tensor, Tensor)"});
 }
 FASTGAN_IMPLS(m.impl("bias_act", &bias_act_impl<D>);
               m.impl("bias_act_backward", &bias_act_backward_impl<D>);)

@@ -12,12 +12,16 @@
                 unbiased_running_var)           bn_act in training mode with statistics over
                                                 every rank of ``group`` (an optional op)
 
-``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope) (:func:`act`).
+``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope) (:func:`act`); linear_act
+and bias_act also take "tanh" and "sigmoid". linear_act's optional ``bn_eval`` = (running_mean,
+running_var, weight, bias, eps) adds an inference-mode batch norm after the activation (no grad).
 
 This package is the contract only: it imports no backend. The backends (``fastgan.backends``)
 register themselves when the registry first asks for them.
 """
 from __future__ import annotations
+
+import torch
 
 from .activation import act
 from .registry import (OPS, OPTIONAL_OPS, BackendUnavailable, active_backend, add_loader,
@@ -32,8 +36,15 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def linear_act(x, weight, bias=None, slope=None):
-    return lookup("linear_act", x.device.type)(x, weight, bias, slope)
+def linear_act(x, weight, bias=None, slope=None, bn_eval=None):
+    f = lookup("linear_act", x.device.type)
+    if bn_eval is None:
+        return f(x, weight, bias, slope)
+    # (running_mean, running_var, weight | None, bias | None, eps): an inference-mode batch
+    # norm after the activation, in the same pass; no backward (the saved output would be BN's).
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        raise ValueError("linear_act: bn_eval is for inference only (no grad)")
+    return f(x, weight, bias, slope, tuple(bn_eval))
 
 
 def bias_act(x, bias=None, slope=None, dim=1):

@@ -42,10 +42,11 @@ class Encoder(nn.Module):
 class Generator(nn.Module):
     def __init__(self, z_dim=64, h_dim=128, x_dim=784):
         super().__init__()
-        self.net = nn.Sequential(FusedLinearAct(z_dim, h_dim, 0.0), FusedLinearAct(h_dim, x_dim))
+        self.net = nn.Sequential(FusedLinearAct(z_dim, h_dim, 0.0),
+                                 FusedLinearAct(h_dim, x_dim, "sigmoid"))
 
     def forward(self, z):
-        return torch.sigmoid(self.net(z))
+        return self.net(z)
 
 
 class Discriminator(nn.Module):

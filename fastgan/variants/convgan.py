@@ -42,11 +42,15 @@ class Generator(nn.Module):
         self.br = BatchNormAct(1, slope=0.0)
         self.down1 = ConvBNAct(1, 50, 3, padding=1, bn=True, slope=0.0)
         self.down2 = ConvBNAct(50, 25, 3, padding=1, bn=True, slope=0.0)
-        self.down3 = ConvBNAct(25, 1, 2, stride=2, slope=None)
+        self.down3 = ConvBNAct(25, 1, 2, stride=2, slope="tanh")
 
     def forward(self, z, out: Optional[torch.Tensor] = None):
         h = self.br(self.fc(z).view(-1, 1, 56, 56))
-        return torch.tanh(self.down3(self.down2(self.down1(h))), out=out)  # out: without grad
+        h = self.down2(self.down1(h))
+        if out is None:
+            return self.down3(h)  # tanh in down3's bias_act epilogue
+        # without grad, into the caller's buffer: the conv with its bias, then tanh writes out
+        return torch.tanh(self.down3.conv(h), out=out)
 
 
 class ConvGAN(Variant):

@@ -43,11 +43,11 @@ class Generator(nn.Module):
         self.bn2 = BatchNormAct(7 * 7 * 128, slope=0.0, **BN)
         self.up1 = ConvBNAct(128, 64, 4, 2, 1, transposed=True, bias=True, bn=True, slope=0.0,
                              bn_momentum=BN["momentum"], bn_eps=BN["eps"], bn_affine="beta")
-        self.up2 = ConvBNAct(64, 1, 4, 2, 1, transposed=True, bias=True, slope=None)
+        self.up2 = ConvBNAct(64, 1, 4, 2, 1, transposed=True, bias=True, slope="sigmoid")
 
     def forward(self, z):
         h = self.bn2(self.fc2(self.bn1(self.fc1(z))))
-        return torch.sigmoid(self.up2(self.up1(h.view(-1, 128, 7, 7))))
+        return self.up2(self.up1(h.view(-1, 128, 7, 7)))  # the sigmoid in up2's epilogue
 
 
 class Discriminator(nn.Module):

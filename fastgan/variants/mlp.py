@@ -51,10 +51,25 @@ class Generator(nn.Module):
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [FusedLinearAct(a, b, slope=0.2), BatchNormAct(b, slope=None, **BN)]
         self.body = nn.Sequential(*layers)
-        self.out = FusedLinearAct(1024, out_dim, slope=None)
+        self.out = FusedLinearAct(1024, out_dim, slope="tanh")
+
+    def _body_eval(self, h: torch.Tensor) -> torch.Tensor:
+        """The body in inference mode without grad: each BatchNorm (eval, no activation) folded
+        into the preceding linear_act's epilogue, one op per layer instead of two."""
+        layers = list(self.body)
+        for lin, bn in zip(layers[::2], layers[1::2]):
+            assert bn.slope is None
+            h = lin.pre_activation(h, lin.slope, bn_eval=(bn.running_mean, bn.running_var,
+                                                          bn.weight, bn.bias, bn.eps))
+        return h
 
     def forward(self, z: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return torch.tanh(self.out(self.body(z)), out=out)   # out: without grad only
+        folded = not self.training and not torch.is_grad_enabled()
+        h = self._body_eval(z) if folded else self.body(z)
+        if out is None:
+            return self.out(h)  # tanh in the matmul's epilogue
+        # without grad, into the caller's buffer (D's [real; fake] rows): tanh writes it, no copy
+        return torch.tanh(self.out.pre_activation(h), out=out)
 
 
 class Discriminator(nn.Module):

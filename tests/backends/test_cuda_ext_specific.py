@@ -83,17 +83,19 @@ def test_gan_loss_errors():
 def test_argument_errors_name_op_and_argument():
     x = torch.randn(4, 3)
     with pytest.raises(RuntimeError, match="fastgan::bias_act: bias must be 1-D with 3"):
-        FG.bias_act(x, torch.randn(4), 0.2, 1)
+        FG.bias_act(x, torch.randn(4), 2, 0.2, 1)
     with pytest.raises(RuntimeError, match="fastgan::bias_act: x must be float32, bfloat16 or float64"):
-        FG.bias_act(torch.ones(4, 3, dtype=torch.int64), None, 0.2, 1)
-    with pytest.raises(RuntimeError, match="fastgan::bias_act: slope"):
-        FG.bias_act(x, None, -0.5, 1)
+        FG.bias_act(torch.ones(4, 3, dtype=torch.int64), None, 2, 0.2, 1)
+    with pytest.raises(RuntimeError, match="fastgan::bias_act: act must be"):
+        FG.bias_act(x, None, 2, -0.5, 1)
+    with pytest.raises(RuntimeError, match="fastgan::bias_act: act must be"):
+        FG.bias_act(x, None, 5, 0.0, 1)
     with pytest.raises(RuntimeError, match="fastgan::linear_act: x has 3 features"):
-        FG.linear_act(x, torch.randn(5, 4), None, 0.2)
+        FG.linear_act(x, torch.randn(5, 4), None, 2, 0.2)
     with pytest.raises(RuntimeError, match="fastgan::linear_act: weight is"):
-        FG.linear_act(x, torch.randn(5, 3, dtype=torch.float64), None, 0.2)
+        FG.linear_act(x, torch.randn(5, 3, dtype=torch.float64), None, 2, 0.2)
     with pytest.raises(RuntimeError, match="fastgan::bias_act_backward: grad has shape"):
-        FG.bias_act_backward(torch.randn(3, 3), x, 0.2, 1, True)
+        FG.bias_act_backward(torch.randn(3, 3), x, 2, 0.2, 1, True)
 
 
 def _opcheck_samples(device):
@@ -105,16 +107,23 @@ def _opcheck_samples(device):
     b7 = torch.randn(7, **d, requires_grad=True)
     w = torch.randn(7, 6, **d, requires_grad=True)
     mean, invstd = FG.bn_stats(x4.detach(), None, None, True, 0.1, 1e-5)
-    y = FG.bias_act(x2.detach(), b7.detach(), 0.2, 1)
-    return [
-        (FG.bias_act.default, (x4, b5, 0.2, 1)),
-        (FG.bias_act.default, (x4cl, b5, 0.0, 1)),
-        (FG.bias_act.default, (x2, None, 0.01, 1)),
-        (FG.bias_act_backward.default, (torch.randn(6, 7, **d), y, 0.2, 1, True)),
-        (FG.bias_act_backward.default, (torch.randn(6, 7, **d), y, 0.2, 1, False)),
-        (FG.linear_act.default, (torch.randn(4, 6, **d, requires_grad=True), w, b7, 0.2)),
-        (FG.linear_act.default, (torch.randn(4, 6, **d, requires_grad=True), w, b7, None)),
-        (FG.linear_act.default, (torch.randn(2, 4, 6, **d, requires_grad=True), w, None, 0.0)),
+    y = FG.bias_act(x2.detach(), b7.detach(), 2, 0.2, 1)
+    yt = FG.bias_act(x2.detach(), b7.detach(), 3, 0.0, 1)
+    return [  # activation codes (fastgan.ops.activation): 0 identity, 1 ReLU, 2 leaky, 3 tanh, 4 sigmoid
+        (FG.bias_act.default, (x4, b5, 2, 0.2, 1)),
+        (FG.bias_act.default, (x4cl, b5, 1, 0.0, 1)),
+        (FG.bias_act.default, (x2, None, 2, 0.01, 1)),
+        (FG.bias_act.default, (x4, b5, 3, 0.0, 1)),
+        (FG.bias_act.default, (x4cl, b5, 4, 0.0, 1)),
+        (FG.bias_act_backward.default, (torch.randn(6, 7, **d), y, 2, 0.2, 1, True)),
+        (FG.bias_act_backward.default, (torch.randn(6, 7, **d), y, 2, 0.2, 1, False)),
+        (FG.bias_act_backward.default, (torch.randn(6, 7, **d, requires_grad=True), yt, 3, 0.0, 1, True)),
+        (FG.linear_act.default, (torch.randn(4, 6, **d, requires_grad=True), w, b7, 2, 0.2)),
+        (FG.linear_act.default, (torch.randn(4, 6, **d, requires_grad=True), w, b7, 0, 0.0)),
+        (FG.linear_act.default, (torch.randn(2, 4, 6, **d, requires_grad=True), w, None, 1, 0.0)),
+        (FG.linear_act.default, (torch.randn(4, 6, **d, requires_grad=True), w, b7, 4, 0.0)),
+        (FG.linear_act.default, (torch.randn(4, 6, **d), w.detach(), b7.detach(), 2, 0.2, torch.randn(7, **d),
+                                 torch.rand(7, **d) + 0.1, torch.randn(7, **d), torch.randn(7, **d), 1e-3)),
         (FG.bn_stats.default, (x4.detach(), torch.zeros(5, **d), torch.ones(5, **d), True, 0.1, 1e-5)),
         (FG.bn_stats.default, (x4cl.detach(), torch.zeros(5, **d), torch.ones(5, **d), False, 0.1, 1e-5)),
         (FG.bn_act.default, (x4, torch.rand(5, **d, requires_grad=True), b5, mean, invstd, 0.2, True)),

@@ -38,10 +38,16 @@ def test_opcheck_custom_ops():
     from torch.library import opcheck
     tests = ("test_schema", "test_autograd_registration", "test_faketensor")
     x, w, b = torch.randn(9, 5, requires_grad=True), torch.randn(6, 5, requires_grad=True), torch.randn(6, requires_grad=True)
-    opcheck(torch.ops.fastgan_triton.linear_act.default, (x, w, b, 0.2), test_utils=tests)
-    opcheck(torch.ops.fastgan_triton.linear_act.default, (x, w[:1], None, None), test_utils=tests)
+    # activation codes (fastgan.ops.activation): 0 identity, 2 LeakyReLU, 3 tanh, 4 sigmoid
+    opcheck(torch.ops.fastgan_triton.linear_act.default, (x, w, b, 2, 0.2), test_utils=tests)
+    opcheck(torch.ops.fastgan_triton.linear_act.default, (x, w[:1], None, 0, 0.0), test_utils=tests)
+    opcheck(torch.ops.fastgan_triton.linear_act.default, (x, w, b, 3, 0.0), test_utils=tests)
+    bn = (torch.randn(6), torch.rand(6) + 0.1, torch.randn(6), torch.randn(6), 1e-3)
+    opcheck(torch.ops.fastgan_triton.linear_act_bn_eval.default, (x.detach(), w.detach(), b.detach(), 2, 0.2, *bn),
+            test_utils=("test_schema", "test_faketensor"))
     x4 = torch.randn(2, 3, 4, 4, requires_grad=True)
-    opcheck(torch.ops.fastgan_triton.bias_act.default, (x4, torch.randn(3, requires_grad=True), 0.2, 1), test_utils=tests)
+    opcheck(torch.ops.fastgan_triton.bias_act.default, (x4, torch.randn(3, requires_grad=True), 2, 0.2, 1), test_utils=tests)
+    opcheck(torch.ops.fastgan_triton.bias_act.default, (x4, torch.randn(3, requires_grad=True), 4, 0.0, 1), test_utils=tests)
     opcheck(torch.ops.fastgan_triton.gan_loss.default, (torch.randn(8, 1, requires_grad=True), None, 1.0, "bce", "mean", True), test_utils=tests)
     opcheck(torch.ops.fastgan_triton.bn_act_forward.default,
             (x4.detach(), torch.rand(3), torch.randn(3), torch.zeros(3), torch.ones(3), True, 0.1, 1e-5, 0.2),

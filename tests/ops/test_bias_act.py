@@ -151,3 +151,95 @@ def test_bias_act_large_reduction(backend, device, seed):
         run_pair(backend, lambda x, b: ops.bias_act(x, b, 0.2, 1),
                  lambda x, b: R.bias_act(x, b, 0.2, 1),
                  [x, b], torch.float32, device, seed, ["x", "bias"])
+
+
+# ------------------------------------------------------- output activations (tanh, sigmoid)
+
+OUT_ACTS = ["tanh", "sigmoid"]
+OUT_CASES = [  # (shape, dim, layout): rows (inner 1), planar, channels_last, odd sizes
+    ((7, 13), 1, "contiguous"),
+    ((3, 5, 7, 9), 1, "contiguous"),
+    ((3, 5, 7, 9), 1, "channels_last"),
+    ((5, 37), -1, "noncontig"),
+    ((4, 8, 4, 4), 1, "channels_last"),
+]
+BOTH = backend_devices("triton", "cuda")
+
+
+def _x(shape, layout, dtype, device, scale=1.0):
+    x = torch.randn(shape) * scale
+    return make_layout(x, layout).to(device=device, dtype=dtype).requires_grad_(True) \
+        if layout != "contiguous" else leaf(x, dtype, device)
+
+
+@pytest.mark.parametrize("has_bias", [True, False])
+@pytest.mark.parametrize("shape,dim,layout", OUT_CASES)
+@pytest.mark.parametrize("backend,device", BOTH)
+@pytest.mark.parametrize("act", OUT_ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_act_out_act(backend, device, dtype, act, shape, dim, layout, has_bias, seed):
+    x = _x(shape, layout, dtype, device)
+    b = leaf(torch.randn(shape[dim]), dtype, device) if has_bias else None
+    run_pair(backend, lambda x, b: ops.bias_act(x, b, act, dim), lambda x, b: R.bias_act(x, b, act, dim),
+             [x, b], dtype, device, seed, ["x", "bias"])
+
+
+@pytest.mark.parametrize("backend,device", BOTH)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("act", OUT_ACTS)
+def test_bias_act_out_act_saturated(backend, device, dtype, act, seed):
+    """|z| up to ~40: y within rounding of 0/1 (or +-1), act' read off y underflows to ~0 as in
+    the reference; bf16 is left out (1 - y^2 of a bf16-rounded y near 1 has no correct digits)."""
+    x = leaf(torch.randn(6, 9, 5) * 12, dtype, device)
+    b = leaf(torch.randn(9), dtype, device)
+    run_pair(backend, lambda x, b: ops.bias_act(x, b, act, 1), lambda x, b: R.bias_act(x, b, act, 1),
+             [x, b], dtype, device, seed, ["x", "bias"])
+
+
+@pytest.mark.parametrize("backend,device", BOTH)
+@pytest.mark.parametrize("act", OUT_ACTS)
+def test_bias_act_out_act_nan(backend, device, act):
+    """A NaN input gives NaN exactly where the reference has it, forward and backward (dx, db)."""
+    x0 = torch.randn(4, 6, 5)
+    x0[1, 2, 3] = float("nan")
+    x0[3, 0, 0] = float("nan")
+    b0 = torch.randn(6)
+    x, b = leaf(x0, torch.float32, device), leaf(b0, torch.float32, device)
+    with ops.use_backend(backend):
+        y = ops.bias_act(x, b, act, 1)
+    xr, br = leaf(x0.double()), leaf(b0.double())
+    yr = R.bias_act(xr, br, act, 1)
+    g = torch.randn(y.shape)
+    y.backward(g.to(device))
+    yr.backward(g.double())
+    for name, a, r in (("y", y, yr), ("dx", x.grad, xr.grad), ("db", b.grad, br.grad)):
+        a = a.detach().double().cpu()
+        assert torch.equal(a.isnan(), r.isnan()), name
+        ok = ~r.isnan()
+        assert torch.allclose(a[ok], r[ok].detach(), rtol=1e-5, atol=1e-6), name
+
+
+@pytest.mark.parametrize("backend", ["reference"] + only("triton") + only("cuda"))
+def test_bias_act_bad_activation(backend):
+    x, b = torch.randn(3, 4), torch.randn(4)
+    with ops.use_backend(backend):
+        for bad in ("relu", "Tanh"):
+            with pytest.raises(ValueError, match="'tanh' or 'sigmoid'"):
+                ops.bias_act(x, b, bad, 1)
+        if backend != "reference":  # the reference's F.leaky_relu takes any slope
+            with pytest.raises(ValueError, match="'tanh' or 'sigmoid'"):
+                ops.bias_act(x, b, -0.1, 1)
+
+
+@pytest.mark.parametrize("backend", only("cuda") + only("triton"))
+@pytest.mark.parametrize("act", OUT_ACTS)
+def test_gradcheck_bias_act_out_act(backend, act):
+    if backend == "triton":
+        interp_only()
+    x = torch.randn(3, 2, 3, 3, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    f = lambda a, c: ops.bias_act(a, c, act, 1)  # noqa: E731
+    with ops.use_backend(backend):
+        assert torch.autograd.gradcheck(f, (x, b), **GC)
+        if backend == "cuda":  # bias_act_backward is differentiable (gradient penalties)
+            assert torch.autograd.gradgradcheck(f, (x, b), **GC)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastgan import ops
-from ops_harness import (DTYPES, GC, R, SLOPES, available, backend_devices, check,
+from ops_harness import (DTYPES, GC, R, SLOPES, available, backend_devices, check, check_floored,
                          interp_only, leaf, make_layout, noncontig, only, run_pair, tolerance)
 
 TRITON = backend_devices("triton")
@@ -210,3 +210,131 @@ def test_linear_act_noncontig_and_3d(backend, device, slope, seed):
     run_pair(backend, lambda x, w, b: ops.linear_act(x, w, b, slope),
              lambda x, w, b: R.linear_act(x, w, b, slope),
              [x3, w, b], torch.float32, device, seed, ["x", "weight", "bias"])
+
+
+# ------------------------------------------------------- output activations (tanh, sigmoid)
+
+OUT_ACTS = ["tanh", "sigmoid"]
+BOTH = backend_devices("triton", "cuda")
+# every Triton launch path (swapped / plain / small-M) and the cuda rows kernel, odd sizes
+OUT_SHAPES = [(7, 33, 65), (65, 70, 33), (40, 65, 1), (3, 17, 4), (5, 31, 8), (1, 17, 1)]
+
+
+def _linear_pair(backend, device, dtype, n, k, m, act, seed, scale=1.0, has_bias=True):
+    x = leaf(torch.randn(n, k) * scale, dtype, device)
+    w = leaf(torch.randn(m, k) / k ** 0.5, dtype, device)
+    b = leaf(torch.randn(m) * scale, dtype, device) if has_bias else None
+    xa, wa = x.detach().double().cpu().abs(), w.detach().double().cpu().abs()
+    ba = b.detach().double().cpu().abs() if has_bias else 0.0
+    tol = tolerance(backend, device, dtype, matmul=True)
+    run_pair(backend, lambda x, w, b: ops.linear_act(x, w, b, act),
+             lambda x, w, b: R.linear_act(x, w, b, act),
+             [x, w, b], dtype, device, seed, ["x", "weight", "bias"], tol=tol,
+             grad_floors=term_sizes_of(xa, wa), out_floor=(xa @ wa.t() + ba).norm().item())
+
+
+@pytest.mark.parametrize("backend,device", BOTH)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", OUT_ACTS)
+@pytest.mark.parametrize("shape", OUT_SHAPES, ids=_ids)
+@pytest.mark.parametrize("has_bias", [True, False])
+def test_linear_act_out_act(backend, device, dtype, act, shape, has_bias, seed):
+    _linear_pair(backend, device, dtype, *shape, act, seed, has_bias=has_bias)
+
+
+@pytest.mark.parametrize("backend,device", BOTH)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("act", OUT_ACTS)
+@pytest.mark.parametrize("shape", [(7, 33, 65), (40, 65, 1)], ids=_ids)
+def test_linear_act_out_act_saturated(backend, device, dtype, act, shape, seed):
+    """|z| up to ~50: y within rounding of its limits, act' read off y ~0 as in the reference
+    (bf16 left out: 1 - y^2 of a bf16-rounded y near 1 has no correct digits)."""
+    _linear_pair(backend, device, dtype, *shape, act, seed, scale=12.0)
+
+
+@pytest.mark.parametrize("backend,device", BOTH)
+@pytest.mark.parametrize("act", OUT_ACTS)
+@pytest.mark.parametrize("shape", [(7, 33, 65), (40, 65, 1)], ids=_ids)
+def test_linear_act_out_act_nan(backend, device, act, shape):
+    """A NaN in x gives NaN exactly in its row of y and of dX, as in the reference."""
+    n, k, m = shape
+    x0, w0, b0 = torch.randn(n, k), torch.randn(m, k) / k ** 0.5, torch.randn(m)
+    x0[2, 5] = float("nan")
+    x, w, b = (leaf(t, torch.float32, device) for t in (x0, w0, b0))
+    with ops.use_backend(backend):
+        y = ops.linear_act(x, w, b, act)
+    xr, wr, br = (leaf(t.double()) for t in (x0, w0, b0))
+    yr = R.linear_act(xr, wr, br, act)
+    g = torch.randn(n, m)
+    y.backward(g.to(device))
+    yr.backward(g.double())
+    for name, a, r in (("y", y, yr), ("dx", x.grad, xr.grad)):
+        a = a.detach().double().cpu()
+        assert torch.equal(a.isnan(), r.isnan()), name
+        ok = ~r.isnan()
+        assert torch.allclose(a[ok], r[ok].detach(), rtol=1e-4, atol=1e-5), name
+    assert w.grad.isnan().all() and b.grad.isnan().all()  # every dW, db sums over the NaN row
+
+
+@pytest.mark.parametrize("backend", ["reference"] + only("triton") + only("cuda"))
+def test_linear_act_bad_activation(backend):
+    x, w = torch.randn(3, 4), torch.randn(5, 4)
+    with ops.use_backend(backend):
+        with pytest.raises(ValueError, match="'tanh' or 'sigmoid'"):
+            ops.linear_act(x, w, None, "gelu")
+        if backend != "reference":  # the reference's F.leaky_relu takes any slope
+            for bad in (-0.2, float("nan"), float("inf")):
+                with pytest.raises(ValueError, match="'tanh' or 'sigmoid'"):
+                    ops.linear_act(x, w, None, bad)
+
+
+@pytest.mark.parametrize("backend", only("cuda") + only("triton"))
+@pytest.mark.parametrize("act", OUT_ACTS)
+@pytest.mark.parametrize("M", [5, 1])
+def test_gradcheck_linear_act_out_act(backend, act, M):
+    if backend == "triton":
+        interp_only()
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(M, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(M, dtype=torch.float64, requires_grad=True)
+    f = lambda *a: ops.linear_act(*a, act)  # noqa: E731
+    with ops.use_backend(backend):
+        assert torch.autograd.gradcheck(f, (x, w, b))
+        if backend == "cuda":
+            assert torch.autograd.gradgradcheck(f, (x, w, b))
+
+
+# ------------------------------------------- inference-mode batch norm folded in (bn_eval)
+
+def _bn_params(m, dtype, device, affine=True):
+    mean, var = torch.randn(m), torch.rand(m) + 0.1
+    w, b = (torch.randn(m), torch.randn(m)) if affine else (None, None)
+    return tuple(None if t is None else t.to(device) for t in (mean, var, w, b)) + (1e-3,)
+
+
+@pytest.mark.parametrize("backend,device", BOTH)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("slope", [None, 0.2, "tanh"])
+@pytest.mark.parametrize("shape", [(7, 33, 65), (65, 70, 33), (40, 65, 1), (5, 31, 8)], ids=_ids)
+@pytest.mark.parametrize("affine", [True, False])
+def test_linear_act_bn_eval(backend, device, dtype, slope, shape, affine, seed):
+    """act(x @ W.T + b) then batch_norm(eval) in one op, against the two reference ops."""
+    n, k, m = shape
+    x = torch.randn(n, k).to(device=device, dtype=dtype)
+    w = (torch.randn(m, k) / k ** 0.5).to(device=device, dtype=dtype)
+    b = torch.randn(m).to(device=device, dtype=dtype)
+    bn = _bn_params(m, dtype, device, affine)
+    with torch.no_grad(), ops.use_backend(backend):
+        y = ops.linear_act(x, w, b, slope, bn_eval=bn)
+    dbl = lambda t: None if t is None else t.double().cpu()  # noqa: E731
+    yr = torch.nn.functional.batch_norm(R.linear_act(dbl(x), dbl(w), dbl(b), slope),
+                                        *map(dbl, bn[:4]), False, 0.0, bn[4])
+    assert y.dtype == dtype and y.shape == (n, m)
+    check_floored("y", y, yr, tolerance(backend, device, dtype, matmul=True), seed)
+
+
+@pytest.mark.parametrize("backend", ["reference"] + only("triton") + only("cuda"))
+def test_linear_act_bn_eval_refuses_grad(backend):
+    x, w = torch.randn(3, 4), torch.randn(5, 4, requires_grad=True)
+    with ops.use_backend(backend), pytest.raises(ValueError, match="inference only"):
+        ops.linear_act(x, w, None, 0.2, bn_eval=_bn_params(5, torch.float32, "cpu"))

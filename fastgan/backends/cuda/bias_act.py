@@ -2,24 +2,25 @@
 implementations, the registry entry and its CPU size policy (autograd formulas: C++)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from fastgan.backends.reference import bias_act as _reference
+from fastgan.ops.activation import IDENTITY, act_code
 from fastgan.ops.registry import register
 
 from ._cpu_policy import _cpu_pick
-from ._extension import DEVICE_TYPES, _ops, _slope
+from ._extension import DEVICE_TYPES, _ops
 
 
 @torch.library.register_fake("fastgan::bias_act")
-def _bias_act_fake(x, bias, slope, dim):
+def _bias_act_fake(x, bias, code, slope, dim):
     return torch.empty_like(x)
 
 
 @torch.library.register_fake("fastgan::bias_act_backward")
-def _bias_act_backward_fake(grad, y, slope, dim, need_db):
+def _bias_act_backward_fake(grad, y, code, slope, dim, need_db):
     return torch.empty_like(y), y.new_empty((y.shape[dim] if need_db else 0,))
 
 
@@ -27,11 +28,12 @@ def _bias_act_backward_fake(grad, y, slope, dim, need_db):
 # Python beyond this wrapper.
 
 
-def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor], slope: Optional[float],
+def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor], slope: Union[None, float, str],
              dim: int = 1) -> torch.Tensor:
-    if bias is None and slope is None:
+    code, s = act_code(slope)
+    if bias is None and code == IDENTITY:
         return x  # identity, as the reference
-    return _ops.bias_act(x, bias, _slope(slope), int(dim))
+    return _ops.bias_act(x, bias, code, s, int(dim))
 
 
 bias_act_cpu = _cpu_pick("bias_act", bias_act, _reference, lambda x, *a, **k: x.numel())
