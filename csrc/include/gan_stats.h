@@ -1,7 +1,8 @@
 // The training iteration's metrics in one kernel:
 //   stats[0..4] += [loss_d, loss_g, mean sigmoid(real), mean sigmoid(fake), 1]
-// with sigmoid and the means in float32 (float64 sums on the CPU), the losses rounded to float32
-// first, then added in stats' dtype. The mean of zero logits is NaN (0 / 0), as torch's.
+// with sigmoid and the means in the logits' accumulation type (float32; float64 for float64
+// logits; the CPU sums in float64), every value converted to stats' dtype and added in it. The
+// mean of zero logits is NaN (0 / 0), as torch's.
 #pragma once
 #include "common.h"
 
@@ -10,8 +11,8 @@ namespace fastgan {
 struct GanStatsParams {
   DType stats_dtype = DType::kFloat32;   // kFloat32 or kFloat64
   void* stats = nullptr;                 // [5], contiguous
-  const float* loss_d = nullptr;         // one float32 each
-  const float* loss_g = nullptr;
+  const void* loss_d = nullptr;          // one element each, in stats' dtype
+  const void* loss_g = nullptr;
   DType logit_dtype = DType::kFloat32;   // of real and fake
   const void* real = nullptr;            // [n_real], contiguous
   int64_t n_real = 0;

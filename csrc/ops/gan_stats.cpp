@@ -8,13 +8,13 @@ namespace detail {
 
 namespace {
 
-// One float32 element (a copy only for a loss of another dtype: float64 in tests).
-Tensor loss_f32(const Tensor& t, const Tensor& stats, const char* arg) {
+// One element in stats' dtype (a copy only for a loss of another dtype).
+Tensor loss_as_stats(const Tensor& t, const Tensor& stats, const char* arg) {
   TORCH_CHECK(t.numel() == 1 && at::isFloatingType(t.scalar_type()), "fastgan::gan_stats: ", arg,
               " must be one floating-point element, got ", dtype_str(t.scalar_type()), " of shape ",
               shape_str(t.sizes()));
   check_device(t, stats, "gan_stats", arg);
-  return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat);
+  return t.scalar_type() == stats.scalar_type() ? t : t.to(stats.scalar_type());
 }
 
 template <Dev dev>
@@ -29,15 +29,16 @@ void gan_stats_impl(const Tensor& stats, const Tensor& loss_d, const Tensor& los
   check_device(real, stats, op, "real_logits");
   check_device(fake, stats, op, "fake_logits");
   const DeviceGuard guard(stats, dev);
-  const Tensor ld = loss_f32(loss_d, stats, "loss_d"), lg = loss_f32(loss_g, stats, "loss_g");
+  const Tensor ld = loss_as_stats(loss_d, stats, "loss_d");
+  const Tensor lg = loss_as_stats(loss_g, stats, "loss_g");
   const Tensor r = real.contiguous();
   const Tensor f = fake.scalar_type() == real.scalar_type() ? fake.contiguous()
                                                            : fake.to(real.scalar_type()).contiguous();
   GanStatsParams p;
   p.stats_dtype = stats.scalar_type() == at::kDouble ? DType::kFloat64 : DType::kFloat32;
   p.stats = stats.data_ptr();
-  p.loss_d = ld.data_ptr<float>();
-  p.loss_g = lg.data_ptr<float>();
+  p.loss_d = ld.data_ptr();
+  p.loss_g = lg.data_ptr();
   p.logit_dtype = dt;
   p.real = r.data_ptr();
   p.n_real = r.numel();

@@ -19,20 +19,26 @@ BACKENDS = [pytest.param("reference", id="reference"),
 
 
 def today(stats, loss_d, loss_g, real, fake):
-    """The engine's code before the op (both means through one sigmoid where sizes match)."""
+    """The engine's code before the op (both means through one sigmoid where sizes match), with
+    float64 kept in float64 (it rounded every value to float32: ``.float()`` where ``acc`` is):
+    the same ops for float32 and bfloat16."""
+    def acc(t):
+        return t.double() if t.dtype == torch.float64 else t.float()
     k = real.numel()
     if fake.numel() != k:
-        probs = torch.stack([torch.sigmoid(real.float()).mean(), torch.sigmoid(fake.float()).mean()])
+        probs = torch.stack([torch.sigmoid(acc(real)).mean(), torch.sigmoid(acc(fake)).mean()])
     else:
-        probs = torch.sigmoid(torch.stack([real.reshape(k), fake.reshape(k)]).float()).mean(1)
-    one = torch.ones(1, dtype=stats.dtype)
-    return stats.add_(torch.cat([loss_d.float().view(1), loss_g.float().view(1), probs, one]))
+        probs = torch.sigmoid(acc(torch.stack([real.reshape(k), fake.reshape(k)]))).mean(1)
+    dt = stats.dtype
+    one = torch.ones(1, dtype=dt)
+    return stats.add_(torch.cat([loss_d.view(1).to(dt), loss_g.view(1).to(dt), probs.to(dt), one]))
 
 
 def _check(got, want):
     assert torch.isfinite(got).all(), got
     assert torch.equal(got[[0, 1, 4]], want[[0, 1, 4]]), (got, want)   # exact
-    torch.testing.assert_close(got[2:4], want[2:4], rtol=2e-6, atol=0)
+    rtol = 1e-13 if want.dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(got[2:4], want[2:4], rtol=rtol, atol=0)
 
 
 def _logits(n, gen, dtype=torch.float32):

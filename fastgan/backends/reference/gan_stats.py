@@ -1,6 +1,7 @@
-"""gan_stats, reference: ``stats += [loss_d, loss_g, mean sigmoid(real), mean sigmoid(fake), 1]``
-in float32 math, the torch ops the engine ran before the op existed (one sigmoid and one mean
-over both logit sets, read in place where they are adjacent halves of one D pass)."""
+"""gan_stats, reference: ``stats += [loss_d, loss_g, mean sigmoid(real), mean sigmoid(fake), 1]``,
+the torch ops the engine ran before the op existed (one sigmoid and one mean over both logit
+sets, read in place where they are adjacent halves of one D pass). The sigmoids and means are
+in float32, float64 for float64 logits; every value is converted to stats' dtype, then added."""
 from __future__ import annotations
 
 import torch
@@ -12,10 +13,15 @@ from fastgan.ops.registry import register
 from ._devices import ALL_DEVICES
 
 
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    return t.double() if t.dtype == torch.float64 else t.float()
+
+
 def _mean_probs(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    fake = fake.to(real.dtype)
     k = real.numel()
     if fake.numel() != k:
-        return torch.stack([torch.sigmoid(real.float()).mean(), torch.sigmoid(fake.float()).mean()])
+        return torch.stack([torch.sigmoid(_acc(real)).mean(), torch.sigmoid(_acc(fake)).mean()])
     if not (is_fake(real) or is_fake(fake)) and real.dtype == fake.dtype and \
             real.is_contiguous() and fake.is_contiguous() and \
             real.untyped_storage().data_ptr() == fake.untyped_storage().data_ptr() and \
@@ -23,7 +29,7 @@ def _mean_probs(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         both = real.as_strided((2, k), (k, 1))    # fake lies right after real: a view
     else:
         both = torch.stack([real.reshape(k), fake.reshape(k)])
-    return torch.sigmoid(both.float()).mean(1)
+    return torch.sigmoid(_acc(both)).mean(1)
 
 
 _ones: dict = {}
@@ -44,8 +50,9 @@ def _one(like: torch.Tensor) -> torch.Tensor:
 def gan_stats(stats: torch.Tensor, loss_d: torch.Tensor, loss_g: torch.Tensor,
               real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     gan_stats_args(stats, loss_d, loss_g, real_logits, fake_logits)
-    return stats.add_(torch.cat([loss_d.detach().float().view(1), loss_g.detach().float().view(1),
-                                 _mean_probs(real_logits.detach(), fake_logits.detach()),
+    dt = stats.dtype
+    return stats.add_(torch.cat([loss_d.detach().view(1).to(dt), loss_g.detach().view(1).to(dt),
+                                 _mean_probs(real_logits.detach(), fake_logits.detach()).to(dt),
                                  _one(stats)]))
 
 
