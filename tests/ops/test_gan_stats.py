@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastgan import ops
-from ops_harness import HAS_EXT, INTERP, available
+from ops_harness import HAS_EXT, INTERP, available, custom_op_namespaces, need_gpu_backend
 
 BACKENDS = [pytest.param("reference", id="reference"),
             pytest.param("triton", id="triton", marks=pytest.mark.skipif(
@@ -151,13 +151,44 @@ def test_opcheck_custom_ops():
     from torch.library import opcheck
     z = torch.randn(12)
     args = (torch.zeros(5), torch.ones(()), torch.ones(()), z[:6], z[6:])
-    names = []
-    if HAS_EXT and ops.ensure_loaded("cuda"):
-        names.append("fastgan")
-    if INTERP and ops.ensure_loaded("triton"):
-        names.append("fastgan_triton")
-    if not names:
-        pytest.skip("neither fastgan._C nor the Triton interpreter")
-    for ns in names:
+    for ns in custom_op_namespaces():
         opcheck(getattr(torch.ops, ns).gan_stats.default, args,
                 test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_compile_traces_the_op(backend, seed):
+    """fullgraph torch.compile (aot_eager: the fakes and functionalization, no codegen)."""
+    gen = torch.Generator().manual_seed(seed)
+    z, ld, lg = _logits(10, gen), torch.rand(()), torch.rand(())
+    stats = torch.zeros(5)
+
+    def fn(stats, ld, lg, z):
+        return ops.gan_stats(stats, ld, lg, z[:5], z[5:])
+
+    torch._dynamo.reset()
+    with ops.use_backend(backend):
+        torch.compile(fn, backend="aot_eager", fullgraph=True)(stats, ld, lg, z)
+    _check(stats, today(torch.zeros(5), ld, lg, z[:5], z[5:]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["reference", "triton", "cuda"])
+def test_cuda_graph_capture(backend, seed):
+    """Captured once, replayed twice on new logits: it accumulates on the device."""
+    need_gpu_backend(backend, "gan_stats")
+    z, ld, lg = torch.randn(64, device="cuda"), torch.rand((), device="cuda"), torch.ones((), device="cuda")
+    stats = torch.zeros(5, device="cuda")
+    with ops.use_backend(backend):
+        ops.gan_stats(stats, ld, lg, z[:32], z[32:])                # warm-up (compiles)
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            ops.gan_stats(stats, ld, lg, z[:32], z[32:])
+    stats.zero_()
+    want = torch.zeros(5)
+    for _ in range(2):
+        z.copy_(torch.randn(64, device="cuda"))
+        g.replay()
+        today(want, ld.cpu(), lg.cpu(), z[:32].cpu(), z[32:].cpu())
+    _check(stats.cpu(), want)

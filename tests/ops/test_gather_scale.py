@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fastgan import ops
-from ops_harness import HAS_EXT, INTERP, available
+from ops_harness import HAS_EXT, INTERP, available, custom_op_namespaces, need_gpu_backend
 
 BACKENDS = [pytest.param("reference", id="reference"),
             pytest.param("triton", id="triton", marks=pytest.mark.skipif(
@@ -151,14 +151,7 @@ def test_opcheck_custom_ops():
     from torch.library import opcheck
     images, idx = _case((6, 2, 3), 4, torch.Generator().manual_seed(1))
     args = (images, idx, 2.0 / 255.0, -1.0, torch.empty(4, 6))
-    names = []
-    if HAS_EXT and ops.ensure_loaded("cuda"):
-        names.append("fastgan")
-    if INTERP and ops.ensure_loaded("triton"):
-        names.append("fastgan_triton")
-    if not names:
-        pytest.skip("neither fastgan._C nor the Triton interpreter")
-    for ns in names:
+    for ns in custom_op_namespaces():
         opcheck(getattr(torch.ops, ns).gather_scale.default, args,
                 test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
@@ -190,3 +183,39 @@ def test_triton_kernel_has_no_fma_on_sm90():
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.split() == ["False", "False", "True", "True"], p.stdout
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_compile_traces_the_op(backend, seed):
+    """fullgraph torch.compile (aot_eager: the fakes and functionalization, no codegen) gives
+    the eager bits."""
+    images, idx = _case((9, 2, 5), 4, torch.Generator().manual_seed(seed))
+    out = torch.empty(4, 10)
+
+    def fn(images, idx, out):
+        return ops.gather_scale(images, idx, 2.0 / 255.0, -1.0, out)
+
+    torch._dynamo.reset()
+    with ops.use_backend(backend):
+        torch.compile(fn, backend="aot_eager", fullgraph=True)(images, idx, out)
+    assert torch.equal(out, today(images, idx, 2.0 / 255.0, -1.0, torch.empty(4, 10)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["reference", "triton", "cuda"])
+def test_cuda_graph_capture(backend, seed):
+    """Captured once, replayed with new indices: the replay reads idx on the device."""
+    need_gpu_backend(backend, "gather_scale")
+    images, idx = _case((50, 1, 28, 28), 16, torch.Generator().manual_seed(seed))
+    images, idx = images.cuda(), idx.cuda()
+    out = torch.empty(16, 784, device="cuda")
+    with ops.use_backend(backend):
+        ops.gather_scale(images, idx, 2.0 / 255.0, -1.0, out)      # warm-up (compiles)
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            ops.gather_scale(images, idx, 2.0 / 255.0, -1.0, out)
+    idx.copy_(torch.randint(0, 50, (16,), device="cuda"))
+    g.replay()
+    want = today(images.cpu(), idx.cpu(), 2.0 / 255.0, -1.0, torch.empty(16, 784))
+    assert torch.equal(out.cpu(), want)

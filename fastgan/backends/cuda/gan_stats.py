@@ -1,6 +1,7 @@
 """gan_stats for the cuda backend: ``fastgan::gan_stats`` (the iteration's metrics in one
 kernel, in place on ``stats``, no autograd) with its fake and the registry entries. On CPU
-tensors the C++ kernel runs whatever the size (it replaces four or five ATen ops), unless
+tensors the C++ kernel runs whatever the size (one serial pass where the reference runs four or
+five ATen ops; measured faster up to 1024 logits per set, more than a GAN batch has), unless
 ``FASTGAN_CPU_KERNELS=never``."""
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """gather_scale for the cuda backend: ``fastgan::gather_scale`` (the gather and the uint8 ->
 float conversion of a batch in one kernel, in place on ``out``, no autograd) with its fake and
-the registry entries. On CPU tensors the C++ kernel runs whatever the size (it replaces three
-ATen ops), unless ``FASTGAN_CPU_KERNELS=never``."""
+the registry entries. On CPU tensors the C++ kernel runs whatever the size (one pass where the
+reference runs three ATen ops; measured faster from 8 to 1024 MNIST images), unless
+``FASTGAN_CPU_KERNELS=never``."""
 from __future__ import annotations
 
 import torch

@@ -22,7 +22,7 @@ def _mean_probs(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     k = real.numel()
     if fake.numel() != k:
         return torch.stack([torch.sigmoid(_acc(real)).mean(), torch.sigmoid(_acc(fake)).mean()])
-    if not (is_fake(real) or is_fake(fake)) and real.dtype == fake.dtype and \
+    if not (torch.compiler.is_compiling() or is_fake(real) or is_fake(fake)) and \
             real.is_contiguous() and fake.is_contiguous() and \
             real.untyped_storage().data_ptr() == fake.untyped_storage().data_ptr() and \
             fake.storage_offset() == real.storage_offset() + k:
@@ -38,6 +38,8 @@ _ones: dict = {}
 def _one(like: torch.Tensor) -> torch.Tensor:
     """A constant [1] on ``like``'s device and dtype, filled once rather than every iteration
     (never kept from inside a CUDA-graph capture, where the fill would not have run)."""
+    if torch.compiler.is_compiling():    # a constant of the traced graph
+        return torch.ones(1, dtype=like.dtype, device=like.device)
     key = (like.device, like.dtype)
     one = _ones.get(key)
     if one is None:
