@@ -265,6 +265,17 @@ def cases() -> List[Case]:
                                 ptr_types={"part_ptr": "*fp32"}))
         out.append(Case(f"gan_loss.finalize[{dt}]", GL._gan_loss_finalize_kernel, "fp32",
                         dict(ACC=tl.float32, BLOCK=1024), ptr_types={"loss_ptr": "*" + dt}))
+    # the batch gather + uint8 -> fp32 scaling (fp32 out only) and the iteration's metrics
+    from . import gan_stats as GS
+    from . import gather_scale as GA
+    for shift in (False, True):
+        out.append(Case(f"gather_scale[{'shift' if shift else 'noshift'}]",
+                        GA._gather_scale_kernel, "fp32", dict(HAS_SHIFT=shift, BLOCK=1024),
+                        ptr_types={"img_ptr": "*u8", "idx_ptr": "*i64", "s_row": "i64",
+                                   "shift": "fp32"}))
+    for dt in ("fp32", "bf16"):
+        out.append(Case(f"gan_stats[{dt}]", GS._gan_stats_kernel, dt,
+                        dict(ACC=tl.float32, BLOCK=2048), ptr_types={"stats_ptr": "*fp32"}))
     # the eps-hat Adam: fp32 parameters and state (parameters stay fp32 under bf16 autocast)
     from . import adam as AD
     pt = {f"{x}{i}": "*fp32" for i in range(AD.SLOTS) for x in "PGMV"}

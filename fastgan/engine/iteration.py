@@ -18,8 +18,8 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from fastgan import ops
 from fastgan.variants import Batch, Variant
-from fastgan.variants.base import rows_adjacent
 
 from .distributed import check_batch
 from .host_loader import HostBatchLoader, fits_on_device
@@ -88,19 +88,6 @@ def _frozen(params: List[nn.Parameter]):
     finally:
         for p, w in zip(params, was):
             p.requires_grad_(w)
-
-
-def _mean_probs(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """[mean sigmoid(real), mean sigmoid(fake)]: one sigmoid and one reduction over both, read
-    in place where the two are adjacent halves of one D pass, else stacked first."""
-    k = real.numel()
-    if fake.numel() != k:
-        return torch.stack([torch.sigmoid(real.float()).mean(), torch.sigmoid(fake.float()).mean()])
-    if rows_adjacent(real, fake):
-        both = real.as_strided((2, k), (k, 1))
-    else:
-        both = torch.stack([real.reshape(k), fake.reshape(k)])
-    return torch.sigmoid(both.float()).mean(1)
 
 
 def _shard(n: int, rank: int, world: int) -> slice:
@@ -175,11 +162,14 @@ class Engine:
             self._runs = self.images.as_strided(
                 (self.slice_high + 1, n_local * px), (px, 1),
                 self.images.storage_offset() + sl_real.start * px)
-        self.real_u8 = torch.zeros((n_local,) + tuple(images.shape[1:]), dtype=torch.uint8,
-                                   device=device)
+        # Only a host-resident data set needs its batch as uint8 (copied in, converted in draw);
+        # on the device the gather writes the floats directly (ops.gather_scale).
+        u8_shape = (n_local,) + tuple(images.shape[1:])
+        self.real_u8 = (torch.zeros(u8_shape, dtype=torch.uint8, device=device)
+                        if self.host is not None else None)
         # The real images sit right above room for the D step's fakes: a generator that writes
         # its output there (Batch.fake_out) lets D score [real; fake] without a cat.
-        real_shape = variant.image_view(torch.empty(self.real_u8.shape, device="meta")).shape
+        real_shape = variant.image_view(torch.empty(u8_shape, device="meta")).shape
         n_fake = sl_noise.stop - sl_noise.start
         self.d_input = torch.zeros((n_local + n_fake,) + tuple(real_shape[1:]), device=device)
         self.real, self.fake_out = self.d_input[:n_local], self.d_input[n_local:]
@@ -213,21 +203,22 @@ class Engine:
 
     # ---- drawing ------------------------------------------------------------------------
     def fetch(self) -> None:
-        """Draw the real images' indices and gather them into ``real_u8``: on the device from
-        its RNG, or on the host for a data set kept in host memory."""
+        """Draw the real images' indices and gather them: on the device from its RNG, straight
+        into ``real`` as x * scale + shift (one kernel, ops.gather_scale), or on the host into
+        ``real_u8`` for a data set kept in host memory (draw() converts it)."""
         if self.host is not None:
             self.host.fetch_into(self.real_u8, self._idx)
+            return
+        if self.slice_offset is not None:
+            self.slice_offset.random_(0, self.slice_high, generator=self.gen)
+            if self._runs is not None:
+                ops.gather_scale(self._runs, self.slice_offset.view(1), self.scale, self.shift,
+                                 self.real.view(1, -1))
+                return
+            torch.add(self.slice_arange, self.slice_offset, out=self._idx)
         else:
-            if self.slice_offset is not None:
-                self.slice_offset.random_(0, self.slice_high, generator=self.gen)
-                if self._runs is not None:
-                    torch.index_select(self._runs, 0, self.slice_offset.view(1),
-                                       out=self.real_u8.view(1, -1))
-                    return
-                torch.add(self.slice_arange, self.slice_offset, out=self._idx)
-            else:
-                self._idx.random_(0, self.n_images, generator=self.gen)
-            torch.index_select(self.images, 0, self.idx_local, out=self.real_u8)
+            self._idx.random_(0, self.n_images, generator=self.gen)
+        ops.gather_scale(self.images, self.idx_local, self.scale, self.shift, self.real)
 
     @property
     def idx(self) -> torch.Tensor:
@@ -241,11 +232,12 @@ class Engine:
         host-resident and ``fetch_outside`` is False)."""
         if not self.fetch_outside:
             self.fetch()
-        # The uint8 -> float conversion happens inside the multiply (one kernel, the same
-        # float32 x * scale as a copy then a multiply); the shift only where there is one.
-        torch.mul(self.variant.image_view(self.real_u8), self.scale, out=self.real)
-        if self.shift:
-            self.real.add_(self.shift)
+        if self.host is not None:
+            # The uint8 -> float conversion happens inside the multiply (the same float32
+            # x * scale as a copy then a multiply); the shift only where there is one.
+            torch.mul(self.variant.image_view(self.real_u8), self.scale, out=self.real)
+            if self.shift:
+                self.real.add_(self.shift)
         if self.batch_labels is not None:
             torch.index_select(self.labels_all, 0, self.idx, out=self.batch_labels)
             # Mismatched labels: the labels of another random batch (as the seed does).
@@ -330,9 +322,9 @@ class Engine:
             self.dist.sync_grads(self.g_params)
         self.opt_g.step()
 
-        with torch.no_grad():
-            self.stats.add_(torch.cat([loss_d.detach().float().view(1), loss_g.detach().float()
-                                       .view(1), _mean_probs(d_real, d_fake), self._one.view(1)]))
+        with torch.no_grad():   # [d_loss, g_loss, D(x), D(G(z)), 1] added in one kernel
+            ops.gan_stats(self.stats, loss_d.detach(), loss_g.detach(), d_real.detach(),
+                          d_fake.detach())
 
     def _grad_seed(self, loss: torch.Tensor) -> Optional[torch.Tensor]:
         """d(loss)/d(loss) = 1 from a constant, not a fill kernel per backward."""

@@ -81,8 +81,21 @@ def resolve_backend(name: str, device_type: str, graph: bool = True) -> str:
     return name
 
 
+def gather_scale(images, idx, scale, shift, out):
+    """``out[i] = images[idx[i]] * scale + shift`` (uint8 images; float32/float64 ``out`` of
+    ``len(idx)`` images, in place); returns ``out``. An optional op."""
+    return lookup("gather_scale", images.device.type)(images, idx, scale, shift, out)
+
+
+def gan_stats(stats, loss_d, loss_g, real_logits, fake_logits):
+    """``stats += [loss_d, loss_g, mean sigmoid(real_logits), mean sigmoid(fake_logits), 1]``
+    (in place, float32 math); returns ``stats``. An optional op."""
+    return lookup("gan_stats", stats.device.type)(stats, loss_d, loss_g, real_logits,
+                                                  fake_logits)
+
+
 __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "register", "lookup",
            "use_backend", "set_backend", "active_backend", "available_backends", "auto_backend",
            "resolve_backend", "BACKENDS", "OPS", "OPTIONAL_OPS", "BackendUnavailable",
            "has_impl", "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
-           "known_backends"]
+           "known_backends", "gather_scale", "gan_stats"]

@@ -21,8 +21,10 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 OPS = ("linear_act", "bias_act", "bn_act", "gan_loss")
 # Ops only the reference need implement, so falling back to it is expected, not news (synchronized
-# BN: the fused BN kernels compute their batch statistics themselves, none across ranks).
-OPTIONAL_OPS = ("sync_bn_act",)
+# BN: the fused BN kernels compute their batch statistics themselves, none across ranks; the
+# engine's batch gather and metrics: no layer needs them, and their reference is the plain
+# torch sequence they fuse, so a backend without them is still complete).
+OPTIONAL_OPS = ("sync_bn_act", "gather_scale", "gan_stats")
 CATALOG = "fastgan.backends"   # the plug-in seam: names, modules and auto order of the backends
 
 _impls: Dict[Tuple[str, str, str], Callable] = {}

@@ -310,3 +310,21 @@ def make_seed():
     torch.manual_seed(s)
     print(f"seed={s}")
     return s
+
+
+def custom_op_namespaces():
+    """The torch.library namespaces whose ops can run on CPU tensors here: ``fastgan`` (the
+    extension) and ``fastgan_triton`` (under the interpreter); the test skips when neither."""
+    names = [ns for ns, ok in (("fastgan", HAS_EXT and ops.ensure_loaded("cuda")),
+                               ("fastgan_triton", INTERP and ops.ensure_loaded("triton"))) if ok]
+    if not names:
+        pytest.skip("neither fastgan._C nor the Triton interpreter")
+    return names
+
+
+def need_gpu_backend(backend, op):
+    """Skip unless ``op`` of ``backend`` can run compiled on a GPU here (no interpreter)."""
+    if not HAS_CUDA or INTERP:
+        pytest.skip("needs a GPU without the interpreter")
+    if backend != "reference" and not ops.has_impl(op, backend, "cuda"):
+        pytest.skip(f"no {backend} {op} on CUDA here")

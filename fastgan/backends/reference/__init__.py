@@ -11,7 +11,9 @@ from ._devices import ALL_DEVICES
 from .bias_act import bias_act
 from .bn_act import bn_act
 from .gan_loss import gan_loss
+from .gan_stats import gan_stats
+from .gather_scale import gather_scale
 from .linear_act import linear_act
 from .sync_bn_act import sync_bn_act
 
-__all__ = ["ALL_DEVICES", "linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act"]
+__all__ = ["ALL_DEVICES", "linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "gather_scale", "gan_stats"]

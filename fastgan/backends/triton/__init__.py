@@ -18,6 +18,8 @@ from ._policy import DEVICE_TYPES
 from .bias_act import bias_act
 from .bn_act import bn_act
 from .gan_loss import gan_loss
+from .gan_stats import gan_stats
+from .gather_scale import gather_scale
 from .linear_act import linear_act
 
-__all__ = ["DEVICE_TYPES", "linear_act", "bias_act", "bn_act", "gan_loss"]
+__all__ = ["DEVICE_TYPES", "linear_act", "bias_act", "bn_act", "gan_loss", "gather_scale", "gan_stats"]
