@@ -1,9 +1,9 @@
 """The ``cuda`` backend: the compiled extension ``fastgan._C``, for device type 'cpu' and, when
 the extension was built with nvcc, 'cuda'.
 
-``fastgan._C`` registers its operators with ``TORCH_LIBRARY(fastgan, ...)``; the per-op modules
-here add what belongs in Python (fake implementations for ``torch.compile``, autograd formulas
-through ``torch.library.register_autograd``) and register the registry entries. On CPU tensors
+``fastgan._C`` registers its operators with ``TORCH_LIBRARY(fastgan, ...)``, their autograd
+formulas included (csrc/autograd/: no Python per eager call); the per-op modules here add what
+belongs in Python (fake implementations for ``torch.compile``) and register the registry entries. On CPU tensors
 each entry keeps the faster implementation per size (:mod:`._cpu_policy`).
 
 Importing this package raises ImportError with the reason when the extension is missing or does
