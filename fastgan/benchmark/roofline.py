@@ -115,19 +115,23 @@ def _hook_layers(nets: Dict[str, nn.Module], parts: Dict[str, int], act_bytes: i
                 inner_bn.add(id(m.bn))
     handles = []
 
-    def hook(mod, inputs, out):
+    def hook(mod, inputs, kwargs, out):
         if not torch.is_tensor(out):
             return
         grad = bool(out.requires_grad)
         parts["activations"] += out.numel() * act_bytes * (4 if grad else 2)
         n_w = sum(p.numel() for p in mod.parameters())
+        # An inference BatchNorm folded into the layer's epilogue reads its weight and bias too.
+        bn = kwargs.get("bn_eval")
+        if bn is not None:
+            n_w += sum(t.numel() for t in bn[2:4] if t is not None)
         parts["weights"] += n_w * 4 * (2 if grad else 1)
 
     for net in nets.values():
         for m in net.modules():
             if isinstance(m, (FusedLinearAct, ConvBNAct)) or (
                     isinstance(m, BatchNormAct) and id(m) not in inner_bn):
-                handles.append(m.register_forward_hook(hook))
+                handles.append(m.register_forward_hook(hook, with_kwargs=True))
     return handles
 
 
