@@ -33,7 +33,7 @@ dev = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 x = torch.arange(12.0, device=dev).reshape(4, 3) - 6
 b = torch.tensor([1.0, -2.0, 0.5], device=dev)
 ref = torch.nn.functional.leaky_relu(x + b, 0.2)
-torch.testing.assert_close(bias_act_forward(x, b, 0.2, 1), ref)
+torch.testing.assert_close(bias_act_forward(x, b, 2, 0.2, 1), ref)
 with ops.use_backend("triton"):
     torch.testing.assert_close(ops.bias_act(x, b, 0.2, 1), ref)
 import fastgan.backends.triton as T

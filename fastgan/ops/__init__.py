@@ -36,8 +36,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _device_type(t) -> str:
+    # t.device builds a torch.device per call; the flags are plain attribute reads (every op
+    # call pays this on the host)
+    return "cuda" if t.is_cuda else "cpu" if t.is_cpu else t.device.type
+
+
 def linear_act(x, weight, bias=None, slope=None, bn_eval=None):
-    f = lookup("linear_act", x.device.type)
+    f = lookup("linear_act", _device_type(x))
     if bn_eval is None:
         return f(x, weight, bias, slope)
     # (running_mean, running_var, weight | None, bias | None, eps): an inference-mode batch
@@ -48,22 +54,22 @@ def linear_act(x, weight, bias=None, slope=None, bn_eval=None):
 
 
 def bias_act(x, bias=None, slope=None, dim=1):
-    return lookup("bias_act", x.device.type)(x, bias, slope, dim)
+    return lookup("bias_act", _device_type(x))(x, bias, slope, dim)
 
 
 def bn_act(x, weight, bias, running_mean, running_var, training=True, momentum=0.1, eps=1e-5,
            slope=None, unbiased_running_var=True, groups=1):
-    return lookup("bn_act", x.device.type)(x, weight, bias, running_mean, running_var, training,
+    return lookup("bn_act", _device_type(x))(x, weight, bias, running_mean, running_var, training,
                                            momentum, eps, slope, unbiased_running_var, groups)
 
 
 def gan_loss(logits, target, kind="bce", reduction="mean"):
-    return lookup("gan_loss", logits.device.type)(logits, target, kind, reduction)
+    return lookup("gan_loss", _device_type(logits))(logits, target, kind, reduction)
 
 
 def sync_bn_act(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5, slope=None,
                 group=None, unbiased_running_var=True):
-    return lookup("sync_bn_act", x.device.type)(x, weight, bias, running_mean, running_var,
+    return lookup("sync_bn_act", _device_type(x))(x, weight, bias, running_mean, running_var,
                                                 momentum, eps, slope, group,
                                                 unbiased_running_var)
 
@@ -84,13 +90,13 @@ def resolve_backend(name: str, device_type: str, graph: bool = True) -> str:
 def gather_scale(images, idx, scale, shift, out):
     """``out[i] = images[idx[i]] * scale + shift`` (uint8 images; float32/float64 ``out`` of
     ``len(idx)`` images, in place); returns ``out``. An optional op."""
-    return lookup("gather_scale", images.device.type)(images, idx, scale, shift, out)
+    return lookup("gather_scale", _device_type(images))(images, idx, scale, shift, out)
 
 
 def gan_stats(stats, loss_d, loss_g, real_logits, fake_logits):
     """``stats += [loss_d, loss_g, mean sigmoid(real_logits), mean sigmoid(fake_logits), 1]``
     (in place, float32 math); returns ``stats``. An optional op."""
-    return lookup("gan_stats", stats.device.type)(stats, loss_d, loss_g, real_logits,
+    return lookup("gan_stats", _device_type(stats))(stats, loss_d, loss_g, real_logits,
                                                   fake_logits)
 
 
