@@ -36,6 +36,8 @@ def case(backend, device, dtype, N, K, M, slope_pre, slope_post, seed, affine="g
     g0 = torch.rand(M, device=device) + 0.5 if affine == "gamma_beta" else torch.ones(M, device=device)
     be0 = torch.randn(M, device=device) if affine != "none" else torch.zeros(M, device=device)
     rm0, rv0 = torch.randn(M, device=device), torch.rand(M, device=device) + 0.5
+    if dtype == torch.float64:   # a float64 model's BN parameters and buffers (module.double())
+        g0, be0, rm0, rv0 = (t.double() for t in (g0, be0, rm0, rv0))
     x, w, b = leaf(x0, requires_grad=grad), leaf(w0, requires_grad=grad), leaf(b0, requires_grad=grad)
     gam = leaf(g0, requires_grad=grad and affine == "gamma_beta")
     bet = leaf(be0, requires_grad=grad and affine != "none")
