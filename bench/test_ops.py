@@ -157,3 +157,31 @@ def test_gan_loss(benchmark, case, backend, mode):
     g = torch.ones((), device=DEVICE) if mode == "fwd_bwd" else None
     _bench(benchmark, backend, lambda: ops.gan_loss(z, 0.9, kind, reduction), (z,), g,
            dict(case=name, shape=shape, kind=kind, reduction=reduction))
+
+
+# ---- linear_bn_act (issue 20): the generators' linear + training-mode BN pairs ----
+# (id, N, K, M, slope_pre, slope_post): mlp's G (lrelu before a Keras BN), gancls's G (ReLU, BN, ReLU)
+LINEAR_BN = [
+    ("mlp.G1", 64, 100, 256, 0.2, None), ("mlp.G2", 64, 256, 512, 0.2, None),
+    ("mlp.G3", 64, 512, 1024, 0.2, None), ("mlp.G3@1024", 1024, 512, 1024, 0.2, None),
+    ("gancls.G1", 10, 48, 1024, 0.0, 0.0), ("gancls.G2", 10, 1024, 6272, 0.0, 0.0),
+]
+if TINY:
+    LINEAR_BN = [("tiny.linbn", 16, 32, 24, 0.2, None)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", LINEAR_BN, ids=lambda c: c[0])
+def test_linear_bn_act(benchmark, case, backend, mode):
+    name, N, K, M, sp, sq = case
+    x = _req(torch.randn(N, K, device=DEVICE), mode)
+    w = _req(torch.randn(M, K, device=DEVICE) * (2.0 / K) ** 0.5, mode)
+    b = _req(torch.randn(M, device=DEVICE) * 0.1, mode)
+    gam = _req(torch.rand(M, device=DEVICE) + 0.5, mode)
+    bet = _req(torch.randn(M, device=DEVICE) * 0.1, mode)
+    rm, rv = torch.zeros(M, device=DEVICE), torch.ones(M, device=DEVICE)
+    g = torch.randn(N, M, device=DEVICE) if mode == "fwd_bwd" else None
+    _bench(benchmark, backend,
+           lambda: ops.linear_bn_act(x, w, b, gam, bet, rm, rv, True, 0.2, 1e-3, sp, sq, False),
+           (x, w, b, gam, bet), g, dict(case=name, shape=(N, K, M), slope_pre=sp, slope_post=sq))

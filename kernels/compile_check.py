@@ -282,6 +282,28 @@ def cases() -> List[Case]:
     pt.update(step_ptr="*fp32", lr_ptr="*fp64", hp_ptr="*fp64")
     out.append(Case("adam.eps_hat[fp32]", AD._eps_hat_adam_kernel, "fp32",
                     dict(ACC=tl.float32, BLOCK=1024), ptr_types=pt))
+    # ---- linear_bn_act (issue 20): the matmul with training-mode BN in its epilogue (every
+    # row in one tile: BLOCK_P >= N, so wgmma from 64 rows) and its fused column backward ----
+    from . import linear_bn_act as LBA
+    sc = {n: "fp32" for n in ("slope_pre", "slope_post", "var_div")}
+    acc_ptrs = {n: "*fp32" for n in ("g_ptr", "b_ptr", "mean_ptr", "invstd_ptr", "rm_ptr",
+                                     "rv_ptr", "db_ptr", "dg_ptr", "dbeta_ptr")}
+    for dt, prec in (("fp32", "tf32"), ("bf16", "ieee")):
+        for rows in (16, 64, 128, 256):
+            bp, bq, bk, warps = LBA._blocks(rows, 1024, 1024)
+            for pre, post in ((2, 0), (1, 1)):
+                out.append(Case(f"linear_bn_act.fwd[{dt},P{bp}_Q{bq}_K{bk}_w{warps},"
+                                f"pre{pre},post{post}]", LBA._fwd_kernel, dt,
+                                dict(PRE=pre, POST=post, HAS_BIAS=True, HAS_G=True, HAS_B=True,
+                                     RUNNING=True, PREC=prec, UPCAST=False, ACC=tl.float32,
+                                     BLOCK_P=bp, BLOCK_Q=bq, BLOCK_K=bk, s_xk=1, s_wk=1),
+                                num_warps=warps, ptr_types=dict(sc, **acc_ptrs),
+                                expect_wgmma=bp >= 64))
+            out.append(Case(f"linear_bn_act.bwd[{dt},P{bp}_Q{bq}_w{warps}]", LBA._bwd_kernel, dt,
+                            dict(PRE=2, POST=1, HAS_G=True, HAS_B=True, ACC=tl.float32,
+                                 BLOCK_P=bp, BLOCK_Q=bq, s_gm=1),
+                            num_warps=warps, ptr_types=dict(sc, **acc_ptrs)))
+    # ---- end linear_bn_act ----
     return out
 
 

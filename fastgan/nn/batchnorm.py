@@ -10,6 +10,9 @@ import torch.nn as nn
 
 from fastgan import ops
 
+from ._autocast import _autocast_dtype, _cast
+from .linear import FusedLinearAct
+
 
 def uses_batch_statistics(module: nn.Module) -> bool:
     """True when ``module`` holds a BatchNorm, which needs two or more samples in training."""
@@ -74,3 +77,42 @@ class BatchNormAct(nn.Module):
         return (f"{self.num_features}, slope={self.slope}, momentum={self.momentum}, "
                 f"eps={self.eps}, gamma={self.weight is not None}"
                 + ("" if self.unbiased_running_var else ", biased running var"))
+
+
+# ---- linear + training-mode BatchNorm as one op (issue 20) ----
+
+def _fusable(lin: nn.Module, bn: nn.Module) -> bool:
+    # exactly these two layers (a SyncBatchNormAct needs cross-rank statistics), one BN group
+    return (isinstance(lin, FusedLinearAct) and type(bn) is BatchNormAct and bn.groups == 1
+            and lin.out_features == bn.num_features)
+
+
+def linear_bn_act(lin: nn.Module, bn: "BatchNormAct", x: torch.Tensor) -> torch.Tensor:
+    """``bn(lin(x))`` as one op (fastgan.ops.linear_bn_act) when ``lin`` is a FusedLinearAct and
+    ``bn`` a BatchNormAct with one group; else the two layers in turn. The modules keep their
+    parameters and buffers, so state dicts are unchanged."""
+    if not _fusable(lin, bn):
+        return bn(lin(x))
+    dt = _autocast_dtype(x)
+    w = bn.weight if bn.weight is not None else bn.gamma_const
+    b = bn.bias if bn.bias is not None else bn.beta_const
+    return ops.linear_bn_act(_cast(x, dt), _cast(lin.weight, dt), _cast(lin.bias, dt), w, b,
+                             bn.running_mean, bn.running_var, bn.training, bn.momentum, bn.eps,
+                             lin.slope, bn.slope, bn.unbiased_running_var)
+
+
+class LinearBNSequential(nn.Sequential):
+    """nn.Sequential (same state dict keys: ``0.weight``, ``1.running_mean``...) that runs each
+    (FusedLinearAct, BatchNormAct) pair as one :func:`linear_bn_act`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mods = list(self)
+        i = 0
+        while i < len(mods):
+            if i + 1 < len(mods) and _fusable(mods[i], mods[i + 1]):
+                x = linear_bn_act(mods[i], mods[i + 1], x)
+                i += 2
+            else:
+                x = mods[i](x)
+                i += 1
+        return x

@@ -11,6 +11,9 @@
     sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope, group,
                 unbiased_running_var)           bn_act in training mode with statistics over
                                                 every rank of ``group`` (an optional op)
+    linear_bn_act(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, training,
+                  momentum, eps, slope_pre, slope_post, unbiased_running_var)
+                                                bn_act(linear_act(...)) as one op (optional)
 
 ``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope) (:func:`act`); linear_act
 and bias_act also take "tanh" and "sigmoid". linear_act's optional ``bn_eval`` = (running_mean,
@@ -100,8 +103,24 @@ def gan_stats(stats, loss_d, loss_g, real_logits, fake_logits):
                                                   fake_logits)
 
 
+# ---- linear_bn_act (issue 20: training-mode BN in the matmul epilogue) ----
+def linear_bn_act(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, training=True,
+                  momentum=0.1, eps=1e-5, slope_pre=None, slope_post=None,
+                  unbiased_running_var=True):
+    """``bn_act(linear_act(x, weight, bias, slope_pre), bn_weight, bn_bias, running_mean,
+    running_var, training, momentum, eps, slope_post, unbiased_running_var)`` as one op (the
+    reference is exactly that composition); the running statistics updated in place. An
+    optional op."""
+    return lookup("linear_bn_act", x.device.type)(x, weight, bias, bn_weight, bn_bias,
+                                                  running_mean, running_var, training, momentum,
+                                                  eps, slope_pre, slope_post,
+                                                  unbiased_running_var)
+# ---- end linear_bn_act ----
+
+
 __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "register", "lookup",
            "use_backend", "set_backend", "active_backend", "available_backends", "auto_backend",
            "resolve_backend", "BACKENDS", "OPS", "OPTIONAL_OPS", "BackendUnavailable",
            "has_impl", "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
-           "known_backends", "gather_scale", "gan_stats"]
+           "known_backends", "gather_scale", "gan_stats",
+           "linear_bn_act"]

@@ -25,6 +25,9 @@ OPS = ("linear_act", "bias_act", "bn_act", "gan_loss")
 # engine's batch gather and metrics: no layer needs them, and their reference is the plain
 # torch sequence they fuse, so a backend without them is still complete).
 OPTIONAL_OPS = ("sync_bn_act", "gather_scale", "gan_stats")
+# linear_bn_act: its reference is linear_act then bn_act, exactly, so a backend without it
+# loses only the fusion.
+OPTIONAL_OPS += ("linear_bn_act",)
 CATALOG = "fastgan.backends"   # the plug-in seam: names, modules and auto order of the backends
 
 _impls: Dict[Tuple[str, str, str], Callable] = {}

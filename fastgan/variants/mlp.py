@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from fastgan.nn import BatchNormAct, FusedLinearAct, bce
+from fastgan.nn.batchnorm import LinearBNSequential
 
 from .base import BenchSettings, Hyper, Variant, cat_rows
 
@@ -50,7 +51,8 @@ class Generator(nn.Module):
         layers = []
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [FusedLinearAct(a, b, slope=0.2), BatchNormAct(b, slope=None, **BN)]
-        self.body = nn.Sequential(*layers)
+        # each (linear, BN) pair one op in training (ops.linear_bn_act); state dict as Sequential's
+        self.body = LinearBNSequential(*layers)
         self.out = FusedLinearAct(1024, out_dim, slope="tanh")
 
     def _body_eval(self, h: torch.Tensor) -> torch.Tensor:

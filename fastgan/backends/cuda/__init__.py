@@ -21,7 +21,9 @@ from .gan_loss import gan_loss, gan_loss_cpu
 from .gan_stats import gan_stats, gan_stats_cpu
 from .gather_scale import gather_scale, gather_scale_cpu
 from .linear_act import linear_act, linear_act_cpu
+from .linear_bn_act import linear_bn_act, linear_bn_act_cpu
 
 __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "build_info", "HAS_CUDA_KERNELS",
            "CPU_MIN_NUMEL", "doctor_line", "linear_act_cpu", "bias_act_cpu", "bn_act_cpu",
-           "gan_loss_cpu", "gather_scale", "gather_scale_cpu", "gan_stats", "gan_stats_cpu"]
+           "gan_loss_cpu", "gather_scale", "gather_scale_cpu", "gan_stats", "gan_stats_cpu",
+           "linear_bn_act", "linear_bn_act_cpu"]
