@@ -135,6 +135,20 @@ def _hook_layers(nets: Dict[str, nn.Module], parts: Dict[str, int], act_bytes: i
     return handles
 
 
+@contextlib.contextmanager
+def _unfused_linear_bn():
+    """(FusedLinearAct, BatchNormAct) pairs as two module calls, so the layer hooks see both:
+    the fused op (nn.batchnorm.linear_bn_act) moves the same bytes (it writes the pre-BN
+    activation for its backward and the output) and runs the same matmul."""
+    from fastgan.nn import batchnorm
+    fusable = batchnorm._fusable
+    batchnorm._fusable = lambda lin, bn: False
+    try:
+        yield
+    finally:
+        batchnorm._fusable = fusable
+
+
 def count_iteration(variant: str, batch_size: int, precision: str = "fp32",
                     **overrides) -> IterationCount:
     """Count one ``Engine.step()`` of ``variant`` at ``batch_size`` (see the module docstring).
@@ -166,7 +180,7 @@ def count_iteration(variant: str, batch_size: int, precision: str = "fp32",
         params_d = sum(p.numel() for p in eng.d_params)
         params_g = sum(p.numel() for p in eng.g_params)
         handles = _hook_layers(nets, parts, act_bytes)
-        with FlopCounterMode(display=False) as fc:
+        with _unfused_linear_bn(), FlopCounterMode(display=False) as fc:
             hd = eng.opt_d.register_step_post_hook(
                 lambda *a, **k: d_flops.append(fc.get_total_flops()))
             try:

@@ -13,7 +13,12 @@ from __future__ import annotations
 import os
 
 CPU_MIN_NUMEL = {"linear_act": 4_000_000, "bias_act": 1_000_000, "bn_act": 100_000,
-                 "gan_loss": 1_000_000}
+                 "gan_loss": 1_000_000,
+                 # not measured on its own: bn_act's, the op it mostly replaces
+                 "linear_bn_act": 100_000}
+# The iteration's own ops (gather_scale, gan_stats) run the C++ kernels at every size: faster
+# than the torch sequences they replace even on the smallest batches (measured with timeit).
+ALWAYS_CPP = ("gather_scale", "gan_stats")
 
 
 def _cpu_policy() -> str:
@@ -44,4 +49,5 @@ def doctor_line() -> str:
                 f"{'the C++ kernels' if policy == 'always' else 'the reference code'} for every op")
     th = ", ".join(f"{op} >= {n:,}" for op, n in CPU_MIN_NUMEL.items())
     return (f"per op and size, the faster measured (bench/test_cpu_ops.py): the C++ kernels from "
-            f"{th} elements, the reference code below (FASTGAN_CPU_KERNELS=always|never decides)")
+            f"{th} elements, the reference code below; {', '.join(ALWAYS_CPP)} at every size "
+            f"(FASTGAN_CPU_KERNELS=always|never decides)")

@@ -15,7 +15,6 @@ import torch
 from fastgan.backends.reference import linear_bn_act as _reference
 from fastgan.ops.registry import register
 
-from . import _cpu_policy
 from ._cpu_policy import _cpu_pick
 from ._extension import DEVICE_TYPES, _acc_dtype, _ops
 from .bn_act import bn_act as _bn_act
@@ -76,9 +75,6 @@ def linear_bn_act(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
                    slope_post, unbiased_running_var)
 
 
-# Below this many output elements the reference composition is faster on CPU (unmeasured for
-# this op: bn_act's threshold; _cpu_policy.CPU_MIN_NUMEL should hold it).
-_cpu_policy.CPU_MIN_NUMEL.setdefault("linear_bn_act", _cpu_policy.CPU_MIN_NUMEL["bn_act"])
 linear_bn_act_cpu = _cpu_pick("linear_bn_act", linear_bn_act, _reference,
                               lambda x, w, *a, **k: (x.numel() // max(1, x.shape[-1]))
                               * w.shape[0])
