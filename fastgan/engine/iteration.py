@@ -44,6 +44,9 @@ class EngineOptions:
     # stream and trains on its slice ``rank`` of ``world`` (see engine/distributed.py).
     rank: int = 0
     world: int = 1
+    # "nchw" or "channels_last" (--memory-format, resolved): the layout of the networks' 4-D
+    # parameters, the real/fake image buffers and the device-resident data set.
+    memory_format: str = "nchw"
 
 
 def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device,
@@ -105,6 +108,13 @@ class Engine:
         self.variant, self.nets, self.opts, self.device = variant, nets, opts, device
         h = variant.hyper
         roles = variant.param_roles()
+        # ---- memory format (issue 21): the networks first, before any optimizer sees them.
+        # (Only 4-D image batches have a layout: flat-vector variants stay as they are.)
+        self.channels_last = opts.memory_format == "channels_last" and variant.image_view(
+            torch.empty((1,) + tuple(images.shape[1:]), device="meta")).dim() == 4
+        if opts.memory_format != "nchw":
+            from fastgan.nn.conv import to_memory_format
+            to_memory_format(nets.values(), opts.memory_format)
         self.d_params = [p for r in roles["D"] for p in nets[r].parameters()]
         self.g_params = [p for r in roles["G"] for p in nets[r].parameters()]
         self.opt_d, self.opt_g = variant_optimizers(variant, self.d_params, self.g_params, device,
@@ -128,6 +138,10 @@ class Engine:
         self.host = None
         if self.resident:
             self.images = images.to(device)
+            if self.channels_last:
+                # NHWC on the device (once): each image's bytes in the order of a channels_last
+                # batch, so the gather writes ``real`` in NHWC as one contiguous row copy.
+                self.images = self.images.permute(0, 2, 3, 1).contiguous()
         else:
             self.images = images
             self.host = HostBatchLoader(images, n_real, device, opts.seed + 3, sl_real,
@@ -172,6 +186,8 @@ class Engine:
         real_shape = variant.image_view(torch.empty(u8_shape, device="meta")).shape
         n_fake = sl_noise.stop - sl_noise.start
         self.d_input = torch.zeros((n_local + n_fake,) + tuple(real_shape[1:]), device=device)
+        if self.channels_last:
+            self.d_input = self.d_input.contiguous(memory_format=torch.channels_last)
         self.real, self.fake_out = self.d_input[:n_local], self.d_input[n_local:]
         self.z = torch.zeros(variant.noise_shape(n_noise), device=device)
         self.batch_labels = self.mis_idx = self.mis_labels = None
@@ -218,7 +234,9 @@ class Engine:
             torch.add(self.slice_arange, self.slice_offset, out=self._idx)
         else:
             self._idx.random_(0, self.n_images, generator=self.gen)
-        ops.gather_scale(self.images, self.idx_local, self.scale, self.shift, self.real)
+        # channels_last: ``real`` seen as [n, H, W, C] is contiguous, like the NHWC data set.
+        out = self.real.permute(0, 2, 3, 1) if self.channels_last else self.real
+        ops.gather_scale(self.images, self.idx_local, self.scale, self.shift, out)
 
     @property
     def idx(self) -> torch.Tensor:
