@@ -71,5 +71,10 @@ def to_memory_format(modules, name: str) -> None:
     channels_last weights and inputs cuDNN runs its NHWC kernels, and the convolutions' outputs
     (and gradients) are NHWC too, which bn_act / bias_act take as [rows, C]."""
     fmt = torch_memory_format(name)
-    for mod in modules:
-        mod.to(memory_format=fmt)
+    with torch.no_grad():
+        for mod in modules:
+            # Tensor by tensor, not Module.to: that swaps tensor subclasses (the roofline's fake
+            # tensors) and refuses ones with weak references.
+            for t in list(mod.parameters()) + list(mod.buffers()):
+                if t.dim() == 4 and not t.is_contiguous(memory_format=fmt):
+                    t.data = t.data.contiguous(memory_format=fmt)
