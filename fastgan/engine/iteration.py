@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from fastgan import ops
+from fastgan.nn.conv import to_memory_format
 from fastgan.variants import Batch, Variant
 
 from .distributed import check_batch
@@ -44,9 +45,7 @@ class EngineOptions:
     # stream and trains on its slice ``rank`` of ``world`` (see engine/distributed.py).
     rank: int = 0
     world: int = 1
-    # "nchw" or "channels_last" (--memory-format, resolved): the layout of the networks' 4-D
-    # parameters, the real/fake image buffers and the device-resident data set.
-    memory_format: str = "nchw"
+    memory_format: str = "nchw"    # or "channels_last": 4-D parameters, image buffers, data set
 
 
 def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device,
@@ -108,12 +107,10 @@ class Engine:
         self.variant, self.nets, self.opts, self.device = variant, nets, opts, device
         h = variant.hyper
         roles = variant.param_roles()
-        # ---- memory format (issue 21): the networks first, before any optimizer sees them.
-        # (Only 4-D image batches have a layout: flat-vector variants stay as they are.)
+        # Memory format: the networks before any optimizer sees them (4-D image batches only).
         self.channels_last = opts.memory_format == "channels_last" and variant.image_view(
             torch.empty((1,) + tuple(images.shape[1:]), device="meta")).dim() == 4
-        if opts.memory_format != "nchw":
-            from fastgan.nn.conv import to_memory_format
+        if self.channels_last:
             to_memory_format(nets.values(), opts.memory_format)
         self.d_params = [p for r in roles["D"] for p in nets[r].parameters()]
         self.g_params = [p for r in roles["G"] for p in nets[r].parameters()]
@@ -138,9 +135,7 @@ class Engine:
         self.host = None
         if self.resident:
             self.images = images.to(device)
-            if self.channels_last:
-                # NHWC on the device (once): each image's bytes in the order of a channels_last
-                # batch, so the gather writes ``real`` in NHWC as one contiguous row copy.
+            if self.channels_last:   # NHWC once: the gather is then a contiguous row copy
                 self.images = self.images.permute(0, 2, 3, 1).contiguous()
         else:
             self.images = images
@@ -234,7 +229,6 @@ class Engine:
             torch.add(self.slice_arange, self.slice_offset, out=self._idx)
         else:
             self._idx.random_(0, self.n_images, generator=self.gen)
-        # channels_last: ``real`` seen as [n, H, W, C] is contiguous, like the NHWC data set.
         out = self.real.permute(0, 2, 3, 1) if self.channels_last else self.real
         ops.gather_scale(self.images, self.idx_local, self.scale, self.shift, out)
 
