@@ -64,6 +64,7 @@ TEST_FILES = [
     "tests/test_graphs.py::test_graph_replays_match_eager_steps",
     "tests/test_graphs.py::test_in_graph_rng_advances_every_replay",
     "tests/test_graphs.py::test_warmup_leaves_no_trace",
+    "tests/test_cudnn_tensor_cores.py",   # dcgan's convs on tensor cores (issue 21)
 ]
 TEST_MARKS = "(gpu or gpucheck) and not slow"
 WARM_PATHS = ("compile-default", "compile-reduce-overhead", "fastgan-triton")

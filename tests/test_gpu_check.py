@@ -187,3 +187,30 @@ def test_top_kernels_per_iteration():
     md = to_markdown(_doc([_row("eager-reference", 100.0, variant="dcgan", batch=128), row]))
     assert "#### Top kernels: dcgan 128 fastgan-cuda-graph" in md
     assert "| `conv` | 2.00 | 60.0 |" in md
+
+
+def test_plan_has_issue_21_rows():
+    """dcgan 128/512 in fp32 and bf16 in both layouts, 2048 bf16, 96x96 and 128x128 images:
+    in the dcgan tier on the auto backend's graph path; the seeds' loop skips channels_last."""
+    from fastgan import ops
+    from fastgan.benchmark.matrix import layout_cases
+    cfg = make_config(device="cuda", quick=True, gpu_check=True)
+    items = plan(cfg)
+    auto = ops.auto_backend("cuda")
+    graph_path = f"fastgan-{auto}-graph"
+    cl = {"memory_format": "channels_last"}
+    want = [(128, "fp32", cl), (512, "fp32", cl), (128, "bf16", cl), (512, "bf16", cl),
+            (2048, "bf16", {}), (2048, "bf16", cl), (128, "bf16", {"image_size": 96}),
+            (128, "fp32", {"image_size": 128, **cl})]
+    have = {(b, p, tuple(sorted(o.items()))) for _, b, p, o in layout_cases(["dcgan"])}
+    for b, p, o in want:
+        assert (b, p, tuple(sorted(o.items()))) in have
+        rows = [i for i in items if i.variant == "dcgan" and i.batch == b and i.precision == p
+                and i.overrides == o]
+        g = [i for i in rows if i.path == graph_path]
+        assert g and g[0].skip is None and g[0].priority // 100 == T_DCGAN, (b, p, o)
+        if "memory_format" in o:
+            assert all(i.skip for i in rows if not i.path.startswith("fastgan-")), (b, p, o)
+    # NCHW at the check batches stays where it was
+    assert any(i.variant == "dcgan" and i.batch == 512 and i.precision == "bf16"
+               and not i.overrides and i.path == graph_path and i.skip is None for i in items)

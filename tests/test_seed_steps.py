@@ -58,15 +58,19 @@ def _data(v, n=64, seed=4):
             torch.randint(0, 10, (n,), generator=g))
 
 
-def run_fastgan(name, backend, iters=ITERS, seed=3, **kw):
+def run_fastgan(name, backend, iters=ITERS, seed=3, memory_format="nchw", precision="fp32",
+                **kw):
     """fastgan's engine from a fixed start: (variant, initial state dicts, images, labels,
-    per-iteration records of the draws, losses, gradients and state)."""
+    per-iteration records of the draws, losses, gradients and state). ``memory_format`` and
+    ``precision``: the EngineOptions' (issue 21)."""
     v = get_variant(name, **{**CONFIG[name], **kw})
     torch.manual_seed(seed)
     nets = v.build({})
     init = {r: copy.deepcopy(m.state_dict()) for r, m in nets.items()}
     imgs, labels = _data(v)
-    eng = Engine(v, nets, imgs, labels, EngineOptions(batch_size=v.hyper.batch_size, seed=seed),
+    eng = Engine(v, nets, imgs, labels, EngineOptions(batch_size=v.hyper.batch_size, seed=seed,
+                                                      memory_format=memory_format,
+                                                      precision=precision),
                  torch.device("cpu"))
     got = {}
     for which in ("d_loss", "g_loss"):
@@ -85,6 +89,10 @@ def run_fastgan(name, backend, iters=ITERS, seed=3, **kw):
             recs.append(dict(
                 idx=clone(eng.idx), real=clone(eng.real), z=clone(eng.z), z_g=clone(eng.z_g),
                 labels=clone(eng.batch_labels), mis=clone(eng.mis_labels),
+                channels_last=eng.real.dim() == 4 and all(
+                    t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+                    for t in [eng.real] + [p for p in eng.d_params + eng.g_params
+                                           if p.dim() == 4 and p.shape[1] > 1]),
                 d_loss=got["d_loss"], g_loss=got["g_loss"],
                 grads={f"{r}.{k}": clone(p.grad) for r, m in nets.items()
                        for k, p in m.named_parameters()},
@@ -670,7 +678,26 @@ class Discriminator(nn.Module):
 def test_dcgan_is_the_pytorch_example(backend):
     _need(backend)
     v, init, imgs, _, recs = run_fastgan("dcgan", backend)
-    nz, ngf, ndf, nc = 100, 8, 8, 1
+    compare("dcgan", backend, recs, dcgan_example_records(recs, init, nc=1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dcgan_channels_last_is_the_pytorch_example(backend):
+    """--memory-format channels_last (issue 21): NHWC buffers, parameters and layers, the same
+    numbers as the (NCHW) PyTorch example in float64. RGB so that every layout is NHWC for real
+    (a 1-channel batch is both layouts at once)."""
+    _need(backend)
+    v, init, imgs, _, recs = run_fastgan("dcgan", backend, memory_format="channels_last",
+                                         channels=3)
+    assert all(r["channels_last"] for r in recs), "the run did not train in channels_last"
+    compare("dcgan-channels_last", backend, recs, dcgan_example_records(recs, init, nc=3))
+
+
+def dcgan_example_records(recs, init, nc=1, ngf=8, ndf=8):
+    """The PyTorch DCGAN example's training loop fed fastgan's draws (``recs``) from fastgan's
+    initial weights (``init``): per-iteration losses, gradients and state, in the default
+    dtype."""
+    nz = 100
     netG, netD = Generator(nz, ngf, nc), Discriminator(nc, ndf)
     gn, dn = _load_in_order(netG, init["G"], "G"), _load_in_order(netD, init["D"], "D")
     criterion = nn.BCELoss()
@@ -706,7 +733,7 @@ def test_dcgan_is_the_pytorch_example(backend):
         optimizerG.step()
         out.append(dict(d_loss=errD.detach(), g_loss=errG.detach(), grads={**d_grads, **g_grads},
                         state=_torch_state([(netD, dn), (netG, gn)])))
-    compare("dcgan", backend, recs, out)
+    return out
 
 
 def test_dcgan_kernel5_is_seed_003():

@@ -55,6 +55,42 @@ def bf16_cases(variants: List[str], quick: bool, gpu_check: bool) -> List[Tuple[
     return out
 
 
+# Issue 21's rows for the variants whose kernels are the time (BenchSettings.top_kernels: dcgan):
+# both memory formats at the check batches in fp32 and bf16, the largest batch in bf16, and
+# larger images. Only the fastgan paths run them (the seed loop is the seeds' NCHW fp32/bf16).
+IMAGE_SIZES = (96, 128)
+CL = {"memory_format": "channels_last"}
+
+
+def layout_cases(variants: List[str]) -> List[Tuple[str, int, str, dict]]:
+    """(variant, batch, precision, overrides) of those rows, in the order they run."""
+    from fastgan.variants import VARIANTS
+    out: List[Tuple[str, int, str, dict]] = []
+    for v in variants:
+        s = VARIANTS[v].bench_settings() if v in VARIANTS else None
+        if s is None or not s.top_kernels:
+            continue
+        seed_b = VARIANTS[v]().hyper.batch_size
+        for b in s.check_batches:
+            out += [(v, b, "fp32", dict(CL)), (v, b, "bf16", dict(CL))]
+        if s.gpu_batches:
+            big = max(s.gpu_batches)
+            out += [(v, big, "bf16", {}), (v, big, "bf16", dict(CL))]
+        for size in IMAGE_SIZES:
+            for prec in ("fp32", "bf16"):
+                for ovr in ({}, CL):
+                    out.append((v, seed_b, prec, {"image_size": size, **ovr}))
+    return out
+
+
+def engine_only(overrides: dict) -> Optional[str]:
+    """The skip reason of a seed-loop path on a row with engine overrides."""
+    from .paths import ENGINE_OVERRIDES
+    if any(k in (overrides or {}) for k in ENGINE_OVERRIDES):
+        return "channels_last rows: the fastgan paths only (the seeds' loop runs NCHW)"
+    return None
+
+
 @dataclass
 class Timing:
     warmup: int = 5
@@ -205,6 +241,17 @@ def plan(cfg: BenchConfig) -> List[Item]:
     if dev_type == "cuda" and not cfg.batch_sizes:
         cases += [(v, b, "bf16", {}, False)
                   for v, b in bf16_cases(cfg.variants, cfg.quick, cfg.gpu_check)]
+        extra = layout_cases(cfg.variants)
+        if not cfg.gpu_check:       # --quick and the full matrix: the check batches' layouts
+            extra = [c for c in extra if "image_size" not in c[3]]
+        have = {case_key(v, b, p, o) for v, b, p, o, _ in cases}
+        cases += [(v, b, p, o, False) for v, b, p, o in extra if case_key(v, b, p, o) not in have]
+    elif cfg.tiny and cfg.gpu_check and not cfg.batch_sizes:
+        # The dry run keeps the channels_last path alive: one tiny row per such variant.
+        cases += [(v, bench_settings(v).tiny_batch, "fp32",
+                   {**bench_settings(v).tiny_overrides, **CL}, True)
+                  for v, _, _, _ in layout_cases(cfg.variants)[:1]]
+    issue21 = {case_key(v, b, p, o) for v, b, p, o in layout_cases(cfg.variants)}
     heavy_names = heavy_variants()
 
     items: List[Item] = []
@@ -268,8 +315,16 @@ def plan(cfg: BenchConfig) -> List[Item]:
                 prio = P_BF16
                 if cfg.quick and kind == "fastgan" and p["backend"] not in ("reference", auto):
                     skip = skip or "quick mode: bf16 only for the reference and auto backends"
+            if skip is None and kind != "fastgan":
+                skip = engine_only(ovr)
             if cfg.gpu_check:
-                prio = 100 * check_tier(v, b, prec, p, seed, auto) + prio
+                tier = check_tier(v, b, prec, p, seed, auto)
+                # Issue 21's extra rows in the dcgan tier on the product's path only (the auto
+                # backend graphed): each new shape costs Triton a JIT and autotune elsewhere.
+                if case_key(v, b, prec, ovr) in issue21:
+                    tier = T_DCGAN if kind == "fastgan" and p["graph"] and p["backend"] == auto \
+                        else T_REST
+                prio = 100 * tier + prio
             items.append(Item(v, b, prec, dict(ovr), path, prio, budget, isolate, skip,
                               order=len(items)))
     return items

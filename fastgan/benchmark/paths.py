@@ -91,6 +91,15 @@ def make_dataset(variant, n_real: int, device: torch.device, seed: int = 0
     return images.to(device), labels.to(device)
 
 
+# Overrides that are the engine's, not the variant's (a row's case key holds them all).
+ENGINE_OVERRIDES = ("memory_format",)
+
+
+def variant_overrides(overrides: Optional[dict]) -> dict:
+    """A row's overrides for ``get_variant``: without the engine's (``ENGINE_OVERRIDES``)."""
+    return {k: v for k, v in (overrides or {}).items() if k not in ENGINE_OVERRIDES}
+
+
 def set_math_mode(device: torch.device) -> None:
     """fp32 matmuls/convs in TF32 and cuDNN's algorithm search (``cudnn.benchmark``) on the GPU,
     for every path alike, as ``fastgan train`` does; FASTGAN_BENCH_CUDNN_BENCHMARK=0 turns the
@@ -121,7 +130,9 @@ class Runner:
         from fastgan.variants import get_variant
         self.variant_name, self.batch, self.precision = variant_name, batch, precision
         self.overrides, self.device, self.seed = dict(overrides), device, seed
-        self.v = get_variant(variant_name, batch_size=batch, **overrides)
+        self.v = get_variant(variant_name, batch_size=batch, **variant_overrides(overrides))
+        # --memory-format of the fastgan paths (the seed loop runs the seeds' NCHW).
+        self.memory_format = self.overrides.get("memory_format", "nchw")
         h = self.v.hyper
         self.n_real, self.n_noise = self.v.batch_sizes(h.batch_size)
         self.images, self.labels = data if data is not None else make_dataset(
@@ -232,7 +243,8 @@ class EngineRunner(Runner):
         nets = self._build_nets()
         opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
                              label_smoothing=h.label_smoothing, precision=self.precision,
-                             seed=self.seed, capturable=self.graph)
+                             seed=self.seed, capturable=self.graph,
+                             memory_format=self.memory_format)
         self.engine = Engine(self.v, nets, self.images,
                              self.labels if self.v.needs_labels else None, opts, self.device)
         self.replay = None

@@ -153,7 +153,8 @@ def count_iteration(variant: str, batch_size: int, precision: str = "fp32",
                     **overrides) -> IterationCount:
     """Count one ``Engine.step()`` of ``variant`` at ``batch_size`` (see the module docstring).
 
-    ``overrides`` go to ``get_variant`` (e.g. ``image_size=32, ngf=16`` for a small dcgan).
+    ``overrides`` go to ``get_variant`` (e.g. ``image_size=32, ngf=16`` for a small dcgan),
+    except ``memory_format`` (the engine's: the same FLOPs and bytes in either layout).
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
@@ -162,6 +163,8 @@ def count_iteration(variant: str, batch_size: int, precision: str = "fp32",
     from fastgan.engine.iteration import Engine, EngineOptions
     from fastgan.variants import get_variant
 
+    overrides = dict(overrides)
+    memory_format = overrides.pop("memory_format", "nchw")
     v = get_variant(variant, batch_size=batch_size, **overrides)
     h = v.hyper
     parts = {"optimizer": 0, "weights": 0, "activations": 0, "data": 0}
@@ -175,7 +178,8 @@ def count_iteration(variant: str, batch_size: int, precision: str = "fp32",
         labels = torch.empty((n_data,), dtype=torch.long)
         eng = Engine(v, nets, images, labels if v.needs_labels else None,
                      EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
-                                   label_smoothing=h.label_smoothing, precision=precision),
+                                   label_smoothing=h.label_smoothing, precision=precision,
+                                   memory_format=memory_format),
                      torch.device("cpu"))
         params_d = sum(p.numel() for p in eng.d_params)
         params_g = sum(p.numel() for p in eng.g_params)

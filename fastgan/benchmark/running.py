@@ -191,7 +191,8 @@ def _run_items(cfg, todo, rows, deadline, device, nvml, log, publish, on_row=Non
                 data = None
                 gc.collect()
                 from fastgan.variants import get_variant
-                v = get_variant(it.variant, batch_size=it.batch, **it.overrides)
+                from .paths import variant_overrides
+                v = get_variant(it.variant, batch_size=it.batch, **variant_overrides(it.overrides))
                 data = make_dataset(v, v.batch_sizes(it.batch)[0], device, cfg.seed)
                 data_key = key
             row = measure_path(spec, data=data, nvml=nvml)

@@ -44,6 +44,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "see `fastgan doctor`)")
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     g.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 = autocast (default fp32)")
+    g.add_argument("--memory-format", choices=("auto", "nchw", "channels_last"),
+                   help="image layout of the convolutional variants: channels_last (NHWC) runs "
+                   "every conv, BN and activation in NHWC (default auto: channels_last on CUDA, "
+                   "nchw on CPU, or the resumed run's)")
     g.add_argument("--no-tf32", dest="tf32", action="store_false",
                    help="keep fp32 matmuls/convs in full fp32 on the GPU")
     g.add_argument("--threads", type=int,
@@ -94,6 +98,7 @@ def run(a) -> int:
         backend=a.backend, device=a.device, seed=a.seed, out=a.out, resume=a.resume,
         overwrite=a.overwrite,
         data_on=a.data_on, cuda_graphs=a.cuda_graphs, graph_unroll=a.graph_unroll, precision=a.precision,
+        memory_format=a.memory_format,
         tf32=a.tf32, d_steps=a.d_steps, label_smoothing=a.label_smoothing, lr_d=a.lr_d,
         lr_g=a.lr_g, image_size=a.image_size, channels=a.channels, variant_options=vopts,
         log_every=a.log_every, sample_every=a.sample_every,

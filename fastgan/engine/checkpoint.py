@@ -204,6 +204,7 @@ def training_state(engine, step: int) -> Dict[str, Any]:
         "opt_d": _opt_state(engine.opt_d),
         "opt_g": _opt_state(engine.opt_g),
         "step": step,
+        "memory_format": engine.opts.memory_format,
         "rng": {
             "engine": engine.rng_state(),
             "engine_device": engine.device.type,
@@ -345,6 +346,17 @@ def _load_opt(opt: torch.optim.Optimizer, sd: dict) -> None:
             g["lr"] = lr
 
 
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Adam's moments in their parameter's memory format: a checkpoint of an NCHW run resumed
+    channels_last (or the reverse) loads moments with the other strides, and the fused Adam
+    pairs elements by storage order."""
+    for p, st in opt.state.items():
+        for k, t in list(st.items()):
+            if torch.is_tensor(t) and t.shape == p.shape and t.dim() == 4 \
+                    and t.stride() != p.stride():
+                st[k] = torch.empty_like(p, dtype=t.dtype).copy_(t)
+
+
 def restore_into(state: Dict[str, Any], engine) -> int:
     """Load networks, optimizers and RNG states into a freshly built engine; return the step."""
     check_compatible(state, engine.variant.name, engine.nets)
@@ -352,6 +364,8 @@ def restore_into(state: Dict[str, Any], engine) -> int:
         net.load_state_dict(state["nets"][role])
     _load_opt(engine.opt_d, state["opt_d"])
     _load_opt(engine.opt_g, state["opt_g"])
+    for opt in (engine.opt_d, engine.opt_g):
+        _match_layouts(opt)
     rng = state["rng"]
     if rng.get("engine_device") == engine.device.type:
         engine.set_rng_state(rng["engine"])

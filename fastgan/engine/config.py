@@ -18,7 +18,7 @@ from .distributed import DEFAULT_TIMEOUT_S
 RESUMED_FIELDS = ("variant", "dataset", "data_dir", "image_size", "channels", "variant_options",
                   "batch_size", "seed", "precision", "backend", "d_steps", "label_smoothing",
                   "lr_d", "lr_g", "max_images", "steps", "epochs", "log_every", "sample_every",
-                  "checkpoint_every", "n_samples", "eval_every", "eval_n")
+                  "checkpoint_every", "n_samples", "eval_every", "eval_n", "memory_format")
 # Of those, the ones a resumed run cannot change: its random streams continue from the
 # checkpoint (seed), its batches are drawn from its data set at its batch size. (The variant and
 # the architecture are checked against the checkpoint itself.)
@@ -31,7 +31,8 @@ FIXED_ON_RESUME = {
 # Defaults of the settings that are None until resolved (None: the resumed run's value, if any).
 DEFAULTS = {"variant": DEFAULT_VARIANT, "dataset": "mnist", "backend": "auto",
             "precision": "fp32", "seed": 0, "log_every": 50, "sample_every": 500,
-            "checkpoint_every": 1000, "n_samples": 64, "eval_every": 0, "eval_n": 10000}
+            "checkpoint_every": 1000, "n_samples": 64, "eval_every": 0, "eval_n": 10000,
+            "memory_format": "auto"}
 HYPER_FIELDS = ("batch_size", "d_steps", "label_smoothing", "lr_d", "lr_g")
 
 
@@ -75,6 +76,9 @@ class TrainConfig:
     graph_unroll: int = 1
     graph_warmup: int = 3
     precision: Optional[str] = None      # None: the resumed run's, else "fp32"
+    # --memory-format: "auto", "nchw" or "channels_last" (None: the resumed run's, else auto);
+    # validate.choose_memory_format resolves auto per device.
+    memory_format: Optional[str] = None
     tf32: bool = True
     d_steps: Optional[int] = None
     label_smoothing: Optional[float] = None

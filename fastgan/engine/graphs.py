@@ -3,6 +3,11 @@
 PyTorch's whole-network capture recipe: warm up on a side stream (which also triggers every
 Triton autotune and cuDNN algorithm choice, and creates the optimizers' state), restore the state
 the warm-up changed, capture ``unroll`` iterations on the same side stream, replay.
+
+cuDNN's algorithm search (``torch.backends.cudnn.benchmark``: ``fastgan train`` and every
+benchmark path turn it on for CUDA) runs on a convolution's first call for each shape, dtype and
+layout; an iteration has the same ones every time, so the warm-up's first iteration searches
+every one and the capture records the algorithms found, never a search.
 """
 from __future__ import annotations
 
@@ -37,6 +42,9 @@ class GraphedIteration:
             raise CudaGraphsUnavailable("the engine's optimizers are not capturable: build it "
                                         "with EngineOptions(capturable=True)")
         self.engine, self.unroll = engine, unroll
+        # Whether the captured convolutions are cuDNN's searched algorithms (reported by the
+        # benchmark rows; off only when a caller turned the search off).
+        self.cudnn_benchmark = bool(torch.backends.cudnn.benchmark)
         # A host-resident data set is gathered on the host and copied in before each replay.
         engine.fetch_outside = engine.host is not None
         t0 = time.perf_counter()

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from fastgan import ops
+from fastgan.nn.conv import to_memory_format
 from fastgan.variants import Batch, Variant
 
 from .distributed import check_batch
@@ -44,6 +45,7 @@ class EngineOptions:
     # stream and trains on its slice ``rank`` of ``world`` (see engine/distributed.py).
     rank: int = 0
     world: int = 1
+    memory_format: str = "nchw"    # or "channels_last": 4-D parameters, image buffers, data set
 
 
 def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device,
@@ -105,6 +107,11 @@ class Engine:
         self.variant, self.nets, self.opts, self.device = variant, nets, opts, device
         h = variant.hyper
         roles = variant.param_roles()
+        # Memory format: the networks before any optimizer sees them (4-D image batches only).
+        self.channels_last = opts.memory_format == "channels_last" and variant.image_view(
+            torch.empty((1,) + tuple(images.shape[1:]), device="meta")).dim() == 4
+        if self.channels_last:
+            to_memory_format(nets.values(), opts.memory_format)
         self.d_params = [p for r in roles["D"] for p in nets[r].parameters()]
         self.g_params = [p for r in roles["G"] for p in nets[r].parameters()]
         self.opt_d, self.opt_g = variant_optimizers(variant, self.d_params, self.g_params, device,
@@ -128,6 +135,8 @@ class Engine:
         self.host = None
         if self.resident:
             self.images = images.to(device)
+            if self.channels_last:   # NHWC once: the gather is then a contiguous row copy
+                self.images = self.images.permute(0, 2, 3, 1).contiguous()
         else:
             self.images = images
             self.host = HostBatchLoader(images, n_real, device, opts.seed + 3, sl_real,
@@ -172,6 +181,8 @@ class Engine:
         real_shape = variant.image_view(torch.empty(u8_shape, device="meta")).shape
         n_fake = sl_noise.stop - sl_noise.start
         self.d_input = torch.zeros((n_local + n_fake,) + tuple(real_shape[1:]), device=device)
+        if self.channels_last:
+            self.d_input = self.d_input.contiguous(memory_format=torch.channels_last)
         self.real, self.fake_out = self.d_input[:n_local], self.d_input[n_local:]
         self.z = torch.zeros(variant.noise_shape(n_noise), device=device)
         self.batch_labels = self.mis_idx = self.mis_labels = None
@@ -218,7 +229,8 @@ class Engine:
             torch.add(self.slice_arange, self.slice_offset, out=self._idx)
         else:
             self._idx.random_(0, self.n_images, generator=self.gen)
-        ops.gather_scale(self.images, self.idx_local, self.scale, self.shift, self.real)
+        out = self.real.permute(0, 2, 3, 1) if self.channels_last else self.real
+        ops.gather_scale(self.images, self.idx_local, self.scale, self.shift, out)
 
     @property
     def idx(self) -> torch.Tensor:

@@ -130,6 +130,24 @@ def check_precision(precision: str) -> None:
         raise UserError(f"unknown precision {precision!r}; use fp32 or bf16")
 
 
+def choose_memory_format(requested: str, variant_name: str, nets, device: torch.device) -> str:
+    """--memory-format resolved: "nchw" or "channels_last". auto = channels_last on CUDA (cuDNN's
+    NHWC tensor-core kernels; not yet measured against NCHW for dcgan: make gpu-check has both
+    rows), nchw on CPU; a variant without convolutions has no image layout (auto: nchw, and an
+    explicit choice is an error)."""
+    from fastgan.nn.conv import MEMORY_FORMATS, has_convolutions
+    if requested not in ("auto",) + MEMORY_FORMATS:
+        raise UserError(f"--memory-format must be auto, nchw or channels_last, not {requested!r}")
+    convs = has_convolutions(nets.values())
+    if requested != "auto":
+        if not convs:
+            raise UserError(f"--memory-format {requested}: {variant_name} has no convolutions "
+                            "(its images are flat vectors), so a layout means nothing there; "
+                            "drop --memory-format")
+        return requested
+    return "channels_last" if convs and device.type == "cuda" else "nchw"
+
+
 def check_data_on(data_on: str) -> Optional[bool]:
     """--data-on as Engine's ``resident`` (None: decided by the data set's size)."""
     if data_on not in ("auto", "device", "host"):
@@ -260,6 +278,7 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
         torch.backends.cudnn.benchmark = True
     r.nets = {k: m.to(r.device) for k, m in r.variant.build({}).items()}
     check_batch_statistics(r.variant, r.nets, cfg, world)
+    r.memory_format = choose_memory_format(cfg.memory_format, r.variant.name, r.nets, r.device)
     if cfg.sync_bn and r.dist is not None:
         convert_sync_bn(r.nets.values())
     resident = check_data_on(cfg.data_on)
@@ -269,6 +288,7 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.engine_options = EngineOptions(
         batch_size=h.batch_size, d_steps=h.d_steps, label_smoothing=h.label_smoothing,
         precision=cfg.precision, seed=cfg.seed, capturable=r.graphs,
+        memory_format=r.memory_format,
         rank=r.dist.rank if r.dist else 0, world=world)
     with user_errors():
         build_engine(r, resident)

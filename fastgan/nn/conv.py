@@ -46,3 +46,35 @@ class ConvBNAct(nn.Module):
             return self.bn(self._conv(x, self.conv.bias))
         y = self._conv(x, None)
         return ops.bias_act(y, _cast(self.conv.bias, y.dtype), self.slope, 1)
+
+
+# ---- memory format (--memory-format) ---------------------------------------------------------
+MEMORY_FORMATS = ("nchw", "channels_last")
+
+
+def torch_memory_format(name: str) -> torch.memory_format:
+    if name not in MEMORY_FORMATS:
+        raise ValueError(f"memory format must be one of {', '.join(MEMORY_FORMATS)}, not {name!r}")
+    return torch.channels_last if name == "channels_last" else torch.contiguous_format
+
+
+def has_convolutions(modules) -> bool:
+    """Whether any module holds a 2-D (transposed) convolution: only then has the image layout
+    any effect."""
+    return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+               for mod in modules for m in mod.modules())
+
+
+def to_memory_format(modules, name: str) -> None:
+    """Every 4-D parameter and buffer of ``modules`` in the layout ``name``, in place (the
+    Parameter objects stay the same, so optimizers built on them remain valid). With
+    channels_last weights and inputs cuDNN runs its NHWC kernels, and the convolutions' outputs
+    (and gradients) are NHWC too, which bn_act / bias_act take as [rows, C]."""
+    fmt = torch_memory_format(name)
+    with torch.no_grad():
+        for mod in modules:
+            # Tensor by tensor, not Module.to: that swaps tensor subclasses (the roofline's fake
+            # tensors) and refuses ones with weak references.
+            for t in list(mod.parameters()) + list(mod.buffers()):
+                if t.dim() == 4 and not t.is_contiguous(memory_format=fmt):
+                    t.data = t.data.contiguous(memory_format=fmt)

@@ -161,8 +161,13 @@ class DCGAN(Variant):
             real = D(batch.real)
             fake = D(gen["fake"])
             return bce(real, real_target) + bce(fake, 0.0), real, fake
+        # Under bf16 autocast the fakes are bf16 and the gathered reals float32: the reals are
+        # cast to bf16 first (the cast D's first conv would make anyway), so the cat does not
+        # promote the fakes to float32 and back (numbers unchanged).
+        fake = gen["fake"]
+        real_in = batch.real.to(fake.dtype) if fake.dtype != batch.real.dtype else batch.real
         with bn_groups(D, 2):
-            logits = D(cat_rows(batch.real, gen["fake"]))
+            logits = D(cat_rows(real_in, fake))
         real, fake = logits[:n], logits[n:]
         # The sum of the two means is twice the mean over both (one loss call; the factor 2 is
         # exact).
