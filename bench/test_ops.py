@@ -185,3 +185,35 @@ def test_linear_bn_act(benchmark, case, backend, mode):
     _bench(benchmark, backend,
            lambda: ops.linear_bn_act(x, w, b, gam, bet, rm, rv, True, 0.2, 1e-3, sp, sq, False),
            (x, w, b, gam, bet), g, dict(case=name, shape=(N, K, M), slope_pre=sp, slope_post=sq))
+
+
+# The iteration's own ops (forward only): the batch gather with its uint8 scaling (MNIST 28x28,
+# dcgan's 64x64 RGB) and the metrics of one iteration.
+GATHER = [("mnist.64", 64, (1, 28, 28), 2.0 / 255, -1.0), ("dcgan.128", 128, (3, 64, 64),
+                                                            2.0 / 255, -1.0)]
+STATS = [("logits.64", 64), ("logits.4096", 4096)]
+if TINY:
+    GATHER = [("tiny.gather", 8, (1, 28, 28), 1.0 / 255, 0.0)]
+    STATS = [("tiny.stats", 16)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", GATHER, ids=lambda c: c[0])
+def test_gather_scale(benchmark, case, backend):
+    name, B, shape, scale, shift = case
+    images = torch.randint(0, 256, (4 * B, *shape), dtype=torch.uint8, device=DEVICE)
+    idx = torch.randint(0, 4 * B, (B,), device=DEVICE)
+    out = torch.empty((B, *shape), device=DEVICE)
+    _bench(benchmark, backend, lambda: ops.gather_scale(images, idx, scale, shift, out), (), None,
+           dict(case=name, shape=(B, *shape), mode="fwd"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", STATS, ids=lambda c: c[0])
+def test_gan_stats(benchmark, case, backend):
+    name, n = case
+    stats = torch.zeros(5, device=DEVICE)
+    ld, lg = torch.rand((), device=DEVICE), torch.rand((), device=DEVICE)
+    logits = torch.randn(2 * n, 1, device=DEVICE)
+    _bench(benchmark, backend, lambda: ops.gan_stats(stats, ld, lg, logits[:n], logits[n:]), (),
+           None, dict(case=name, shape=(n,), mode="fwd"))
