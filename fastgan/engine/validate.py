@@ -20,6 +20,7 @@ from fastgan.variants import get_variant
 
 from . import checkpoint as ckpt
 from . import distributed as ddp
+from . import train_options
 from .config import DEFAULTS, TrainConfig, UserError, merge_resumed
 from .graphs import CudaGraphsUnavailable, check_capture
 from .host_loader import fits_on_device
@@ -259,6 +260,13 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
         # the first iterations, or the warm-up before a graph capture).
         torch.backends.cudnn.benchmark = True
     r.nets = {k: m.to(r.device) for k, m in r.variant.build({}).items()}
+    # ---- training options (issue 22): spectral norm before the optimizers and the checkpoint;
+    # lazy R1 under a graph: the captured unroll holds whole R1 periods
+    if cfg.spectral_norm:
+        ckpt.spectral_norm_nets(r.variant, r.nets, cfg.seed, r.device)
+    if cfg.r1:
+        cfg.graph_unroll = train_options.graph_unroll(cfg.graph_unroll, h.d_steps, cfg.r1_every)
+    # ---- end of the training options
     check_batch_statistics(r.variant, r.nets, cfg, world)
     if cfg.sync_bn and r.dist is not None:
         convert_sync_bn(r.nets.values())
@@ -270,6 +278,11 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
         batch_size=h.batch_size, d_steps=h.d_steps, label_smoothing=h.label_smoothing,
         precision=cfg.precision, seed=cfg.seed, capturable=r.graphs,
         rank=r.dist.rank if r.dist else 0, world=world)
+    # ---- training options (issue 22), checked with the backend this run trains with
+    with user_errors():
+        r.engine_options = dataclasses.replace(
+            r.engine_options, **train_options.engine_fields(cfg, r.variant, r.nets, r.backend))
+    # ---- end of the training options
     with user_errors():
         build_engine(r, resident)
     r.step = 0
@@ -279,6 +292,8 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.last_saved = r.step if r.state is not None else None
     if r.dist is not None:
         r.dist.broadcast_state(r.nets.values())
+        if r.engine.ema is not None:    # training options: every rank's average from rank 0's
+            r.dist.broadcast_state([r.engine.ema.module])
 
 
 def decide_graphs(r, cfg: TrainConfig, host_resident: bool, d_steps: int) -> None:
