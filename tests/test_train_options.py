@@ -158,8 +158,8 @@ def test_backend_trains_like_reference_with_option(name, option, backend, float6
         pytest.skip(f"{backend} backend not available on CPU: {ops.load_error(backend)}")
     if not _applies(name, option, backend):
         pytest.skip(f"{option} does not apply to {name} with {backend} (a one-line error)")
-    if backend == "triton" and name not in ("mlp", "convgan"):
-        pytest.skip("the Triton interpreter: mlp and convgan stand for the others")
+    if backend == "triton" and name != "mlp":   # CI time: ~1 minute per variant there
+        pytest.skip("the Triton interpreter: mlp stands for the others")
     monkeypatch.setenv("FASTGAN_CPU_KERNELS", "always")
     v, nets, imgs, labels = _setup(name, option)
     ref_s, ref = _run("reference", v, copy.deepcopy(nets), imgs, labels, option)
