@@ -325,3 +325,29 @@ def test_graph_replay_matches_eager_with_option(name, option, backend):
         for k in a:
             err = (a[k].float() - b[k].float()).norm() / a[k].float().norm().clamp_min(1e-12)
             assert err <= 1e-5, f"{name}/{backend}/{option} {k}: rel err {err:.2e}"
+
+
+# ---- torchrun: two ranks train like one process with the options on --------------------------
+
+@pytest.mark.parametrize("variant, extra, tol", [
+    ("bigan", ["--ema", "500", "--augment", "translation,cutout,color", "--loss", "hinge",
+               "--spectral-norm"], 1e-4),
+    ("mlp", ["--r1", "1", "--r1-every", "2", "--sync-bn"], 3e-3),   # BN in G: synced
+])
+def test_torchrun_two_ranks_equal_one_process_with_options(tiny_mnist, tmp_path, variant, extra,
+                                                           tol):
+    from test_distributed import one_process_train, torchrun_train, worst_rel
+    common = ["--variant", variant, "--data-dir", str(tiny_mnist), "--device", "cpu",
+              "--backend", "reference", "--steps", "4", "--log-every", "2",
+              "--checkpoint-every", "0", "--sample-every", "0", "--quiet", "--batch-size", "32",
+              *extra]
+    torchrun_train(common + ["--out", str(tmp_path / "two")])
+    one_process_train([a for a in common if a != "--sync-bn"] + ["--out", str(tmp_path / "one")])
+    a, b = ckpt.load_checkpoint(str(tmp_path / "two")), ckpt.load_checkpoint(str(tmp_path / "one"))
+    flat = lambda st: {**{f"{r}.{k}": t for r, sd in st["nets"].items()  # noqa: E731
+                          for k, t in sd.items()},
+                       **{f"ema.{k}": t for k, t in st.get("ema", {}).get("module", {}).items()}}
+    pa, pb = flat(a), flat(b)
+    assert pa.keys() == pb.keys()
+    err, where = worst_rel(pa, pb)
+    assert err < tol, f"{where} differs by {err:.2e}"

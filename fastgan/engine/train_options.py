@@ -34,11 +34,37 @@ def state_tensors(engine) -> list:
     return [] if m is None else list(m.parameters()) + list(m.buffers())
 
 
-def augment(engine, x: torch.Tensor) -> torch.Tensor:
-    """DiffAugment of images in the variant's layout (flat for the MLP variants)."""
+def _local_rows(engine, counts) -> Optional[torch.Tensor]:
+    """Data-parallel: this rank's rows of the global batch whose groups have ``counts`` rows
+    (None in one process). The draws are made for the global batch, so the generator advances
+    alike whatever the world size (as the engine's other draws do)."""
+    o = engine.opts
+    if o.world <= 1:
+        return None
+    key = ("_aug_rows",) + tuple(counts)
+    rows = engine.__dict__.get(key)
+    if rows is None:
+        parts, start = [], 0
+        for n in counts:
+            k = n // o.world
+            parts.append(torch.arange(start + o.rank * k, start + (o.rank + 1) * k))
+            start += n
+        rows = engine.__dict__[key] = torch.cat(parts).to(engine.device)
+    return rows
+
+
+def augment(engine, x: torch.Tensor, counts=None) -> torch.Tensor:
+    """DiffAugment of images in the variant's layout (flat for the MLP variants); ``counts``:
+    the global batch's groups (data-parallel), else ``x`` is the whole batch."""
     h = engine.variant.hyper
-    return engine.augment(x.reshape(x.shape[0], h.channels, h.image_size, h.image_size),
-                          engine.gen).reshape(x.shape)
+    img = x.reshape(x.shape[0], h.channels, h.image_size, h.image_size)
+    rows = _local_rows(engine, counts or (x.shape[0],))
+    if rows is None:
+        return engine.augment(img, engine.gen).reshape(x.shape)
+    like = img[:1].expand((sum(counts),) + tuple(img.shape[1:]))   # a view: shape only
+    draws = engine.augment.draw(like, engine.gen)
+    draws = type(draws)(*(d.index_select(0, rows) for d in draws))
+    return engine.augment.apply(img, draws).reshape(x.shape)
 
 
 def augment_d(engine, batch: Batch, gen: Dict[str, torch.Tensor]):
@@ -47,7 +73,8 @@ def augment_d(engine, batch: Batch, gen: Dict[str, torch.Tensor]):
     if engine.augment is None:
         return batch, gen
     n = batch.real.shape[0]
-    x = augment(engine, cat_rows(batch.real, gen["fake"]))
+    counts = engine.variant.batch_sizes(engine.opts.batch_size)
+    x = augment(engine, cat_rows(batch.real, gen["fake"]), counts)
     return dataclasses.replace(batch, real=x[:n]), {**gen, "fake": x[n:]}
 
 
@@ -55,7 +82,9 @@ def augment_g(engine, gen: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The G step's fakes augmented (with grad) before D scores them."""
     if engine.augment is None:
         return gen
-    return {**gen, "fake": augment(engine, gen["fake"])}
+    v, b = engine.variant, engine.opts.batch_size
+    n = v.batch_sizes(b)[1] if v.g_reuses_fake else v.g_batch_size(b)
+    return {**gen, "fake": augment(engine, gen["fake"], (n,))}
 
 
 def r1_due(engine) -> bool:
