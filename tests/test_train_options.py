@@ -351,3 +351,16 @@ def test_torchrun_two_ranks_equal_one_process_with_options(tiny_mnist, tmp_path,
     assert pa.keys() == pb.keys()
     err, where = worst_rel(pa, pb)
     assert err < tol, f"{where} differs by {err:.2e}"
+
+
+def test_backend_auto_with_r1_picks_one_with_double_backward():
+    from types import SimpleNamespace
+    v, nets, _, _ = _setup("dcgan", "r1")
+    cfg = SimpleNamespace(r1=1.0, backend="auto")
+    avail = ("reference", "triton", "cuda")
+    assert train_options.r1_backend(cfg, nets, "triton", avail) == "reference"   # BN in D
+    _, mlp, _, _ = _setup("mlp", "r1")
+    assert train_options.r1_backend(cfg, mlp, "triton", avail) == "cuda"
+    assert train_options.r1_backend(cfg, mlp, "triton", ("reference", "triton")) == "reference"
+    assert train_options.r1_backend(SimpleNamespace(r1=1.0, backend="triton"), mlp, "triton",
+                                    avail) == "triton"     # given: the check's error, not a swap

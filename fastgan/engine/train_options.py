@@ -121,6 +121,22 @@ def graph_unroll(unroll: int, d_steps: int, r1_every: int) -> int:
     return unroll * period // math.gcd(unroll, period)
 
 
+def r1_backend(cfg, nets, backend: str, available) -> str:
+    """--backend auto with --r1: the first of the auto choice, cuda, reference that can
+    differentiate D twice (auto picks triton for a CUDA graph, which cannot)."""
+    if not cfg.r1 or cfg.backend != "auto":
+        return backend
+    for b in (backend, "cuda", "reference"):
+        if b not in available and b != "reference":
+            continue
+        try:
+            check_r1(nets["D"], b)
+            return b
+        except ValueError:
+            pass
+    return "reference"
+
+
 def engine_fields(cfg, variant, nets, backend: str) -> Dict[str, object]:
     """EngineOptions' fields of the training options, after their checks: ValueError (one
     line) for a bad option or combination."""

@@ -279,6 +279,8 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
         precision=cfg.precision, seed=cfg.seed, capturable=r.graphs,
         rank=r.dist.rank if r.dist else 0, world=world)
     # ---- training options (issue 22), checked with the backend this run trains with
+    r.backend = train_options.r1_backend(cfg, r.nets, r.backend,
+                                         ops.available_backends(r.device.type))
     with user_errors():
         r.engine_options = dataclasses.replace(
             r.engine_options, **train_options.engine_fields(cfg, r.variant, r.nets, r.backend))
