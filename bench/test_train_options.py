@@ -24,7 +24,8 @@ from fastgan.variants import get_variant  # noqa: E402
 DEVICE = torch.device(os.environ.get("FASTGAN_BENCH_DEVICE") or "cpu")
 BACKEND = "cuda" if "cuda" in ops.available_backends(DEVICE.type) else "reference"
 OPTIONS = {"plain": {}, "ema": dict(ema_decay=0.999),
-           "augment": dict(augment="translation,cutout,color"), "r1": dict(r1_gamma=1.0, r1_every=4), "hinge": dict(loss="hinge"), "spectral_norm": {}}
+           "augment": dict(augment="translation,cutout,color"),
+           "r1": dict(r1_gamma=1.0, r1_every=4), "hinge": dict(loss="hinge"), "spectral_norm": {}}
 VARIANTS = {"mlp": dict(batch_size=8), "convgan": dict(batch_size=8),
             "dcgan": dict(image_size=32, ngf=8, ndf=8, batch_size=8, channels=1)}
 _PLAIN = {}
