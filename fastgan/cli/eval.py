@@ -20,6 +20,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="where the run's data set is now (default: the run's)")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     e.add_argument("--json", help="also write the metrics to this JSON file")
+    e.add_argument("--no-ema", dest="ema", action="store_false",
+                   help="the raw generator, not the moving average (--ema runs keep both)")
     e.add_argument("--verbose", action="store_true",
                    help="with an error, also print the underlying library's own message")
     return e
@@ -51,7 +53,7 @@ def run(a) -> int:
         if problem := missing_folder("--json", a.json):
             raise UserError(problem)      # before the evaluation, not after it
         device = pick_device(a.device)
-        state, v, nets = ckpt.load_networks(a.checkpoint, device)
+        state, v, nets = ckpt.load_networks(a.checkpoint, device, ema=a.ema)
         data = run_real_data(state["config"], a.data_dir)
         t0 = time.perf_counter()
         real = real_stats(data.images, device)

@@ -20,6 +20,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--device")
     s.add_argument("--bn", choices=("batch", "running"), default="batch",
                    help="BatchNorm statistics: the sample batch's (default) or the running ones")
+    s.add_argument("--no-ema", dest="ema", action="store_false",
+                   help="the raw generator, not the moving average (--ema runs keep both)")
     s.add_argument("--verbose", action="store_true",
                    help="with an error, also print the underlying library's own message")
     return s
@@ -37,7 +39,7 @@ def run(a) -> int:
     from fastgan.viz import save_grid
     try:
         device = pick_device(a.device)
-        state, v, nets = ckpt.load_networks(a.checkpoint, device)
+        state, v, nets = ckpt.load_networks(a.checkpoint, device, ema=a.ema)
         if a.label is not None:
             if not v.needs_labels:
                 raise UserError(f"--label: variant {v.name!r} is not conditional (only "

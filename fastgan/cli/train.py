@@ -38,6 +38,22 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--lr-d", type=float, help="D learning rate (default: the seed's)")
     g.add_argument("--lr-g", type=float, help="G learning rate (default: the seed's)")
     g.add_argument("--seed", type=int, help="default 0, or the resumed run's")
+    g = p.add_argument_group("training options (inside the captured iteration; resumed with "
+                             "the run unless given again)")
+    g.add_argument("--ema", type=float, metavar="HALF_LIFE_IMG",
+                   help="keep an exponential moving average of G (half-life in images, e.g. "
+                   "10000; or a decay in (0, 1)); samples and evaluations use it")
+    g.add_argument("--augment", metavar="POLICY",
+                   help="DiffAugment on real and fake images before D: a comma list of "
+                   "translation, cutout, color")
+    g.add_argument("--r1", type=float, metavar="GAMMA",
+                   help="R1 penalty gamma on real images (default 0: off)")
+    g.add_argument("--r1-every", type=int, metavar="K",
+                   help="lazy R1: every K D steps, weighted by K (default 16)")
+    g.add_argument("--loss", choices=("default", "hinge"),
+                   help="default: the variant's own (BCE or LSGAN); hinge for D and G")
+    g.add_argument("--spectral-norm", action="store_true", default=None,
+                   help="spectral normalisation of D's weights")
     g = p.add_argument_group("where it runs")
     g.add_argument("--backend", choices=("auto",) + backends.names(),
                    help="ops implementation (default auto: per device and path, graph or eager; "
@@ -104,7 +120,9 @@ def run(a) -> int:
         log_every=a.log_every, sample_every=a.sample_every,
         checkpoint_every=a.checkpoint_every, n_samples=a.n_samples,
         eval_every=a.eval_every, eval_n=a.eval_n, quiet=a.quiet,
-        sync_bn=a.sync_bn, dist_timeout=a.dist_timeout)
+        sync_bn=a.sync_bn, dist_timeout=a.dist_timeout,
+        ema=a.ema, augment=a.augment, r1=a.r1, r1_every=a.r1_every, loss=a.loss,
+        spectral_norm=a.spectral_norm)
     from fastgan.threads import choose_threads
     cfg.threads, cfg.threads_reason, cfg.threads_adapt = choose_threads(a.threads)
     from fastgan.engine import distributed as ddp

@@ -211,6 +211,8 @@ def training_state(engine, step: int) -> Dict[str, Any]:
             "torch_cpu": torch.get_rng_state(),
             "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         },
+        # G's moving average (--ema): its weights and buffers, restored bit for bit
+        **({"ema": engine.ema.state_dict()} if getattr(engine, "ema", None) is not None else {}),
     }
 
 
@@ -298,9 +300,21 @@ def check_compatible(state: Dict[str, Any], variant_name: str, nets) -> None:
             "options (image size, channels, ngf/ndf, kernel) it was trained with")
 
 
-def load_networks(path: str, device) -> Tuple[Dict[str, Any], Any, Dict[str, torch.nn.Module]]:
+def spectral_norm_nets(variant, nets, seed: int, device) -> None:
+    """--spectral-norm: D's weights spectral-normalised (before its optimizer exists and before
+    a checkpoint is loaded: the parametrization's tensors are part of D's state)."""
+    from fastgan.nn.spectral_norm import apply_spectral_norm
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed + 5)
+    for role in variant.param_roles()["D"]:
+        apply_spectral_norm(nets[role], generator=gen)
+
+
+def load_networks(path: str, device, ema: bool = True
+                  ) -> Tuple[Dict[str, Any], Any, Dict[str, torch.nn.Module]]:
     """(checkpoint state, its variant, its networks on ``device`` with the saved weights): what
-    `fastgan sample` and `fastgan eval` need. Raises CheckpointError."""
+    `fastgan sample` and `fastgan eval` need; G is the moving average where the run kept one,
+    unless ``ema`` is False. Raises CheckpointError."""
     from fastgan.variants import get_variant
     state = load_checkpoint(path)
     h = state["hyper"]
@@ -310,9 +324,13 @@ def load_networks(path: str, device) -> Tuple[Dict[str, Any], Any, Dict[str, tor
     except ValueError as e:
         raise CheckpointError(str(e)) from None
     nets = {k: m.to(device) for k, m in v.build({}).items()}
+    if (state.get("config") or {}).get("spectral_norm"):
+        spectral_norm_nets(v, nets, 0, device)
     check_compatible(state, v.name, nets)
     for role, net in nets.items():
         net.load_state_dict(state["nets"][role])
+    if ema and "ema" in state:
+        nets["G"].load_state_dict(state["ema"]["module"])
     return state, v, nets
 
 
@@ -366,6 +384,12 @@ def restore_into(state: Dict[str, Any], engine) -> int:
     _load_opt(engine.opt_g, state["opt_g"])
     for opt in (engine.opt_d, engine.opt_g):
         _match_layouts(opt)
+    if getattr(engine, "ema", None) is not None:
+        # the saved average (its decay is this run's --ema); a run that had none starts its
+        # average at G's restored weights
+        src = state["ema"]["module"] if "ema" in state else engine.nets["G"].state_dict()
+        engine.ema.module.load_state_dict(src)
+    engine.d_count = int(state["step"]) * engine.opts.d_steps   # lazy R1's phase
     rng = state["rng"]
     if rng.get("engine_device") == engine.device.type:
         engine.set_rng_state(rng["engine"])

@@ -35,6 +35,17 @@ DEFAULTS = {"variant": DEFAULT_VARIANT, "dataset": "mnist", "backend": "auto",
             "memory_format": "auto"}
 HYPER_FIELDS = ("batch_size", "d_steps", "label_smoothing", "lr_d", "lr_g")
 
+# ---- training options (issue 22: --ema, --augment, --r1, --r1-every, --loss, --spectral-norm):
+# resumed from the checkpoint unless given again; spectral norm changes D's tensors, so it
+# cannot change on resume. (--ema has no default: None is off.)
+TRAIN_OPTION_FIELDS = ("ema", "augment", "r1", "r1_every", "loss", "spectral_norm")
+RESUMED_FIELDS = RESUMED_FIELDS + TRAIN_OPTION_FIELDS
+FIXED_ON_RESUME["spectral_norm"] = ("it reparametrises D's weights, whose saved tensors are "
+                                    "those of the run")
+DEFAULTS.update({"augment": "", "r1": 0.0, "r1_every": 16, "loss": "default",
+                 "spectral_norm": False})
+# ---- end of the training options
+
 
 def _opt(k: str) -> str:
     return "--" + k.replace("_", "-")
@@ -103,6 +114,13 @@ class TrainConfig:
     # Data-parallel (torchrun): synchronized BatchNorm, and the collectives' timeout in seconds.
     sync_bn: bool = False
     dist_timeout: float = DEFAULT_TIMEOUT_S
+    # ---- training options (None: the resumed run's, else DEFAULTS; --ema None: off)
+    ema: Optional[float] = None           # G's EMA: a half-life in images (>= 1) or a decay
+    augment: Optional[str] = None         # DiffAugment policy, e.g. "translation,cutout,color"
+    r1: Optional[float] = None            # R1 gamma (0: off)
+    r1_every: Optional[int] = None        # lazy R1: every K D steps
+    loss: Optional[str] = None            # "default" (the variant's) or "hinge"
+    spectral_norm: Optional[bool] = None  # spectral normalisation of D's weights
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,9 +4,8 @@ The dataset lives on the device as uint8; every iteration draws indices and nois
 into static buffers, runs the D step(s) and the G step, and accumulates the losses into a device
 buffer that the host reads only when it logs. Nothing in ``step()`` reads a value back to the
 host or allocates a tensor whose size depends on data, so the same code runs eagerly (CPU and
-GPU) and is captured into a CUDA graph by ``graphs.GraphedIteration``.
-
-The engine knows nothing of any one variant: it calls the Variant interface only.
+GPU) and is captured into a CUDA graph by ``graphs.GraphedIteration``. The engine knows
+nothing of any one variant: it calls the Variant interface only.
 """
 from __future__ import annotations
 
@@ -20,11 +19,13 @@ import torch.nn as nn
 
 from fastgan import ops
 from fastgan.nn.conv import to_memory_format
+from fastgan.nn import losses
 from fastgan.variants import Batch, Variant
 
+from . import train_options as extras
 from .distributed import check_batch
 from .host_loader import HostBatchLoader, fits_on_device
-from .optim import EpsHatAdam
+from .optim import make_optimizer, variant_optimizers  # noqa: F401 (re-exported)
 
 # Indices into Engine.stats (sums since the host last read them).
 STAT_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -46,42 +47,18 @@ class EngineOptions:
     rank: int = 0
     world: int = 1
     memory_format: str = "nchw"    # or "channels_last": 4-D parameters, image buffers, data set
-
-
-def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device,
-                   capturable: bool = True, adam: str = "torch", eps: float = 1e-8,
-                   decay: float = 0.0) -> torch.optim.Optimizer:
-    """Adam as the seed uses it (``adam``: "torch" or "eps_hat", Hyper.adam). torch's: fused,
-    on CPU as well; on CUDA when ``capturable``, with its step counter and lr in device tensors
-    so a schedule can change lr inside a captured graph. The eps-hat Adam always keeps both on
-    the device."""
-    if adam == "eps_hat":
-        return EpsHatAdam(params, lr=lr, betas=betas, eps=eps, decay=decay, device=device)
-    if adam != "torch":
-        raise ValueError(f"unknown Adam form {adam!r}; use 'torch' or 'eps_hat'")
-    if decay:
-        raise ValueError("lr_decay is Keras' Adam decay: use it with adam='eps_hat'")
-    if device.type == "cuda" and capturable:
-        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas,
-                                eps=eps, fused=True, capturable=True)
-    # CPU too: torch's fused kernel is one vectorised pass where foreach makes six.
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
-
-
-def variant_optimizers(variant: Variant, d_params, g_params, device: torch.device,
-                       capturable: bool = True):
-    """(D's optimizer, G's optimizer) as the variant's Hyper names them."""
-    h = variant.hyper
-    kw = dict(capturable=capturable, adam=h.adam, eps=h.adam_eps, decay=h.lr_decay)
-    return (make_optimizer(d_params, h.lr_d, h.betas, device, **kw),
-            make_optimizer(g_params, h.lr_g, h.betas, device, **kw))
+    # --ema (G's EMA decay, None: off), --augment, --r1 (gamma) every r1_every D steps, --loss
+    ema_decay: Optional[float] = None
+    augment: str = ""
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    loss: str = "default"
 
 
 @contextlib.contextmanager
 def _frozen(params: List[nn.Parameter]):
-    """D's parameters out of the G step's autograd graph while it is built: ``backward(inputs=
-    G's)`` already leaves their gradients alone, but the layers would still compute them (a
-    weight-gradient matmul per layer) and autograd drop them."""
+    """D's parameters out of the G step's autograd graph: ``backward(inputs=G's)`` leaves their
+    gradients alone, but the layers would still compute them (a weight-gradient matmul each)."""
     was = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(False)
@@ -116,6 +93,7 @@ class Engine:
         self.g_params = [p for r in roles["G"] for p in nets[r].parameters()]
         self.opt_d, self.opt_g = variant_optimizers(variant, self.d_params, self.g_params, device,
                                                     opts.capturable)
+        extras.attach(self)     # self.ema, self.augment, self.d_count (lazy R1's phase)
 
         # The dataset, resident on the device as uint8 (MNIST: 47 MB), unless it is too large
         # for the GPU: then it stays in pinned host memory (HostBatchLoader).
@@ -309,9 +287,12 @@ class Engine:
                     gen = v.generate_train(nets, batch if reuse and last else dataclasses.replace(
                         batch, fake_out=self.fake_out))
                 detached = {k: (t.detach() if k in v.gen_keys else t) for k, t in gen.items()}
+                batch, detached = extras.augment_d(self, batch, detached)
                 self.opt_d.zero_grad(set_to_none=True)
-                loss_d, d_real, d_fake = v.d_loss(nets, batch, detached, self.real_target)
-            loss_d.backward(self._grad_seed(loss_d), inputs=self.d_params)
+                with losses.override(self.opts.loss, generator=False):
+                    loss_d, d_real, d_fake = v.d_loss(nets, batch, detached, self.real_target)
+                loss = loss_d + extras.r1_term(self, batch) if extras.r1_due(self) else loss_d
+            loss.backward(self._grad_seed(loss), inputs=self.d_params)
             if self.dist is not None:
                 self.dist.sync_grads(self.d_params)
             self.opt_d.step()
@@ -328,11 +309,15 @@ class Engine:
         # frozen without toggling requires_grad, and which gradients exist is fixed at capture.
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast(), _frozen(self.d_params):
-            loss_g, _ = v.g_loss(nets, batch, gen)
+            gen = extras.augment_g(self, gen)
+            with losses.override(self.opts.loss, generator=True):
+                loss_g, _ = v.g_loss(nets, batch, gen)
         loss_g.backward(self._grad_seed(loss_g), inputs=self.g_params)
         if self.dist is not None:
             self.dist.sync_grads(self.g_params)
         self.opt_g.step()
+        if self.ema is not None:    # inside the captured iteration: no host work
+            self.ema.update()
 
         with torch.no_grad():   # [d_loss, g_loss, D(x), D(G(z)), 1] added in one kernel
             ops.gan_stats(self.stats, loss_d.detach(), loss_g.detach(), d_real.detach(),
@@ -361,7 +346,7 @@ class Engine:
         for opt in (self.opt_d, self.opt_g):
             for st in opt.state.values():
                 out += [t for t in st.values() if torch.is_tensor(t)]
-        out += [self.stats]
+        out += extras.state_tensors(self) + [self.stats]
         return out
 
     def rng_state(self) -> Dict[str, torch.Tensor]:
@@ -379,10 +364,10 @@ class Engine:
         """Copies of all training state and the RNG, restored in place by ``restore``, so that
         warm-up iterations before a capture leave no trace in training."""
         tensors = self.state_tensors()
-        return tensors, [t.detach().clone() for t in tensors], self.rng_state()
+        return tensors, [t.detach().clone() for t in tensors], self.rng_state(), self.d_count
 
     def restore(self, snap) -> None:
-        tensors, copies, rng = snap
+        tensors, copies, rng, self.d_count = snap
         live = {id(t) for t in self.state_tensors()}
         with torch.no_grad():
             for t, c in zip(tensors, copies):

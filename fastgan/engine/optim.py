@@ -25,9 +25,13 @@ non-contiguous tensors, multi-tensor ``torch._foreach_*`` ops.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 import torch
+import torch.nn as nn
+
+if TYPE_CHECKING:
+    from fastgan.variants import Variant
 
 
 class EpsHatAdam(torch.optim.Optimizer):
@@ -194,3 +198,32 @@ def eps_hat_adam_reference(p, g, m, v, t: int, lr: float, b1: float, b2: float, 
     m = b1 * m + (1.0 - b1) * g
     v = b2 * v + (1.0 - b2) * g * g
     return p - lr_t * m / (v.sqrt() + eps), m, v
+
+
+def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.device,
+                   capturable: bool = True, adam: str = "torch", eps: float = 1e-8,
+                   decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam as the seed uses it (``adam``: "torch" or "eps_hat", Hyper.adam). torch's: fused,
+    on CPU as well; on CUDA when ``capturable``, with its step counter and lr in device tensors
+    so a schedule can change lr inside a captured graph. The eps-hat Adam always keeps both on
+    the device."""
+    if adam == "eps_hat":
+        return EpsHatAdam(params, lr=lr, betas=betas, eps=eps, decay=decay, device=device)
+    if adam != "torch":
+        raise ValueError(f"unknown Adam form {adam!r}; use 'torch' or 'eps_hat'")
+    if decay:
+        raise ValueError("lr_decay is Keras' Adam decay: use it with adam='eps_hat'")
+    if device.type == "cuda" and capturable:
+        return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas,
+                                eps=eps, fused=True, capturable=True)
+    # CPU too: torch's fused kernel is one vectorised pass where foreach makes six.
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
+
+
+def variant_optimizers(variant: Variant, d_params, g_params, device: torch.device,
+                       capturable: bool = True):
+    """(D's optimizer, G's optimizer) as the variant's Hyper names them."""
+    h = variant.hyper
+    kw = dict(capturable=capturable, adam=h.adam, eps=h.adam_eps, decay=h.lr_decay)
+    return (make_optimizer(d_params, h.lr_d, h.betas, device, **kw),
+            make_optimizer(g_params, h.lr_g, h.betas, device, **kw))

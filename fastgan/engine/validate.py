@@ -20,6 +20,7 @@ from fastgan.variants import get_variant
 
 from . import checkpoint as ckpt
 from . import distributed as ddp
+from . import train_options
 from .config import DEFAULTS, TrainConfig, UserError, merge_resumed
 from .graphs import CudaGraphsUnavailable, check_capture
 from .host_loader import fits_on_device
@@ -277,6 +278,13 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
         # the first iterations, or the warm-up before a graph capture).
         torch.backends.cudnn.benchmark = True
     r.nets = {k: m.to(r.device) for k, m in r.variant.build({}).items()}
+    # ---- training options (issue 22): spectral norm before the optimizers and the checkpoint;
+    # lazy R1 under a graph: the captured unroll holds whole R1 periods
+    if cfg.spectral_norm:
+        ckpt.spectral_norm_nets(r.variant, r.nets, cfg.seed, r.device)
+    if cfg.r1:
+        cfg.graph_unroll = train_options.graph_unroll(cfg.graph_unroll, h.d_steps, cfg.r1_every)
+    # ---- end of the training options
     check_batch_statistics(r.variant, r.nets, cfg, world)
     r.memory_format = choose_memory_format(cfg.memory_format, r.variant.name, r.nets, r.device)
     if cfg.sync_bn and r.dist is not None:
@@ -290,6 +298,13 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
         precision=cfg.precision, seed=cfg.seed, capturable=r.graphs,
         memory_format=r.memory_format,
         rank=r.dist.rank if r.dist else 0, world=world)
+    # ---- training options (issue 22), checked with the backend this run trains with
+    r.backend = train_options.r1_backend(cfg, r.nets, r.backend,
+                                         ops.available_backends(r.device.type))
+    with user_errors():
+        r.engine_options = dataclasses.replace(
+            r.engine_options, **train_options.engine_fields(cfg, r.variant, r.nets, r.backend))
+    # ---- end of the training options
     with user_errors():
         build_engine(r, resident)
     r.step = 0
@@ -299,6 +314,8 @@ def _engine(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.last_saved = r.step if r.state is not None else None
     if r.dist is not None:
         r.dist.broadcast_state(r.nets.values())
+        if r.engine.ema is not None:    # training options: every rank's average from rank 0's
+            r.dist.broadcast_state([r.engine.ema.module])
 
 
 def decide_graphs(r, cfg: TrainConfig, host_resident: bool, d_steps: int) -> None:

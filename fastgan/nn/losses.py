@@ -2,13 +2,34 @@
 LSGAN is on probabilities sigmoid(logit), as the seeds define it. hinge is on raw logits."""
 from __future__ import annotations
 
-from typing import Union
+import contextlib
+from typing import Iterator, Optional, Union
 
 import torch
 
 from fastgan import ops
 
 Target = Union[float, torch.Tensor]
+
+# ``fastgan train --loss hinge``: the variants call bce / lsgan; inside ``override("hinge", g)``
+# those calls compute the hinge loss (D's side, or G's with ``generator``) with the same targets
+# and reductions, so every variant gets it without an edit. None: the variant's own loss.
+_OVERRIDE: Optional[str] = None
+LOSSES = ("default", "hinge")
+
+
+@contextlib.contextmanager
+def override(loss: str, generator: bool) -> Iterator[None]:
+    """The loss of the bce / lsgan calls inside: "default" (theirs) or "hinge"."""
+    global _OVERRIDE
+    if loss not in LOSSES:
+        raise ValueError(f"unknown --loss {loss!r}; use {' or '.join(LOSSES)}")
+    old = _OVERRIDE
+    _OVERRIDE = None if loss == "default" else ("linear" if generator else "hinge")
+    try:
+        yield
+    finally:
+        _OVERRIDE = old
 
 
 def _fp32(logits: torch.Tensor) -> torch.Tensor:
@@ -17,11 +38,11 @@ def _fp32(logits: torch.Tensor) -> torch.Tensor:
 
 
 def bce(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.Tensor:
-    return ops.gan_loss(_fp32(logits), target, "bce", reduction)
+    return ops.gan_loss(_fp32(logits), target, _OVERRIDE or "bce", reduction)
 
 
 def lsgan(logits: torch.Tensor, target: Target, reduction: str = "sum") -> torch.Tensor:
-    return ops.gan_loss(_fp32(logits), target, "lsgan", reduction)
+    return ops.gan_loss(_fp32(logits), target, _OVERRIDE or "lsgan", reduction)
 
 
 def hinge(logits: torch.Tensor, target: Target, reduction: str = "mean",

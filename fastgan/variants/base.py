@@ -201,6 +201,16 @@ class Variant:
         """(loss, D(fake) logits as seen by the G step)."""
         raise NotImplementedError
 
+    def supports_r1(self) -> bool:
+        """Whether D scores images alone (R1 differentiates its logits with respect to them);
+        a D that also takes labels or codes (gancls, bigan) does not."""
+        roles = self.param_roles()
+        return not self.needs_labels and len(roles["G"]) == 1 and len(roles["D"]) == 1
+
+    def real_logits(self, nets, batch: Batch, x: torch.Tensor) -> torch.Tensor:
+        """D's logits for real images ``x`` (``supports_r1`` variants)."""
+        return nets["D"](x)
+
     def split_targets(self, like: torch.Tensor, n: int, first, second,
                       dim: int = 0) -> torch.Tensor:
         """A target per element of ``like``: ``first`` (a float or a device scalar) on the

@@ -9,12 +9,13 @@ from typing import Any, Dict
 
 from ..config import Diverged
 from .metrics import _cut_log
+from .samples import sampling_nets
 
 
 def evaluate(run) -> Dict[str, Any]:
     from fastgan.quality.metrics import QualityError, evaluate_generator
     try:
-        return evaluate_generator(run.variant, run.nets, run.real_stats, n=run.cfg.eval_n,
+        return evaluate_generator(run.variant, sampling_nets(run), run.real_stats, n=run.cfg.eval_n,
                                   seed=run.cfg.seed + 1234)
     except QualityError as e:   # e.g. NaN samples: report it as divergence
         raise Diverged(f"evaluation at step {run.step}: {e}") from None

@@ -6,9 +6,15 @@ import os
 from fastgan.variants.sampling import fixed_noise, generate
 
 
+def sampling_nets(run):
+    """The networks that make samples: G's moving average where the run keeps one (--ema)."""
+    ema = getattr(run.engine, "ema", None)
+    return run.nets if ema is None else {**run.nets, "G": ema.module}
+
+
 def write_samples(run, z, labels, nrow: int, name: str) -> str:
     from fastgan.viz import save_grid
-    imgs = generate(run.variant, run.nets, z, labels)
+    imgs = generate(run.variant, sampling_nets(run), z, labels)
     path = os.path.join(run.out, "samples", name)
     save_grid(imgs, path, nrow)
     save_grid(imgs, os.path.join(run.out, "samples", "latest.png"), nrow)
