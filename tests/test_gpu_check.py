@@ -214,3 +214,40 @@ def test_plan_has_issue_21_rows():
     # NCHW at the check batches stays where it was
     assert any(i.variant == "dcgan" and i.batch == 512 and i.precision == "bf16"
                and not i.overrides and i.path == graph_path and i.skip is None for i in items)
+
+
+def test_gpu_check_plans_the_training_options_last():
+    """Issue 22's option rows: the fastgan paths at the seed batch, in the last tier, never the
+    seeds' loop; R1 not for dcgan (its BatchNorm D)."""
+    from fastgan.benchmark.matrix import OPTION_ROWS, T_REST
+    items = plan(make_config(device="cuda", gpu_check=True))
+    opt_keys = {k for ovr in OPTION_ROWS.values() for k in ovr}
+    rows = [i for i in items if set(i.overrides) & opt_keys]
+    assert rows and all(i.priority // 100 == T_REST for i in rows)
+    assert all(i.skip for i in rows if not i.path.startswith("fastgan-"))
+    got = {(i.variant, tuple(sorted(i.overrides))) for i in rows}
+    assert ("dcgan", ("r1_every", "r1_gamma")) not in got
+    assert ("mlp", ("r1_every", "r1_gamma")) in got and ("dcgan", ("ema_decay",)) in got
+
+
+@pytest.mark.parametrize("ovr", [{"ema_decay": 0.999}, {"augment": "translation,cutout"},
+                                 {"r1_gamma": 1.0, "r1_every": 1}, {"loss": "hinge"},
+                                 {"spectral_norm": True}])
+def test_an_option_row_runs_on_cpu(ovr):
+    """The engine runner takes a row's option overrides (and trains differently with them)."""
+    import torch
+
+    from fastgan import ops
+    from fastgan.benchmark.paths import make_runner
+
+    def params(o):
+        with ops.use_backend("reference"):
+            r = make_runner("fastgan-reference", "mlp", 8, "fp32", o, torch.device("cpu"))
+            r.build()
+            r.run(2)
+            g = r.engine.ema.module if r.engine.ema is not None else r.engine.nets["G"]
+            out = [p.detach().clone() for p in g.parameters()]
+            r.close()
+            return out
+    a, b = params({}), params(ovr)
+    assert len(a) == len(b) and any(not torch.equal(x, y) for x, y in zip(a, b)), ovr

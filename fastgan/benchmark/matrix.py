@@ -83,11 +83,31 @@ def layout_cases(variants: List[str]) -> List[Tuple[str, int, str, dict]]:
     return out
 
 
+# Issue 22's training options, each a row at the seed batch next to the plain one (its cost):
+# R1 every D step (a captured iteration repeats one pattern; lazy R1 divides this cost by K).
+OPTION_ROWS = {"ema": {"ema_decay": 0.999}, "augment": {"augment": "translation,cutout,color"},
+               "r1": {"r1_gamma": 1.0, "r1_every": 1}, "hinge": {"loss": "hinge"},
+               "spectral_norm": {"spectral_norm": True}}
+OPTION_VARIANTS = ("mlp", "convgan", "dcgan")
+
+
+def option_cases(variants: List[str]) -> List[Tuple[str, int, str, dict]]:
+    """(variant, batch, precision, overrides) of the training options' rows (not R1 for dcgan:
+    its BatchNorm D has no double backward in the fused backends)."""
+    from fastgan.variants import get_variant
+    return [(v, get_variant(v).hyper.batch_size, "fp32", dict(ovr))
+            for v in variants if v in OPTION_VARIANTS
+            for name, ovr in OPTION_ROWS.items() if not (v == "dcgan" and name == "r1")]
+
+
 def engine_only(overrides: dict) -> Optional[str]:
     """The skip reason of a seed-loop path on a row with engine overrides."""
     from .paths import ENGINE_OVERRIDES
-    if any(k in (overrides or {}) for k in ENGINE_OVERRIDES):
+    keys = [k for k in (overrides or {}) if k in ENGINE_OVERRIDES]
+    if keys == ["memory_format"]:
         return "channels_last rows: the fastgan paths only (the seeds' loop runs NCHW)"
+    if keys:
+        return "training-option rows: the fastgan paths only (the seeds' loop has none)"
     return None
 
 
@@ -244,6 +264,8 @@ def plan(cfg: BenchConfig) -> List[Item]:
         extra = layout_cases(cfg.variants)
         if not cfg.gpu_check:       # --quick and the full matrix: the check batches' layouts
             extra = [c for c in extra if "image_size" not in c[3]]
+        if cfg.gpu_check:           # the options' costs, last (tier T_REST)
+            extra += option_cases(cfg.variants)
         have = {case_key(v, b, p, o) for v, b, p, o, _ in cases}
         cases += [(v, b, p, o, False) for v, b, p, o in extra if case_key(v, b, p, o) not in have]
     elif cfg.tiny and cfg.gpu_check and not cfg.batch_sizes:
@@ -252,6 +274,7 @@ def plan(cfg: BenchConfig) -> List[Item]:
                    {**bench_settings(v).tiny_overrides, **CL}, True)
                   for v, _, _, _ in layout_cases(cfg.variants)[:1]]
     issue21 = {case_key(v, b, p, o) for v, b, p, o in layout_cases(cfg.variants)}
+    options = {case_key(v, b, p, o) for v, b, p, o in option_cases(cfg.variants)}
     heavy_names = heavy_variants()
 
     items: List[Item] = []
@@ -321,7 +344,9 @@ def plan(cfg: BenchConfig) -> List[Item]:
                 tier = check_tier(v, b, prec, p, seed, auto)
                 # Issue 21's extra rows in the dcgan tier on the product's path only (the auto
                 # backend graphed): each new shape costs Triton a JIT and autotune elsewhere.
-                if case_key(v, b, prec, ovr) in issue21:
+                if case_key(v, b, prec, ovr) in options:   # issue 22's costs: last
+                    tier = T_REST
+                elif case_key(v, b, prec, ovr) in issue21:
                     tier = T_DCGAN if kind == "fastgan" and p["graph"] and p["backend"] == auto \
                         else T_REST
                 prio = 100 * tier + prio

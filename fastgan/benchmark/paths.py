@@ -92,7 +92,10 @@ def make_dataset(variant, n_real: int, device: torch.device, seed: int = 0
 
 
 # Overrides that are the engine's, not the variant's (a row's case key holds them all).
-ENGINE_OVERRIDES = ("memory_format",)
+# The engine's own settings a row may carry: --memory-format and the training options of
+# issue 22 (EngineOptions fields; "spectral_norm" normalises D's weights before the optimizers).
+OPTION_FIELDS = ("ema_decay", "augment", "r1_gamma", "r1_every", "loss")
+ENGINE_OVERRIDES = ("memory_format", "spectral_norm") + OPTION_FIELDS
 
 
 def variant_overrides(overrides: Optional[dict]) -> dict:
@@ -241,10 +244,14 @@ class EngineRunner(Runner):
         from fastgan.engine.iteration import Engine, EngineOptions
         h = self.v.hyper
         nets = self._build_nets()
+        if self.overrides.get("spectral_norm"):
+            from fastgan.engine.checkpoint import spectral_norm_nets
+            spectral_norm_nets(self.v, nets, self.seed, self.device)
+        options = {k: self.overrides[k] for k in OPTION_FIELDS if k in self.overrides}
         opts = EngineOptions(batch_size=h.batch_size, d_steps=h.d_steps,
                              label_smoothing=h.label_smoothing, precision=self.precision,
                              seed=self.seed, capturable=self.graph,
-                             memory_format=self.memory_format)
+                             memory_format=self.memory_format, **options)
         self.engine = Engine(self.v, nets, self.images,
                              self.labels if self.v.needs_labels else None, opts, self.device)
         self.replay = None
