@@ -3,8 +3,8 @@ rows: variant x option at the variant's tiny batch (CPU, the cuda backend's C++ 
 they are built, else the reference). ``extra_info["cost"]`` is the option's time per iteration
 over the plain row's, measured in the same process.
 
-    pytest bench/test_train_options.py            CPU tiny rows
-    FASTGAN_BENCH_DEVICE=cuda pytest bench/test_train_options.py    the same rows on a GPU
+    pytest bench/test_option_cost.py            CPU tiny rows
+    FASTGAN_BENCH_DEVICE=cuda pytest bench/test_option_cost.py    the same rows on a GPU
 """
 from __future__ import annotations
 
