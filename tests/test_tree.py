@@ -90,3 +90,14 @@ def test_layout_lists_every_package():
     listed = {e.rstrip("/") + "/" for e in _layout_entries()}
     unlisted = [p for p in _packages() if p not in listed]
     assert not unlisted, "packages missing from README.md's Layout: " + ", ".join(unlisted)
+
+
+def test_test_files_have_distinct_basenames():
+    """pytest imports test modules by basename (rootdir-relative, no packages): two test files
+    of one name in tests/ and bench/ break the collection of the whole suite."""
+    seen = {}
+    for p in _files():
+        rel = p.relative_to(REPO)
+        if rel.parts[0] in ("tests", "bench") and p.name.startswith("test_") and p.suffix == ".py":
+            assert p.name not in seen, f"{rel} and {seen[p.name]} share a basename: rename one"
+            seen[p.name] = rel

@@ -27,6 +27,8 @@ import torch
 
 import fastgan
 
+from .train_options import spectral_norm_nets  # noqa: F401 (used by load_networks; re-exported)
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -298,16 +300,6 @@ def check_compatible(state: Dict[str, Any], variant_name: str, nets) -> None:
             f"the checkpoint's {variant_name} networks differ from these "
             f"({_first_difference(state['arch'], mine)}); resume with the same architecture "
             "options (image size, channels, ngf/ndf, kernel) it was trained with")
-
-
-def spectral_norm_nets(variant, nets, seed: int, device) -> None:
-    """--spectral-norm: D's weights spectral-normalised (before its optimizer exists and before
-    a checkpoint is loaded: the parametrization's tensors are part of D's state)."""
-    from fastgan.nn.spectral_norm import apply_spectral_norm
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed + 5)
-    for role in variant.param_roles()["D"]:
-        apply_spectral_norm(nets[role], generator=gen)
 
 
 def load_networks(path: str, device, ema: bool = True

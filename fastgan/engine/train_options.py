@@ -157,3 +157,13 @@ def engine_fields(cfg, variant, nets, backend: str) -> Dict[str, object]:
     return dict(ema_decay=ema_decay(cfg.ema, variant.hyper.batch_size),
                 augment=",".join(policy), r1_gamma=float(cfg.r1), r1_every=int(cfg.r1_every),
                 loss=cfg.loss)
+
+
+def spectral_norm_nets(variant, nets, seed: int, device) -> None:
+    """--spectral-norm: D's weights spectral-normalised (before its optimizer exists and before
+    a checkpoint is loaded: the parametrization's tensors are part of D's state)."""
+    from fastgan.nn.spectral_norm import apply_spectral_norm
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed + 5)
+    for role in variant.param_roles()["D"]:
+        apply_spectral_norm(nets[role], generator=gen)
