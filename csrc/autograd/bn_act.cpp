@@ -103,7 +103,12 @@ Tensor bn_act_autograd(const Tensor& x, const OptTensor& weight, const OptTensor
   return BnAct::apply(x, weight, bias, mean, invstd, slope, training, var_eps);
 }
 
-TORCH_LIBRARY_IMPL(fastgan, Autograd, m) { m.impl("bn_act", &bn_act_autograd); }
+// bn_stats is not differentiated (the batch statistics' gradient terms are in bn_act's
+// backward): a fallthrough, so a call on x that requires grad needs no detach() and no warning.
+TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
+  m.impl("bn_act", &bn_act_autograd);
+  m.impl("bn_stats", torch::CppFunction::makeFallthrough());
+}
 
 }  // namespace
 }  // namespace detail

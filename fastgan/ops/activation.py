@@ -14,8 +14,22 @@ _NAMED = {"tanh": TANH, "sigmoid": SIGMOID}
 ALLOWED = "None (identity), 0 (ReLU), a finite slope > 0 (LeakyReLU), 'tanh' or 'sigmoid'"
 
 
+_CODES: dict = {}   # slope -> (code, slope): every fused-op call asks, for a handful of values
+
+
 def act_code(slope: Slope) -> Tuple[int, float]:
     """(code, slope) for the kernels; a bad value raises a one-line ValueError."""
+    try:
+        return _CODES[slope]
+    except (KeyError, TypeError):
+        pass
+    out = _act_code(slope)
+    if len(_CODES) < 64:
+        _CODES[slope] = out
+    return out
+
+
+def _act_code(slope: Slope) -> Tuple[int, float]:
     if slope is None:
         return IDENTITY, 0.0
     if isinstance(slope, str):

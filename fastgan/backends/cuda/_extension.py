@@ -53,7 +53,19 @@ except ImportError as _e:
     raise
 
 HAS_CUDA_KERNELS: bool = bool(_C.has_cuda())
-_ops = torch.ops.fastgan
+
+
+class _Overloads:
+    """``torch.ops.fastgan`` with each op resolved to its one overload (``.default``): calling
+    the overload skips the packet's overload resolution, a cost every eager call pays."""
+
+    def __getattr__(self, name: str):
+        op = getattr(torch.ops.fastgan, name).default
+        setattr(self, name, op)
+        return op
+
+
+_ops = _Overloads()
 DEVICE_TYPES = ("cpu", "cuda") if HAS_CUDA_KERNELS else ("cpu",)
 
 

@@ -39,7 +39,7 @@ def _bn_act_backward_fake(grad, x, weight, bias, mean, invstd, slope, training):
 
 
 # The autograd formula of bn_act (apply) is C++ (csrc/autograd/bn_act.cpp): with training=True,
-# mean/invstd are x's batch statistics (bn_stats on x.detach(), not differentiated) and the
+# mean/invstd are x's batch statistics (bn_stats, a fallthrough at the Autograd key: not differentiated) and the
 # backward includes their gradient terms; with var_eps, ``invstd`` is the running variance and
 # the backward turns it into invstd first.
 
@@ -56,7 +56,7 @@ def _bn_act(x, weight, bias, running_mean, running_var, training, momentum, eps,
     if not training and _one_launch_eval(x, running_mean, running_var):
         return _ops.bn_act(x, weight, bias, running_mean, running_var, _slope(slope), False,
                            float(eps))
-    mean, invstd = _ops.bn_stats(x.detach(), running_mean, running_var, bool(training),
+    mean, invstd = _ops.bn_stats(x, running_mean, running_var, bool(training),
                                  float(momentum), float(eps), bool(unbiased_running_var))
     return _ops.bn_act(x, weight, bias, mean, invstd, _slope(slope), bool(training))
 

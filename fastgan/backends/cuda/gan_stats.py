@@ -22,8 +22,7 @@ def _(stats, loss_d, loss_g, real_logits, fake_logits):
 
 def gan_stats(stats, loss_d, loss_g, real_logits, fake_logits):
     gan_stats_args(stats, loss_d, loss_g, real_logits, fake_logits)
-    _ops.gan_stats(stats, loss_d.detach(), loss_g.detach(), real_logits.detach(),
-                   fake_logits.detach())
+    _ops.gan_stats(stats, loss_d, loss_g, real_logits, fake_logits)   # Autograd: fallthrough
     return stats
 
 
