@@ -11,10 +11,28 @@ from .errors import fail
 NAME = "train"
 HELP = "train a variant"
 
+_UNSET = object()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Also records the options the command line gave (``a.given``, argparse dests): --config's
+    values yield to those only, never to argparse defaults."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        a, rest = super().parse_known_args(args, namespace)
+        # Parsed again into a namespace that already holds every dest: argparse then sets no
+        # default, only what was typed.
+        probe = argparse.Namespace(**{x.dest: _UNSET for x in self._actions
+                                      if x.dest != argparse.SUPPRESS})
+        super().parse_known_args(args, probe)
+        a.given = {k for k, v in vars(probe).items() if v is not _UNSET}
+        return a, rest
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     from fastgan.variants import DEFAULT_VARIANT, VARIANTS, cli_options
     p = sub.add_parser(NAME, help=HELP)
+    p.__class__ = _Parser     # subparsers build plain ArgumentParsers
     g = p.add_argument_group("what to train")
     g.add_argument("--variant", help=f"one of {', '.join(VARIANTS)} (default {DEFAULT_VARIANT}, "
                    "or the resumed run's)")
@@ -86,6 +104,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g = p.add_argument_group("outputs")
     g.add_argument("--out", help="run directory (default runs/<variant>)")
     g.add_argument("--resume", help="run directory (or checkpoint.pt) to continue from")
+    g.add_argument("--config", metavar="FILE",
+                   help="start a new run with the settings of a saved config.json (options "
+                   "given here override it; not with --resume)")
     g.add_argument("--overwrite", action="store_true",
                    help="start over in an --out that already holds another run's checkpoint "
                    "(refused without it, so no run is lost by mistake)")
@@ -98,10 +119,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "FID-MNIST, conditional accuracy, confidence, mode coverage (to eval.jsonl; "
                    "1-channel digits only; default 0: off)")
     g.add_argument("--eval-n", type=int, help="generated samples per evaluation (default 10000)")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write the log steps, evaluations and sample grids as TensorBoard "
+                   "events in <out>/tensorboard/ (needs pip install tensorboard)")
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--verbose", action="store_true",
                    help="with an error, also print the underlying library's own message")
     return p
+
+
+def _apply_config_file(cfg, a) -> None:
+    """--config FILE: the file's settings where the command line gave none."""
+    from fastgan.engine import UserError
+    from fastgan.engine.config import load_config_file
+    if a.resume is not None:
+        raise UserError("--config starts a new run from a saved run's settings and --resume "
+                        "continues a run with its own; use one of them")
+    given = getattr(a, "given", set())
+    for k, v in load_config_file(a.config).items():
+        if k == "variant_options":    # per key: a variant flag typed here wins
+            cfg.variant_options = {**v, **cfg.variant_options}
+        elif k not in given:
+            setattr(cfg, k, v)
 
 
 def run(a) -> int:
@@ -122,7 +161,12 @@ def run(a) -> int:
         eval_every=a.eval_every, eval_n=a.eval_n, quiet=a.quiet,
         sync_bn=a.sync_bn, dist_timeout=a.dist_timeout,
         ema=a.ema, augment=a.augment, r1=a.r1, r1_every=a.r1_every, loss=a.loss,
-        spectral_norm=a.spectral_norm)
+        spectral_norm=a.spectral_norm, tensorboard=a.tensorboard)
+    if a.config is not None:
+        try:
+            _apply_config_file(cfg, a)
+        except UserError as e:
+            return fail(str(e))
     from fastgan.threads import choose_threads
     cfg.threads, cfg.threads_reason, cfg.threads_adapt = choose_threads(a.threads)
     from fastgan.engine import distributed as ddp

@@ -46,6 +46,11 @@ DEFAULTS.update({"augment": "", "r1": 0.0, "r1_every": 16, "loss": "default",
                  "spectral_norm": False})
 # ---- end of the training options
 
+# ---- --tensorboard (issue 23): an output like the log cadence, resumed with the run
+RESUMED_FIELDS = RESUMED_FIELDS + ("tensorboard",)
+DEFAULTS["tensorboard"] = False
+# ---- end of --tensorboard
+
 
 def _opt(k: str) -> str:
     return "--" + k.replace("_", "-")
@@ -58,6 +63,16 @@ class UserError(Exception):
     def __init__(self, msg: str, detail: Optional[str] = None):
         super().__init__(msg)
         self.detail = detail
+
+
+def check_tensorboard() -> None:
+    """--tensorboard (issue 23) needs the tensorboard package (torch.utils.tensorboard imports
+    it): one line before anything is written."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                        "(or pip install fastgan[tensorboard]), or drop --tensorboard") from None
 
 
 class Diverged(Exception):
@@ -121,6 +136,9 @@ class TrainConfig:
     r1_every: Optional[int] = None        # lazy R1: every K D steps
     loss: Optional[str] = None            # "default" (the variant's) or "hinge"
     spectral_norm: Optional[bool] = None  # spectral normalisation of D's weights
+    # --tensorboard (issue 23): the log steps as TensorBoard events (None: the resumed run's,
+    # else off)
+    tensorboard: Optional[bool] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,3 +180,83 @@ def merge_resumed(cfg: TrainConfig, state: Dict[str, Any]) -> List[str]:
         if k not in given and k not in skip and saved.get(k) not in (None, {}):
             setattr(cfg, k, saved[k])
     return changes
+
+
+# ---- --config FILE (issue 23): a new run from a saved run's config.json ----------------------
+# Not taken from the file: the old run's directory and how it was started (a new run needs its
+# own --out, and --overwrite never carries over, so no run is lost by mistake), and what this
+# machine decides (--device: the file holds the one the run resolved, e.g. cuda:0; the threads).
+CONFIG_FILE_SKIPPED = ("out", "resume", "overwrite", "download", "device", "threads",
+                       "threads_reason", "threads_adapt")
+# What the run recorded beside its settings (engine/loop/metrics.announce): read, not used.
+CONFIG_FILE_RECORDS = ("resolved_backend", "dataset_source", "world_size", "hyper")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    import typing
+    if hint is Any:
+        return True
+    if typing.get_origin(hint) is typing.Union:
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:      # JSON writes 300.0 as 300.0, a person may write 300
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) in (dict, Dict):
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, (bool, int, float, str))
+            for k, v in value.items())
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    import typing
+    if typing.get_origin(hint) in (dict, Dict):
+        return "an object of numbers, strings or booleans"
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    name = getattr(args[0] if args else hint, "__name__", str(hint))
+    return {"str": "a string", "int": "an integer", "float": "a number",
+            "bool": "true or false"}.get(name.lower(), name)
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+    """The settings of a saved config.json (plain JSON: nothing in it runs), by TrainConfig
+    field, without CONFIG_FILE_SKIPPED; a UserError for a file that cannot be read or parsed, an
+    unknown key or a value of the wrong type."""
+    import json
+    import typing
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise UserError(f"--config {path}: cannot read it ({e.strerror}); pass the "
+                        "config.json of a run directory") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path}: not a text file; pass the config.json of a run "
+                        "directory") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise UserError(f"--config {path}: not valid JSON ({e}); pass the config.json of a "
+                        "run directory") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: expected a JSON object of settings, not "
+                        f"{type(data).__name__}")
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted(k for k in data if k not in hints and k not in CONFIG_FILE_RECORDS)
+    if unknown:
+        raise UserError(f"--config {path}: unknown setting(s) {', '.join(map(repr, unknown))}; "
+                        f"the settings are those of fastgan train ({', '.join(sorted(hints))})")
+    for k, v in data.items():
+        if k in hints and not _type_ok(v, hints[k]):
+            raise UserError(f"--config {path}: {k!r} must be {_type_name(hints[k])}"
+                            f"{' or null' if _type_ok(None, hints[k]) else ''}, not "
+                            f"{json.dumps(v)}")
+    return {k: v for k, v in data.items() if k in hints and k not in CONFIG_FILE_SKIPPED}
+# ---- end of --config
