@@ -21,7 +21,7 @@ from fastgan.variants import get_variant
 from . import checkpoint as ckpt
 from . import distributed as ddp
 from . import train_options
-from .config import DEFAULTS, TrainConfig, UserError, merge_resumed
+from .config import DEFAULTS, TrainConfig, UserError, check_tensorboard, merge_resumed
 from .graphs import CudaGraphsUnavailable, check_capture
 from .host_loader import fits_on_device
 from .iteration import Engine, EngineOptions
@@ -240,6 +240,8 @@ def _place(r: SimpleNamespace, cfg: TrainConfig) -> None:
     with user_errors():
         r.backend = ops.resolve_backend(cfg.backend, r.device.type,
                                         graph=cfg.cuda_graphs is not False)
+    if cfg.tensorboard:     # ---- --tensorboard (issue 23): rank 0 writes, so needs the package
+        main_check(r, check_tensorboard)
 
 
 def _variant(r: SimpleNamespace, cfg: TrainConfig) -> None:

@@ -10,6 +10,7 @@ from .fast_path import runner as _runner
 from .metrics import Metrics, announce, start_progress
 from .samples import Samples
 from .signals import StopSignals
+from .tensorboard import open_writer
 
 
 def _tick(run) -> None:
@@ -46,6 +47,7 @@ def train_loop(run) -> Dict[str, Any]:
     interrupted = False
     with stop.installed():
         log, evals, ckpts = Metrics(run, unroll), Evaluation(run), Checkpoints(run)
+        tb = open_writer(run)     # --tensorboard: rank 0's writer, else None
         log.start()
         start_progress(run)
         try:
@@ -60,16 +62,24 @@ def train_loop(run) -> Dict[str, Any]:
                 at_end = run.step >= run.total
                 if log.due() or at_end or stop.first:
                     log.write(ckpts.last_good)
+                    if tb is not None:
+                        tb.scalars(log.rows[-1])
                 if due(cfg.checkpoint_every) or at_end or stop.first:
                     ckpts.save()
                 # Data-parallel: rank 0 evaluates alone (G's BN is per-rank there, no collective).
                 if run.main and (due(cfg.eval_every) or (cfg.eval_every and at_end)):
                     log.pause(evals.write())
+                    if tb is not None:
+                        tb.evaluation(run.last_eval)
                 if run.main and (due(cfg.sample_every) or at_end):
-                    samples.write()
+                    path = samples.write()
+                    if tb is not None:
+                        tb.image(path)
                 if stop.first:
                     interrupted = True
                     break
         finally:
             log.save_curve()    # before the handlers go: a signal now must not be a traceback
+            if tb is not None:
+                tb.close()
     return _result(run, start_step, interrupted, stop.first or stop.now, log.rows)
