@@ -87,3 +87,37 @@ def test_missing_package_one_line_exit_2(data_dir, tmp_path, capsys, monkeypatch
     assert len(lines) == 1 and lines[0].startswith("fastgan: error: ") and "Traceback" not in err
     assert "pip install tensorboard" in lines[0]
     assert not out.exists()
+
+
+def test_torchrun_rank_0_writes_alone(data_dir, tmp_path):
+    """Two gloo ranks: one event file (rank 0's), its values those of metrics.jsonl."""
+    pytest.importorskip("tensorboard")
+    import os
+    import socket
+    import subprocess
+
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is not available")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
+    env.update(PYTHONPATH=repo + os.pathsep + env.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                        "--master-addr", "127.0.0.1", "--master-port", str(port), "-m",
+                        "fastgan", "train", *args(data_dir, out, "--steps", "2",
+                                                  "--log-every", "1")[1:]],
+                       env=env, capture_output=True, text=True, timeout=180, cwd=repo)
+    assert p.returncode == 0, p.stderr[-4000:]
+    files = glob.glob(str(out / "tensorboard" / "events.out.tfevents.*"))
+    assert len(files) == 1, files
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    ea = EventAccumulator(files[0], size_guidance={"scalars": 0})
+    ea.Reload()
+    ev = ea.Scalars("loss/D")
+    assert [e.step for e in ev] == [r["step"] for r in rows] == [1, 2]
+    assert all(math.isclose(e.value, r["d_loss"], rel_tol=1e-6) for e, r in zip(ev, rows))
