@@ -49,14 +49,15 @@ def test_round_trip_with_one_override(data_dir, tmp_path, capsys):
     new = json.loads((b / "config.json").read_text())
     assert new["steps"] == 3 and new["data_on"] == "auto"
     assert new["out"] == str(b) and new["resume"] is None
-    for k in set(saved) - OWN - {"steps", "data_on"}:
+    assert saved["quiet"] is True and new["quiet"] is False     # not taken from the file
+    for k in set(saved) - OWN - {"steps", "data_on", "quiet"}:
         assert new[k] == saved[k], k
     assert (new["lr_d"], new["seed"], new["tf32"], new["dist_timeout"], new["graph_unroll"],
-            new["batch_size"], new["quiet"]) == (0.0003, 5, False, 77.0, 2, 8, True)
+            new["batch_size"]) == (0.0003, 5, False, 77.0, 2, 8)
     assert len((b / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-def test_variant_options_merge_per_key(tmp_path, capsys, monkeypatch):
+def test_variant_options_per_key_and_the_total(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"variant": "dcgan", "image_size": 32, "variant_options":
                                {"ngf": 8, "ndf": 8}, "steps": 1, "batch_size": 4,
@@ -68,10 +69,13 @@ def test_variant_options_merge_per_key(tmp_path, capsys, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr("fastgan.engine.train", fake_train)
     rc = main(["train", "--config", str(cfg), "--ngf", "16", "--device", "cpu",
-               "--out", str(tmp_path / "r")])
+               "--out", str(tmp_path / "r"), "--epochs", "0.5"])
     assert rc == 130, capsys.readouterr().err
     assert captured["variant_options"] == {"ngf": 16, "ndf": 8}
-    assert (captured["variant"], captured["steps"], captured["image_size"]) == ("dcgan", 1, 32)
+    assert (captured["variant"], captured["image_size"]) == ("dcgan", 32)
+    # --steps and --epochs are one setting (the total): the typed --epochs replaces the file's
+    # --steps, which would otherwise win
+    assert (captured["steps"], captured["epochs"]) == (None, 0.5)
     assert captured["device"] == "cpu"      # from the command line, never from the file
     assert not (tmp_path / "r").exists()
 

@@ -135,7 +135,9 @@ def _apply_config_file(cfg, a) -> None:
     if a.resume is not None:
         raise UserError("--config starts a new run from a saved run's settings and --resume "
                         "continues a run with its own; use one of them")
-    given = getattr(a, "given", set())
+    given = set(getattr(a, "given", ()))
+    if given & {"steps", "epochs"}:    # one setting, the run's total: either typed replaces it
+        given |= {"steps", "epochs"}
     for k, v in load_config_file(a.config).items():
         if k == "variant_options":    # per key: a variant flag typed here wins
             cfg.variant_options = {**v, **cfg.variant_options}

@@ -185,9 +185,10 @@ def merge_resumed(cfg: TrainConfig, state: Dict[str, Any]) -> List[str]:
 # ---- --config FILE (issue 23): a new run from a saved run's config.json ----------------------
 # Not taken from the file: the old run's directory and how it was started (a new run needs its
 # own --out, and --overwrite never carries over, so no run is lost by mistake), and what this
-# machine decides (--device: the file holds the one the run resolved, e.g. cuda:0; the threads).
+# machine and command decide (--device: the file holds the one the run resolved, e.g. cuda:0; the
+# threads; --quiet, which has no off switch to type).
 CONFIG_FILE_SKIPPED = ("out", "resume", "overwrite", "download", "device", "threads",
-                       "threads_reason", "threads_adapt")
+                       "threads_reason", "threads_adapt", "quiet")
 # What the run recorded beside its settings (engine/loop/metrics.announce): read, not used.
 CONFIG_FILE_RECORDS = ("resolved_backend", "dataset_source", "world_size", "hyper")
 
