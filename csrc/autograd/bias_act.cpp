@@ -49,8 +49,7 @@ class BiasAct : public torch::autograd::Function<BiasAct> {
     ctx->saved_data["act"] = act;
     ctx->saved_data["slope"] = slope;
     ctx->saved_data["dim"] = wrap_dim(dim, x.dim());
-    ctx->saved_data["bias_dtype"] =
-        bias.has_value() ? c10::IValue(bias->scalar_type()) : c10::IValue();
+    ctx->saved_data["bias_dtype"] = dtype_ivalue(bias);
     ctx->save_for_backward({act != kActIdentity ? y : Tensor()});
     return y;
   }

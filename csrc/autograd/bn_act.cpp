@@ -28,7 +28,6 @@ using BnActBwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tens
                                                        const Tensor&, const Tensor&,
                                                        std::optional<double>, bool);
 
-OptTensor opt_tensor(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 
 class BnActBackward : public torch::autograd::Function<BnActBackward> {
  public:
@@ -62,11 +61,11 @@ class BnAct : public torch::autograd::Function<BnAct> {
       y = op.call(x, weight, bias, mean, invstd, slope, training, var_eps);
     }
     // With var_eps (eval mode in one launch) `invstd` is the running variance.
-    ctx->saved_data["var_eps"] = var_eps.has_value() ? c10::IValue(*var_eps) : c10::IValue();
-    ctx->saved_data["slope"] = slope.has_value() ? c10::IValue(*slope) : c10::IValue();
+    ctx->saved_data["var_eps"] = opt_ivalue(var_eps);
+    ctx->saved_data["slope"] = opt_ivalue(slope);
     ctx->saved_data["training"] = training;
-    ctx->saved_data["w_dtype"] = weight.has_value() ? c10::IValue(weight->scalar_type()) : c10::IValue();
-    ctx->saved_data["b_dtype"] = bias.has_value() ? c10::IValue(bias->scalar_type()) : c10::IValue();
+    ctx->saved_data["w_dtype"] = dtype_ivalue(weight);
+    ctx->saved_data["b_dtype"] = dtype_ivalue(bias);
     ctx->save_for_backward({x, weight.value_or(Tensor()), bias.value_or(Tensor()), mean, invstd});
     return y;
   }
@@ -75,8 +74,7 @@ class BnAct : public torch::autograd::Function<BnAct> {
     variable_list out(8);
     if (!grads[0].defined()) return out;
     auto s = ctx->get_saved_variables();
-    const c10::IValue& sl = ctx->saved_data["slope"];
-    const std::optional<double> slope = sl.isNone() ? std::nullopt : std::optional<double>(sl.toDouble());
+    const std::optional<double> slope = opt_double(ctx->saved_data["slope"]);
     Tensor mean = s[3], invstd = s[4];
     const c10::IValue& ve = ctx->saved_data["var_eps"];
     if (!ve.isNone()) {   // running mean/var -> mean/invstd (eval statistics, no update)

@@ -17,6 +17,22 @@ namespace detail {
 
 using OptTensor = std::optional<at::Tensor>;
 
+// What the autograd contexts keep in saved_data: optional numbers and the dtype of an optional
+// tensor as IValues (None when absent), and back.
+inline c10::IValue opt_ivalue(const std::optional<double>& v) {
+  return v.has_value() ? c10::IValue(*v) : c10::IValue();
+}
+inline std::optional<double> opt_double(const c10::IValue& v) {
+  return v.isNone() ? std::nullopt : std::optional<double>(v.toDouble());
+}
+inline c10::IValue dtype_ivalue(const OptTensor& t) {
+  return t.has_value() ? c10::IValue(t->scalar_type()) : c10::IValue();
+}
+// A saved tensor back as the optional argument it was (undefined: absent).
+inline OptTensor opt_tensor(const at::Tensor& t) {
+  return t.defined() ? OptTensor(t) : std::nullopt;
+}
+
 // The typed handle of fastgan::<name>, looked up once per signature.
 template <typename Sig>
 c10::TypedOperatorHandle<Sig> fastgan_op(const char* name) {

@@ -41,8 +41,7 @@ class LinearAct : public torch::autograd::Function<LinearAct> {
     Tensor y = linear_act_below(x, weight, bias, act, slope, {}, {}, {}, {}, 0.0);
     ctx->saved_data["act"] = act;
     ctx->saved_data["slope"] = slope;
-    ctx->saved_data["bias_dtype"] =
-        bias.has_value() ? c10::IValue(bias->scalar_type()) : c10::IValue();
+    ctx->saved_data["bias_dtype"] = dtype_ivalue(bias);
     // The activation's derivative is read off the output.
     ctx->save_for_backward({x, weight, act != kActIdentity ? y : Tensor()});
     return y;

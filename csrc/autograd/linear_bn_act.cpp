@@ -27,12 +27,6 @@ using FwdSig = Tensor4(const Tensor&, const Tensor&, const OptTensor&, const Opt
 using BwdSig = Tensor4(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
                        const Tensor&, const Tensor&, OptDouble, OptDouble);
 
-c10::IValue opt_ivalue(const OptDouble& v) { return v.has_value() ? c10::IValue(*v) : c10::IValue(); }
-OptDouble opt_double(const c10::IValue& v) { return v.isNone() ? std::nullopt : OptDouble(v.toDouble()); }
-OptTensor opt_tensor(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
-c10::IValue dtype_ivalue(const OptTensor& t) {
-  return t.has_value() ? c10::IValue(t->scalar_type()) : c10::IValue();
-}
 
 class LinearBnAct : public torch::autograd::Function<LinearBnAct> {
  public:
