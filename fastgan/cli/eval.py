@@ -8,8 +8,8 @@ import time
 from .errors import fail, fail_from, missing_folder
 
 NAME = "eval"
-HELP = ("FID-MNIST, conditional accuracy, confidence and mode coverage of a checkpoint's "
-        "generator (offline)")
+HELP = ("FID-MNIST, KID, precision/recall, conditional accuracy, confidence and mode coverage "
+        "of a checkpoint's generator; standard FID/KID with --inception-weights (offline)")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -20,6 +20,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="where the run's data set is now (default: the run's)")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     e.add_argument("--json", help="also write the metrics to this JSON file")
+    e.add_argument("--inception-weights", metavar="FILE",
+                   help="InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth, as pytorch-fid "
+                   "and torch-fidelity use) for standard FID, KID and precision/recall, gray or "
+                   "colour images (default: $FASTGAN_INCEPTION_WEIGHTS; needs fastgan[fid])")
     e.add_argument("--no-ema", dest="ema", action="store_false",
                    help="the raw generator, not the moving average (--ema runs keep both)")
     e.add_argument("--verbose", action="store_true",
@@ -45,26 +49,35 @@ def run(a) -> int:
     from fastgan.engine.config import UserError
     from fastgan.engine.validate import pick_device
     from fastgan.quality.classifier import ClassifierError
+    from fastgan.quality.inception import InceptionError, load_inception, weights_path
     from fastgan.quality.metrics import (QualityError, evaluate_generator, format_metrics,
-                                         real_stats)
+                                         inception_hint, real_stats)
     try:
         if a.n < 10:
             raise UserError(f"--n must be at least 10, not {a.n}")
         if problem := missing_folder("--json", a.json):
             raise UserError(problem)      # before the evaluation, not after it
         device = pick_device(a.device)
+        weights = weights_path(a.inception_weights)      # a bad path fails before any work
         state, v, nets = ckpt.load_networks(a.checkpoint, device, ema=a.ema)
+        if weights is None and v.hyper.channels != 1:
+            raise UserError(f"{v.name} makes {v.hyper.channels}-channel images, which the digit "
+                            f"classifier cannot judge: {inception_hint()}")
         data = run_real_data(state["config"], a.data_dir)
         t0 = time.perf_counter()
-        real = real_stats(data.images, device)
-        m = evaluate_generator(v, nets, real, n=a.n, seed=a.seed)
-    except (UserError, ckpt.CheckpointError, ClassifierError, QualityError) as e:
+        net = load_inception(weights, device) if weights is not None else None
+        real = real_stats(data.images, device, inception=net)
+        m = evaluate_generator(v, nets, real, n=a.n, seed=a.seed, inception=net)
+    except (UserError, ckpt.CheckpointError, ClassifierError, QualityError, InceptionError) as e:
         return fail_from(e, a)
     m.update(variant=v.name, step=int(state["step"]), data=data.source, real_n=real["n"],
              seconds=round(time.perf_counter() - t0, 2), device=str(device))
+    if net is not None:
+        m["inception_weights"] = str(weights)
     print(f"{v.name} at step {m['step']} ({a.n} samples vs {real['n']} real images): "
           f"{format_metrics(m)}")
-    print("class histogram: " + " ".join(f"{k}:{p:.3f}" for k, p in enumerate(m["class_hist"])))
+    if "class_hist" in m:
+        print("class histogram: " + " ".join(f"{k}:{p:.3f}" for k, p in enumerate(m["class_hist"])))
     if a.json:
         try:
             with open(a.json, "w") as f:

@@ -116,8 +116,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=int, help="0: only at the end (default 1000)")
     g.add_argument("--n-samples", type=int, help="default 64")
     g.add_argument("--eval-every", type=int, help="every N steps and at the end: "
-                   "FID-MNIST, conditional accuracy, confidence, mode coverage (to eval.jsonl; "
-                   "1-channel digits only; default 0: off)")
+                   "FID-MNIST, KID, precision/recall, conditional accuracy, confidence, mode "
+                   "coverage (1-channel images), standard FID/KID with --inception-weights (to "
+                   "eval.jsonl; default 0: off)")
+    g.add_argument("--inception-weights", metavar="FILE",
+                   help="InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth) for standard "
+                   "FID, KID and precision/recall in the evaluations, gray or colour images "
+                   "(default: $FASTGAN_INCEPTION_WEIGHTS; needs fastgan[fid])")
     g.add_argument("--eval-n", type=int, help="generated samples per evaluation (default 10000)")
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
                    help="also write the log steps, evaluations and sample grids as TensorBoard "
@@ -163,7 +168,8 @@ def run(a) -> int:
         eval_every=a.eval_every, eval_n=a.eval_n, quiet=a.quiet,
         sync_bn=a.sync_bn, dist_timeout=a.dist_timeout,
         ema=a.ema, augment=a.augment, r1=a.r1, r1_every=a.r1_every, loss=a.loss,
-        spectral_norm=a.spectral_norm, tensorboard=a.tensorboard)
+        spectral_norm=a.spectral_norm, tensorboard=a.tensorboard,
+        inception_weights=a.inception_weights)
     if a.config is not None:
         try:
             _apply_config_file(cfg, a)

@@ -46,8 +46,9 @@ DEFAULTS.update({"augment": "", "r1": 0.0, "r1_every": 16, "loss": "default",
                  "spectral_norm": False})
 # ---- end of the training options
 
-# ---- --tensorboard (issue 23): an output like the log cadence, resumed with the run
-RESUMED_FIELDS = RESUMED_FIELDS + ("tensorboard",)
+# ---- --tensorboard, --inception-weights (issue 23): outputs like the log cadence, resumed with
+# the run
+RESUMED_FIELDS = RESUMED_FIELDS + ("tensorboard", "inception_weights")
 DEFAULTS["tensorboard"] = False
 # ---- end of --tensorboard
 
@@ -139,6 +140,9 @@ class TrainConfig:
     # --tensorboard (issue 23): the log steps as TensorBoard events (None: the resumed run's,
     # else off)
     tensorboard: Optional[bool] = None
+    # InceptionV3 weights for standard FID/KID in the evaluations (None: the resumed run's, else
+    # $FASTGAN_INCEPTION_WEIGHTS, else none)
+    inception_weights: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -354,20 +354,14 @@ def build_engine(r, resident: bool, capturable: Optional[bool] = None) -> None:
         ddp.attach(r.engine, r.dist, r.variant)
 
 
-def _real_stats(r: SimpleNamespace, cfg: TrainConfig):
-    """The real data's classifier-feature statistics (cached on disk), checked up front so
-    a run whose images the digit classifier cannot judge fails before it trains."""
-    from fastgan.quality.classifier import ClassifierError
-    from fastgan.quality.metrics import QualityError, real_stats
+def _real_stats(r: SimpleNamespace, cfg: TrainConfig) -> None:
+    """The real data's feature statistics (cached on disk), computed up front by rank 0, the
+    only evaluator (every rank stops on its error), so a run the metrics cannot judge fails
+    before it trains."""
+    from .loop.evaluation import real_side
     check_eval(cfg.eval_every, cfg.eval_n)
-    channels = r.variant.hyper.channels
-    if channels != 1:
-        raise UserError(f"--eval-every: the quality metrics judge 1-channel digits, and this "
-                        f"run makes {channels}-channel images; drop --eval-every or train on "
-                        "gray data (--channels 1)")
-    # Data-parallel: every rank checks, rank 0 alone evaluates.
-    with user_errors(QualityError, ClassifierError), backends.tf32(cfg.tf32):
-        return real_stats(r.data.images, r.device) if r.main else None
+    with backends.tf32(cfg.tf32):
+        main_check(r, real_side, r, cfg)
 
 
 def _outputs(r: SimpleNamespace, cfg: TrainConfig) -> None:
@@ -377,9 +371,9 @@ def _outputs(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.total = check_total(cfg, r.data.images.shape[0], n_real)
     r.out = cfg.out or os.path.join("runs", cfg.variant)
     main_check(r, check_out_dir, r.out, cfg.resume, cfg.overwrite)
-    r.real_stats, r.last_eval = None, None
+    r.real_stats, r.inception, r.last_eval = None, None, None
     if cfg.eval_every:
-        r.real_stats = _real_stats(r, cfg)
+        _real_stats(r, cfg)
     main_check(r, make_out_dir, r.out)
     if r.main:
         # Leftovers of saves killed mid-write (SIGKILL): as large as a checkpoint each.

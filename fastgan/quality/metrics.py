@@ -1,33 +1,39 @@
 """Sample-quality metrics computed on the training device from generated batches.
 
-- ``fid``: FID-MNIST, the Frechet distance between Gaussians fitted to the digit classifier's
-  128-wide penultimate features of generated and of real images (lower is better; the real data
-  against itself, split in two halves, is the floor).
-- ``confident``: fraction of samples whose top class probability is at least 0.9.
-- ``mode_coverage``: entropy of the predicted-class histogram over log(10): 1.0 when the ten
-  classes appear equally often, 0 when every sample is one class. ``classes_covered``: classes
-  holding at least a quarter of their even share (2.5%) of the samples.
-- ``cond_acc`` (conditional variants): fraction of samples generated for class k that the
-  classifier calls k; classes are drawn evenly.
+Two feature spaces, the same distances (distances.py) in each:
 
-The real side's statistics are cached on disk keyed by a hash of the uint8 pixels and of the
-classifier's weights, so a data set is featurized once.
+- the shipped digit classifier's 128-wide penultimate features, for 1-channel images: ``fid``
+  (FID-MNIST), ``kid`` / ``kid_std``, ``precision`` / ``recall``; and from its softmax
+  ``confident`` (top class probability >= 0.9), ``mode_coverage`` (entropy of the predicted-class
+  histogram over log(10)), ``classes_covered`` (classes holding at least 2.5% of the samples)
+  and, for conditional variants, ``cond_acc`` (samples for class k called k; classes evenly);
+- with InceptionV3 weights (inception.py), for gray or colour images of any size, standard FID
+  and KID and precision/recall: ``inception_fid``, ``inception_kid`` / ``inception_kid_std``,
+  ``inception_precision`` / ``inception_recall`` (``inception_standard``: the published weights).
+
+FID-MNIST and standard FID are different numbers (different networks and feature widths) and
+are never comparable. The real side's statistics (mean, covariance and up to ``REAL_FEATURES``
+feature rows for KID and precision/recall) are cached on disk keyed by a hash of the uint8
+pixels and of the network's weights, so a data set is featurized once per network.
 """
 from __future__ import annotations
 
 import math
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .classifier import load_classifier
 from .classifier_data import data_digest
+from .distances import frechet_distance, kid, precision_recall  # noqa: F401 (re-exported)
+from .inception import missing_weights_hint as inception_hint
 
 CONFIDENT_P = 0.9
 EVAL_BATCH = 500
+REAL_FEATURES = 10000     # real feature rows kept for KID and precision/recall
 
 
 class QualityError(Exception):
@@ -46,8 +52,8 @@ def to_classifier_input(x: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1], N x 1 x S x S -> N x 1 x 28 x 28 float32."""
     if x.dim() != 4 or x.shape[1] != 1:
         raise QualityError(
-            f"the quality metrics use a digit classifier for 1-channel images; these are "
-            f"{tuple(x.shape[1:])} (C x H x W): train on MNIST-like gray data (--channels 1)")
+            f"the digit classifier judges 1-channel images; these are {tuple(x.shape[1:])} "
+            f"(C x H x W): {inception_hint()}")
     x = x.float()
     if x.shape[-1] != 28 or x.shape[-2] != 28:
         x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True,
@@ -56,22 +62,29 @@ def to_classifier_input(x: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureStats:
-    """Running float64 sums of features (mean and covariance at the end) and class counts."""
+    """Running float64 sums of features (mean and covariance at the end), class counts, and the
+    feature rows themselves up to ``keep`` (for KID and precision/recall)."""
 
-    def __init__(self, device):
+    def __init__(self, device, keep: int = 0, dim: int = 128):
         self.n = 0
-        self.s1 = torch.zeros(128, dtype=torch.float64, device=device)
-        self.s2 = torch.zeros(128, 128, dtype=torch.float64, device=device)
+        self.s1 = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.s2 = torch.zeros(dim, dim, dtype=torch.float64, device=device)
         self.counts = torch.zeros(10, dtype=torch.float64, device=device)
         self.confident = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.float64, device=device)
+        self.keep, self.kept = keep, []
 
-    def add(self, feats: torch.Tensor, logits: torch.Tensor,
+    def add(self, feats: torch.Tensor, logits: Optional[torch.Tensor] = None,
             labels: Optional[torch.Tensor] = None) -> None:
         f = feats.to(torch.float64)
+        room = self.keep - sum(k.shape[0] for k in self.kept)
+        if room > 0:
+            self.kept.append(feats[:room].float())
         self.n += f.shape[0]
         self.s1 += f.sum(0)
         self.s2 += f.T @ f
+        if logits is None:
+            return
         p = logits.float().softmax(1)
         pred = p.argmax(1)
         self.counts += torch.bincount(pred, minlength=10).to(torch.float64)
@@ -86,48 +99,48 @@ class FeatureStats:
         cov = (self.s2 - self.n * torch.outer(mu, mu)) / (self.n - 1)
         return mu, cov
 
+    def features(self) -> torch.Tensor:
+        return torch.cat(self.kept) if self.kept else self.s1.new_zeros(0, self.s1.shape[0])
 
-def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor,
-                     cov2: torch.Tensor) -> float:
-    """|mu1 - mu2|^2 + tr(C1) + tr(C2) - 2 tr((C1^1/2 C2 C1^1/2)^1/2), in float64 with
-    symmetric eigendecompositions (no scipy, runs on the device)."""
-    mu1, cov1, mu2, cov2 = (t.to(torch.float64) for t in (mu1, cov1, mu2, cov2))
-    w, v = torch.linalg.eigh((cov1 + cov1.T) / 2)
-    s1 = (v * w.clamp_min(0).sqrt()) @ v.T                      # C1^1/2
-    m = s1 @ cov2 @ s1
-    tr_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
-    d = (mu1 - mu2).square().sum() + cov1.trace() + cov2.trace() - 2 * tr_sqrt
-    return float(d.clamp_min(0))
+
+def _images01(images: torch.Tensor, i: int, device) -> torch.Tensor:
+    x = images[i:i + EVAL_BATCH].to(device)
+    return x.float() / 255 if x.dtype == torch.uint8 else x
 
 
 @torch.no_grad()
 def featurize(images: torch.Tensor, device, labels: Optional[torch.Tensor] = None,
-              stats: Optional[FeatureStats] = None) -> FeatureStats:
-    """Features of uint8 ([0, 255]) or float ([0, 1]) images, in batches on ``device``."""
+              stats: Optional[FeatureStats] = None, keep: int = 0) -> FeatureStats:
+    """Classifier features of uint8 ([0, 255]) or float ([0, 1]) images, in batches on
+    ``device``."""
     clf, _ = load_classifier(device)
-    stats = stats or FeatureStats(device)
+    stats = stats or FeatureStats(device, keep)
     for i in range(0, images.shape[0], EVAL_BATCH):
-        x = images[i:i + EVAL_BATCH].to(device)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x
-        f, logits = clf.features_and_logits(to_classifier_input(x))
+        f, logits = clf.features_and_logits(to_classifier_input(_images01(images, i, device)))
         stats.add(f, logits, None if labels is None else labels[i:i + EVAL_BATCH].to(device))
     return stats
 
 
-def real_stats(images_u8: torch.Tensor, device, cache: bool = True
-               ) -> Dict[str, torch.Tensor]:
-    """{"mu", "cov", "n"} of a real data set (uint8 N x 1 x H x W), cached on disk."""
-    _, meta = load_classifier("cpu")
-    key = f"{data_digest(images_u8)}-{meta['digest']}"
+@torch.no_grad()
+def featurize_inception(images: torch.Tensor, net, keep: int = 0) -> FeatureStats:
+    stats = FeatureStats(net.device, keep, net.dim)
+    for i in range(0, images.shape[0], EVAL_BATCH):
+        stats.add(net.features(_images01(images, i, net.device)))
+    return stats
+
+
+def _cached(key: str, device, compute, cache: bool) -> Dict[str, object]:
     path = stats_cache_dir() / f"{key}.pt"
     if cache and path.exists():
         try:
             st = torch.load(path, map_location="cpu", weights_only=True)
-            return {k: v.to(device) if torch.is_tensor(v) else v for k, v in st.items()}
+            if torch.is_tensor(st.get("feats")) and torch.is_tensor(st.get("mu")):
+                return {k: v.to(device) if torch.is_tensor(v) else v for k, v in st.items()}
         except Exception:
             pass  # unreadable cache entry: recompute and overwrite it
-    mu, cov = featurize(images_u8, device).mean_cov()
-    st = {"mu": mu, "cov": cov, "n": int(images_u8.shape[0]), "key": key}
+    stats = compute()
+    mu, cov = stats.mean_cov()
+    st = {"mu": mu, "cov": cov, "feats": stats.features(), "n": stats.n, "key": key}
     if cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,18 +152,68 @@ def real_stats(images_u8: torch.Tensor, device, cache: bool = True
     return st
 
 
+def _subset(images: torch.Tensor) -> torch.Tensor:
+    """The real images whose features are kept: all, or a fixed random REAL_FEATURES of them,
+    first (featurize keeps the first rows)."""
+    if images.shape[0] <= REAL_FEATURES:
+        return images
+    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
+    return images[perm]
+
+
+def real_stats(images_u8: torch.Tensor, device, cache: bool = True, inception=None,
+               classifier: Optional[bool] = None) -> Dict[str, object]:
+    """The real data set's statistics (uint8 N x C x H x W), each feature space cached on disk:
+    the classifier's at the top level ({"mu", "cov", "feats", "key"}; 1-channel images and
+    ``classifier``, default: 1-channel data), InceptionV3's under "inception" (with ``inception``,
+    an InceptionFeatures)."""
+    if classifier is None:
+        classifier = images_u8.shape[1] == 1
+    out: Dict[str, object] = {"n": int(images_u8.shape[0]), "device": torch.device(device)}
+    digest = data_digest(images_u8)
+    if classifier:
+        _, meta = load_classifier("cpu")
+        out.update(_cached(f"{digest}-{meta['digest']}-v2", device,
+                           lambda: featurize(_subset(images_u8), device, keep=REAL_FEATURES),
+                           cache))
+    if inception is not None:
+        out["inception"] = _cached(
+            f"{digest}-inception-{inception.digest[:16]}", device,
+            lambda: featurize_inception(_subset(images_u8), inception, keep=REAL_FEATURES), cache)
+        out["inception_standard"] = inception.standard
+    return out
+
+
+def _distances(prefix: str, fake: FeatureStats, real: Dict[str, object]) -> Dict[str, object]:
+    mu, cov = fake.mean_cov()
+    rf, ff = real["feats"], fake.features()
+    k, k_std, m = kid(rf, ff)
+    p, r = precision_recall(rf, ff)
+    return {f"{prefix}fid": frechet_distance(mu, cov, real["mu"], real["cov"]),
+            f"{prefix}kid": k, f"{prefix}kid_std": k_std, f"{prefix}kid_subset": m,
+            f"{prefix}precision": p, f"{prefix}recall": r}
+
+
 @torch.no_grad()
-def evaluate_generator(variant, nets, real: Dict[str, torch.Tensor], n: int = 10000,
-                       seed: int = 1234, batch: int = EVAL_BATCH) -> Dict[str, object]:
+def evaluate_generator(variant, nets, real: Dict[str, object], n: int = 10000,
+                       seed: int = 1234, batch: int = EVAL_BATCH, inception=None
+                       ) -> Dict[str, object]:
     """Generate ``n`` samples (G's BatchNorm on each batch's own statistics, training state
-    untouched, as the sample grids) and compute every metric against ``real`` stats."""
+    untouched, as the sample grids) and compute every metric against ``real`` stats: the
+    classifier's where ``real`` has them, InceptionV3's with ``inception``."""
     from fastgan.variants.sampling import generate
     if n < 10:
         raise QualityError(f"--eval-n must be at least 10, not {n}")
-    device = real["mu"].device
+    use_clf = "mu" in real
+    use_inc = inception is not None and "inception" in real
+    if not (use_clf or use_inc):
+        raise QualityError("no metric applies: the digit classifier judges 1-channel images "
+                           "only, and " + inception_hint())
+    device = real["device"] if "device" in real else real["mu"].device
     g = torch.Generator().manual_seed(seed)
-    stats = FeatureStats(device)
-    clf, _ = load_classifier(device)
+    stats = FeatureStats(device, keep=n)
+    inc_stats = FeatureStats(device, keep=n, dim=inception.dim) if use_inc else None
+    clf = load_classifier(device)[0] if use_clf else None
     done = 0
     while done < n:
         m = min(batch, n - done)
@@ -163,22 +226,27 @@ def evaluate_generator(variant, nets, real: Dict[str, torch.Tensor], n: int = 10
         x = generate(variant, nets, z.to(device), lab_dev)
         if not torch.isfinite(x).all():
             raise QualityError("the generator produced NaN/inf samples: the run has diverged")
-        f, logits = clf.features_and_logits(to_classifier_input(x))
-        stats.add(f, logits, lab_dev)
+        if use_clf:
+            f, logits = clf.features_and_logits(to_classifier_input(x))
+            stats.add(f, logits, lab_dev)
+        if use_inc:
+            inc_stats.add(inception.features(x))
         done += m
-    mu, cov = stats.mean_cov()
-    frac = (stats.counts / stats.n).cpu()
-    nz = frac[frac > 0]
-    out: Dict[str, object] = {
-        "fid": frechet_distance(mu, cov, real["mu"], real["cov"]),
-        "confident": float(stats.confident) / stats.n,
-        "mode_coverage": float(-(nz * nz.log()).sum() / math.log(10)),
-        "classes_covered": int((frac >= 0.025).sum()),
-        "class_hist": [round(float(v), 4) for v in frac],
-        "n": stats.n,
-    }
-    if variant.needs_labels:
-        out["cond_acc"] = float(stats.correct) / stats.n
+    out: Dict[str, object] = {"n": n}
+    if use_clf:
+        frac = (stats.counts / stats.n).cpu()
+        nz = frac[frac > 0]
+        out.update(_distances("", stats, real))
+        out.update({
+            "confident": float(stats.confident) / stats.n,
+            "mode_coverage": float(-(nz * nz.log()).sum() / math.log(10)),
+            "classes_covered": int((frac >= 0.025).sum()),
+            "class_hist": [round(float(v), 4) for v in frac]})
+        if variant.needs_labels:
+            out["cond_acc"] = float(stats.correct) / stats.n
+    if use_inc:
+        out.update(_distances("inception_", inc_stats, real["inception"]))
+        out["inception_standard"] = bool(inception.standard)
     return out
 
 
@@ -193,8 +261,17 @@ def real_floor(images_u8: torch.Tensor, device) -> float:
 
 
 def format_metrics(m: Dict[str, object]) -> str:
-    s = (f"FID-MNIST {m['fid']:.2f} | confident {m['confident']:.3f} | mode coverage "
-         f"{m['mode_coverage']:.3f} ({m['classes_covered']}/10 classes)")
-    if "cond_acc" in m:
-        s += f" | conditional accuracy {m['cond_acc']:.3f}"
-    return s
+    parts: List[str] = []
+    if "fid" in m:
+        parts.append(f"FID-MNIST {m['fid']:.2f} | KID-MNIST {m['kid']:.4f} ± {m['kid_std']:.4f} | "
+                     f"precision {m['precision']:.3f} recall {m['recall']:.3f} | confident "
+                     f"{m['confident']:.3f} | mode coverage {m['mode_coverage']:.3f} "
+                     f"({m['classes_covered']}/10 classes)")
+        if "cond_acc" in m:
+            parts.append(f"conditional accuracy {m['cond_acc']:.3f}")
+    if "inception_fid" in m:
+        note = "" if m.get("inception_standard", True) else " (non-standard Inception weights)"
+        parts.append(f"FID {m['inception_fid']:.2f} | KID {m['inception_kid']:.4f} ± "
+                     f"{m['inception_kid_std']:.4f} | Inception precision "
+                     f"{m['inception_precision']:.3f} recall {m['inception_recall']:.3f}{note}")
+    return " | ".join(parts)
