@@ -227,6 +227,21 @@ def test_doctor(capsys):
             "(auto: the first complete one of") in out
 
 
+def test_doctor_says_which_quality_metrics_apply(monkeypatch):
+    import importlib.util
+
+    from fastgan.cli.doctor import _quality_line
+    monkeypatch.delenv("FASTGAN_INCEPTION_WEIGHTS", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "pytorch_fid" else real(n, *a))
+    assert "pip install 'fastgan[fid]'" in _quality_line()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object())
+    assert "--inception-weights pt_inception-2015-12-05" in _quality_line()
+    monkeypatch.setenv("FASTGAN_INCEPTION_WEIGHTS", "/w.pth")
+    assert "$FASTGAN_INCEPTION_WEIGHTS=/w.pth" in _quality_line()
+
+
 def test_doctor_says_the_path_and_backend_on_cuda(monkeypatch):
     """On a GPU (faked: the lines are the trainer's own decision and the catalogue's orders):
     the graph by default with the graph-mode auto backend, and the eager alternative's."""

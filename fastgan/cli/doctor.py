@@ -63,6 +63,7 @@ def report() -> str:
     lines.append("Adam on cpu  torch's fused kernel, one pass (the eps-hat form: with the step's eps)"
                  + ("; on cuda: fused, capturable (eps-hat: Triton)" if torch.cuda.is_available()
                     else ""))
+    lines.append(f"quality      {_quality_line()}")
     from fastgan.threads import choose_threads
     n, why, _ = choose_threads()
     lines.append(f"CPU threads  {n} ({why}): what `fastgan train` would use now (--threads N "
@@ -94,6 +95,21 @@ def path_lines(dev: str) -> list:
     if dev == "cpu" and ops.auto_backend(dev, graph=False) == "cuda":
         lines.append("             " + _cpu_policy_line())
     return lines
+
+
+def _quality_line() -> str:
+    """Which metrics `eval` / `--eval-every` can compute here (nothing is loaded or hashed)."""
+    import importlib.util
+    import os
+
+    from fastgan.quality.inception import ENV, FILE_NAME
+    line = "FID-MNIST (shipped classifier)"
+    if importlib.util.find_spec("pytorch_fid") is None or \
+            importlib.util.find_spec("torchvision") is None:
+        return line + "; standard FID needs pip install 'fastgan[fid]'"
+    where = os.environ.get(ENV)
+    return line + ("; standard FID with " + (f"${ENV}={where}" if where else
+                                            f"--inception-weights {FILE_NAME}"))
 
 
 def _cpu_policy_line() -> str:
