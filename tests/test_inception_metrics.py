@@ -247,12 +247,22 @@ def test_colour_run_eval_every_and_eval(tmp_path, capsys, inception_weights):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["inception_weights"] == str(inception_weights.resolve())
     capsys.readouterr()
-    assert cli_main(["eval", "--checkpoint", str(out), "--n", "10", "--device", "cpu"]) == 2
-    assert I.FILE_NAME in capsys.readouterr().err
+    # eval: the weights the run's evaluations used, unless given
+    js = tmp_path / "m.json"
     assert cli_main(["eval", "--checkpoint", str(out), "--n", "10", "--device", "cpu",
-                     "--inception-weights", str(inception_weights)]) == 0
+                     "--json", str(js)]) == 0, capsys.readouterr().err
     line = capsys.readouterr().out
     assert "FID " in line and "FID-MNIST" not in line and "class histogram" not in line
+    assert json.loads(js.read_text())["inception_weights"] == str(inception_weights.resolve())
+    # a colour run without evaluations: eval says where the weights come from
+    rc, plain = _train(tmp_path, "plain", *common, "--steps", "1")
+    assert rc == 0
+    capsys.readouterr()
+    assert cli_main(["eval", "--checkpoint", str(plain), "--n", "10", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert I.FILE_NAME in err and I.URL in err and len(err.strip().splitlines()) == 1
+    assert cli_main(["eval", "--checkpoint", str(plain), "--n", "10", "--device", "cpu",
+                     "--inception-weights", str(inception_weights)]) == 0
 
 
 def test_real_feature_rows_are_capped(monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from .errors import fail, fail_from, missing_folder
 
@@ -23,7 +24,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--inception-weights", metavar="FILE",
                    help="InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth, as pytorch-fid "
                    "and torch-fidelity use) for standard FID, KID and precision/recall, gray or "
-                   "colour images (default: $FASTGAN_INCEPTION_WEIGHTS; needs fastgan[fid])")
+                   "colour images (default: $FASTGAN_INCEPTION_WEIGHTS, else the file the run's "
+                   "own evaluations used; needs fastgan[fid])")
     e.add_argument("--no-ema", dest="ema", action="store_false",
                    help="the raw generator, not the moving average (--ema runs keep both)")
     e.add_argument("--verbose", action="store_true",
@@ -60,6 +62,9 @@ def run(a) -> int:
         device = pick_device(a.device)
         weights = weights_path(a.inception_weights)      # a bad path fails before any work
         state, v, nets = ckpt.load_networks(a.checkpoint, device, ema=a.ema)
+        saved = state["config"].get("inception_weights")
+        if weights is None and saved and Path(saved).is_file():   # the run's own evaluations'
+            weights = Path(saved)
         if weights is None and v.hyper.channels != 1:
             raise UserError(f"{v.name} makes {v.hyper.channels}-channel images, which the digit "
                             f"classifier cannot judge: {inception_hint()}")
@@ -73,7 +78,7 @@ def run(a) -> int:
     m.update(variant=v.name, step=int(state["step"]), data=data.source, real_n=real["n"],
              seconds=round(time.perf_counter() - t0, 2), device=str(device))
     if net is not None:
-        m["inception_weights"] = str(weights)
+        m["inception_weights"] = str(weights.resolve())
     print(f"{v.name} at step {m['step']} ({a.n} samples vs {real['n']} real images): "
           f"{format_metrics(m)}")
     if "class_hist" in m:
