@@ -102,16 +102,17 @@ class Table:
                  cnt: Optional[torch.Tensor] = None):
         self.key, self.captured = key, False
         self._layout(key, host)
-        self.tab = host if device.type != "cuda" else host.to(device)
+        self.tab, self.staging, self.copied, self.stream = host, None, None, None
+        self.spares: List[torch.Tensor] = []
+        if device.type == "cuda":   # an asynchronous copy: an eager rebuild never waits
+            self.staging = host.pin_memory()
+            self.tab = self.staging.to(device, non_blocking=True)
+            self.copied = torch.cuda.Event()
+            self.copied.record()
+            self.spares = [torch.empty_like(self.tab) for _ in range(SPARES)]
+            self.stream = torch.cuda.Stream(device=device)
         # 0 between launches (the last program resets it): an earlier table's can be reused
         self.cnt = torch.zeros(1, dtype=torch.int32, device=device) if cnt is None else cnt
-        self.spares: List[torch.Tensor] = []
-        self.staging: Optional[torch.Tensor] = None
-        self.stream = None
-        if device.type == "cuda":
-            self.spares = [torch.empty_like(self.tab) for _ in range(SPARES)]
-            self.staging = host.pin_memory()
-            self.stream = torch.cuda.Stream(device=device)
 
     def _layout(self, key: List[int], host: torch.Tensor) -> None:
         self.T = len(key) // (ROW + 1)
@@ -138,11 +139,11 @@ def _host_table(key: List[int], T: int) -> torch.Tensor:
     return torch.cat([rows, bmap])
 
 
-def _rebuild(old: Optional[Table], key: List[int], device: torch.device,
+def _rebuild(old: Optional[Table], key: List[int], device: torch.device, capturing: bool,
              keep: List[torch.Tensor]) -> Table:
     T = len(key) // (ROW + 1)
     host = _host_table(key, T)
-    if device.type != "cuda" or not torch.cuda.is_current_stream_capturing():
+    if not capturing:
         if old is not None and old.captured:
             keep.append(old.tab)    # a graph reads it: never freed
         return Table(key, host, device, None if old is None else old.cnt)
@@ -160,6 +161,7 @@ def _rebuild(old: Optional[Table], key: List[int], device: torch.device,
     keep.append(old.tab)
     new = old
     new.tab = new.spares.pop()
+    new.copied.synchronize()    # the staging copy's last transfer is done (an eager event)
     new.staging.copy_(host)
     with torch.cuda.stream(new.stream):
         new.tab.copy_(new.staging, non_blocking=True)
@@ -179,11 +181,11 @@ def eps_hat_adam_(ps: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
     earlier call for these tensors (None the first time); returns the one to pass next time.
     ``keep``: where tables a CUDA graph may read are kept alive."""
     device = ps[0].device
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     key = _words(ps, gs, ms, vs, steps)
     if table is None or table.key != key:
-        table = _rebuild(table, key, device, keep)
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        table.captured = True
+        table = _rebuild(table, key, device, capturing, keep)
+    table.captured |= capturing
     _eps_hat_adam_kernel[(table.nblocks,)](
         table.tab, table.T, steps[0], table.cnt, lr, hp, DT=_TL[ps[0].dtype],
         ACC=acc_type(ps[0].dtype), BLOCK=BLOCK, SB=STEP_BLOCK)

@@ -239,7 +239,8 @@ def _kernel_update(p, g, m, v, t_old: float, lr, b1, b2, eps, decay):
     acc = np.float64 if p.dtype == torch.float64 else np.float32
     t = float(np.float32(t_old) + np.float32(1.0))
     lr_d = lr / (1.0 + decay * (t - 1.0))
-    lr_t = acc(lr_d * np.sqrt(1.0 - np.exp2(t * math.log2(b2))) / (1.0 - np.exp2(t * math.log2(b1))))
+    lr_t = acc(lr_d * np.sqrt(1.0 - np.exp2(t * math.log2(b2)))
+               / (1.0 - np.exp2(t * math.log2(b1))))
     g, m, v, p = (x.detach().to(torch.float64 if acc is np.float64 else torch.float32).numpy()
                   for x in (g, m, v, p))
     m = acc(b1) * m + acc(1.0 - b1) * g
@@ -335,6 +336,17 @@ def test_triton_step_is_one_launch_and_nothing_else(n_tensors):
     work = _count_step(opt)
     assert work["by_op"] == {"triton._eps_hat_adam_kernel": 2} and work["host_syncs"] == 0
     assert all(opt.state[p]["step"].item() == 2 for p in ps + extra)
+
+
+def test_triton_bucket_of_empty_tensors_still_advances_its_steps():
+    _triton_or_skip()
+    ps = [torch.zeros(0, requires_grad=True), torch.zeros(0, 3, requires_grad=True)]
+    opt = EpsHatAdam(ps, lr=1e-3, fused=True)
+    for t in range(1, 4):
+        for p in ps:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        assert [opt.state[p]["step"].item() for p in ps] == [t, t]
 
 
 def test_triton_table_is_rebuilt_only_when_an_address_changes():

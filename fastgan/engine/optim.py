@@ -111,6 +111,8 @@ class EpsHatAdam(torch.optim.Optimizer):
                 dense = all(t.is_contiguous() for lst in (ps, gs, ms, vs) for t in lst)
                 key = (gi, device, dtype)
                 host_t = self._host_t.pop(key, None)
+                # the kernel advances float32 device step counts (what _init_state and a
+                # capturable load make); any other kind goes the foreach way
                 if self.fused == "triton" and dense and all(
                         s.dtype == torch.float32 and s.device == device for s in steps):
                     self._fused_step(key, group, device, ps, gs, ms, vs, steps)
