@@ -18,7 +18,7 @@ resets the counter to 0 for the next launch.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import triton
@@ -31,7 +31,7 @@ from ._common import acc_type
 BLOCK = 1 << 16 if config.INTERPRET else 1024
 ROW = 6           # int64 words per tensor row of the table
 STEP_BLOCK = 64   # step counts advanced per iteration of the last program's loop
-SPARES = 2        # tables allocated ahead for address changes during a CUDA-graph capture
+SPARES = 4        # tables allocated ahead for address changes during a CUDA-graph capture
 _TL = {torch.float32: tl.float32, torch.float64: tl.float64, torch.bfloat16: tl.bfloat16,
        torch.float16: tl.float16}
 
@@ -111,6 +111,8 @@ class Table:
             self.copied.record()
             self.spares = [torch.empty_like(self.tab) for _ in range(SPARES)]
             self.stream = torch.cuda.Stream(device=device)
+        # every table written so far, by its words: addresses that come back reuse theirs
+        self.written: Dict[tuple, torch.Tensor] = {tuple(key): self.tab}
         # 0 between launches (the last program resets it): an earlier table's can be reused
         self.cnt = torch.zeros(1, dtype=torch.int32, device=device) if cnt is None else cnt
 
@@ -155,20 +157,27 @@ def _rebuild(old: Optional[Table], key: List[int], device: torch.device, capturi
     if old is None or old.staging is None:
         raise RuntimeError("EpsHatAdam: run one step before capturing it (the warm-up builds "
                            "its state and tables)")
-    if not old.spares or old.staging.numel() != host.numel() or old.T != T:
+    new, seen = old, old.written.get(tuple(key))
+    if seen is None and (not new.spares or new.staging.numel() != host.numel() or new.T != T):
         raise RuntimeError("EpsHatAdam: the parameters' layout or addresses changed too often "
                            "during one CUDA-graph capture")
-    keep.append(old.tab)
-    new = old
-    new.tab = new.spares.pop()
-    new.copied.synchronize()    # the staging copy's last transfer is done (an eager event)
-    new.staging.copy_(host)
-    with torch.cuda.stream(new.stream):
-        new.tab.copy_(new.staging, non_blocking=True)
-    new.stream.synchronize()
+    keep.append(new.tab)
     new.key, new.captured = key, True
+    if seen is not None:
+        new.tab = seen
+        return new
+    new.tab = new.written[tuple(key)] = new.spares.pop()
+    _write_outside_graph(new, host)
     new._layout(key, host)
     return new
+
+
+def _write_outside_graph(table: Table, host: torch.Tensor) -> None:
+    table.copied.synchronize()    # the staging copy's last transfer is done (an eager event)
+    table.staging.copy_(host)
+    with torch.cuda.stream(table.stream):
+        table.tab.copy_(table.staging, non_blocking=True)
+    table.stream.synchronize()
 
 
 def eps_hat_adam_(ps: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],

@@ -385,6 +385,36 @@ def test_triton_table_is_rebuilt_only_when_an_address_changes():
             assert torch.equal(oa.state[p][k], ob.state[q][k]), k
 
 
+def test_triton_table_rebuild_during_a_capture_bookkeeping(monkeypatch):
+    """The capture branch, on CPU (the out-of-graph copy replaced by a plain one): a spare
+    allocated before the capture takes the new addresses, addresses seen before reuse their
+    table, every table the graph may read is kept, and running out of spares is an error."""
+    _triton_or_skip()
+    from fastgan.kernels import adam as AD
+    monkeypatch.setattr(AD, "_write_outside_graph", lambda tb, host: tb.tab.copy_(host))
+    ps = _bucket(3, torch.float32)
+    ms, vs = [torch.zeros_like(p) for p in ps], [torch.zeros_like(p) for p in ps]
+    steps = [torch.zeros(()) for _ in ps]
+
+    def words(gs):
+        return AD._words(ps, gs, ms, vs, steps)
+    g1 = [torch.zeros_like(p) for p in ps]
+    table = AD.Table(words(g1), AD._host_table(words(g1), 3), torch.device("cpu"))
+    first = table.tab
+    table.staging, table.spares = first.clone(), [torch.empty_like(first) for _ in range(2)]
+    keep = []
+    tabs = []
+    for gs in ([torch.zeros_like(p) for p in ps], g1, [torch.zeros_like(p) for p in ps]):
+        table = AD._rebuild(table, words(gs), torch.device("cpu"), True, keep)
+        assert table.captured and torch.equal(table.tab, AD._host_table(words(gs), 3))
+        tabs.append(table.tab)
+    assert tabs[1] is first and tabs[0] is not first and tabs[2] is not tabs[0]
+    assert {id(t) for t in keep} == {id(first), id(tabs[0])} | {id(tabs[1])}
+    with pytest.raises(RuntimeError, match="too often"):
+        AD._rebuild(table, words([torch.zeros_like(p) for p in ps]), torch.device("cpu"), True,
+                    keep)
+
+
 @pytest.mark.gpu
 def test_captured_step_with_grads_allocated_inside_the_capture():
     """The engine's capture: grads set to None before it, so the backward inside allocates new
