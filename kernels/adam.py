@@ -18,7 +18,7 @@ resets the counter to 0 for the next launch.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import triton
@@ -31,7 +31,6 @@ from ._common import acc_type
 BLOCK = 1 << 16 if config.INTERPRET else 1024
 ROW = 6           # int64 words per tensor row of the table
 STEP_BLOCK = 64   # step counts advanced per iteration of the last program's loop
-SPARES = 4        # tables allocated ahead for address changes during a CUDA-graph capture
 _TL = {torch.float32: tl.float32, torch.float64: tl.float64, torch.bfloat16: tl.bfloat16,
        torch.float16: tl.float16}
 
@@ -95,30 +94,50 @@ def hyper_tensor(b1: float, b2: float, eps: float, decay: float, device) -> torc
 class Table:
     """One bucket's device table and arrival counter. ``key``: the host words the table was
     built from (addresses, sizes); ``captured``: a CUDA graph launched with it (then it must
-    never be freed or written again). On CUDA, ``spares`` (allocated eagerly, outside any
-    capture) and a pinned ``staging`` copy take a rebuild during a capture: see ``_rebuild``."""
+    never be freed: the caller keeps it)."""
 
     def __init__(self, key: List[int], host: torch.Tensor, device: torch.device,
-                 cnt: Optional[torch.Tensor] = None):
-        self.key, self.captured = key, False
-        self._layout(key, host)
-        self.tab, self.staging, self.copied, self.stream = host, None, None, None
-        self.spares: List[torch.Tensor] = []
-        if device.type == "cuda":   # an asynchronous copy: an eager rebuild never waits
-            self.staging = host.pin_memory()
-            self.tab = self.staging.to(device, non_blocking=True)
-            self.copied = torch.cuda.Event()
-            self.copied.record()
-            self.spares = [torch.empty_like(self.tab) for _ in range(SPARES)]
-            self.stream = torch.cuda.Stream(device=device)
-        # every table written so far, by its words: addresses that come back reuse theirs
-        self.written: Dict[tuple, torch.Tensor] = {tuple(key): self.tab}
+                 cnt: Optional[torch.Tensor] = None, capturing: bool = False):
+        self.key, self.captured = key, capturing
+        self.T = len(key) // (ROW + 1)
+        self.nblocks = host.numel() - (ROW + 1) * self.T
+        if capturing:
+            # Inside a capture (its backward allocates new grads from the graph's pool): the
+            # table is allocated there too, and written by write_captured() once the capture
+            # has ended, before any replay: no copy in the graph, no host wait during capture.
+            # Only a caller that promises that call may capture so (engine/graphs.py does).
+            if not _DEFER:
+                raise RuntimeError(
+                    "EpsHatAdam (Triton): the tensors' addresses changed inside this CUDA-graph "
+                    "capture (grads set to None before it?): wrap the capture in "
+                    "fastgan.engine.optim.capture_tables(), or keep the same grads through the "
+                    "warm-up and the capture")
+            self.tab = torch.empty_like(host, device=device)
+            _PENDING.append((self.tab, host))
+        elif device.type != "cuda":
+            self.tab = host
+        else:   # an asynchronous copy: an eager rebuild never waits
+            self.tab = host.pin_memory().to(device, non_blocking=True)
         # 0 between launches (the last program resets it): an earlier table's can be reused
         self.cnt = torch.zeros(1, dtype=torch.int32, device=device) if cnt is None else cnt
 
-    def _layout(self, key: List[int], host: torch.Tensor) -> None:
-        self.T = len(key) // (ROW + 1)
-        self.nblocks = host.numel() - (ROW + 1) * self.T
+
+# Tables made during a CUDA-graph capture, with their host contents, until write_captured();
+# _DEFER: inside fastgan.engine.optim.capture_tables(), which calls it.
+_PENDING: List[tuple] = []
+_DEFER = False
+
+
+def defer(on: bool) -> None:
+    global _DEFER
+    _DEFER = bool(on)
+
+
+def write_captured() -> None:
+    """Fill the tables a capture made (after the capture ends, before the first replay)."""
+    while _PENDING:
+        tab, host = _PENDING.pop()
+        tab.copy_(host)
 
 
 def _words(ps, gs, ms, vs, steps) -> List[int]:
@@ -143,41 +162,17 @@ def _host_table(key: List[int], T: int) -> torch.Tensor:
 
 def _rebuild(old: Optional[Table], key: List[int], device: torch.device, capturing: bool,
              keep: List[torch.Tensor]) -> Table:
-    T = len(key) // (ROW + 1)
-    host = _host_table(key, T)
-    if not capturing:
-        if old is not None and old.captured:
-            keep.append(old.tab)    # a graph reads it: never freed
-        return Table(key, host, device, None if old is None else old.cnt)
-    # Inside a capture (the backward there allocates new grads from the graph's pool): no
-    # allocation or synchronous copy may happen, and a copy captured into the graph would run
-    # on every replay. The table is written now, once, from the pinned staging copy into a spare
-    # allocated before the capture, on a side (non-capturing, non-blocking) stream that is
-    # waited for here; the graph then only reads it.
-    if old is None or old.staging is None:
+    if capturing and old is None:
+        # the arrival counter must exist, zeroed, before the graph: made by an eager step
         raise RuntimeError("EpsHatAdam: run one step before capturing it (the warm-up builds "
                            "its state and tables)")
-    new, seen = old, old.written.get(tuple(key))
-    if seen is None and (not new.spares or new.staging.numel() != host.numel() or new.T != T):
-        raise RuntimeError("EpsHatAdam: the parameters' layout or addresses changed too often "
-                           "during one CUDA-graph capture")
-    keep.append(new.tab)
-    new.key, new.captured = key, True
-    if seen is not None:
-        new.tab = seen
-        return new
-    new.tab = new.written[tuple(key)] = new.spares.pop()
-    _write_outside_graph(new, host)
-    new._layout(key, host)
+    if old is not None and old.captured:
+        keep.append(old.tab)    # a graph reads it: never freed
+    new = Table(key, _host_table(key, len(key) // (ROW + 1)), device,
+                None if old is None else old.cnt, capturing)
+    if capturing:
+        keep.append(new.tab)
     return new
-
-
-def _write_outside_graph(table: Table, host: torch.Tensor) -> None:
-    table.copied.synchronize()    # the staging copy's last transfer is done (an eager event)
-    table.staging.copy_(host)
-    with torch.cuda.stream(table.stream):
-        table.tab.copy_(table.staging, non_blocking=True)
-    table.stream.synchronize()
 
 
 def eps_hat_adam_(ps: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],

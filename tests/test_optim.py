@@ -385,34 +385,35 @@ def test_triton_table_is_rebuilt_only_when_an_address_changes():
             assert torch.equal(oa.state[p][k], ob.state[q][k]), k
 
 
-def test_triton_table_rebuild_during_a_capture_bookkeeping(monkeypatch):
-    """The capture branch, on CPU (the out-of-graph copy replaced by a plain one): a spare
-    allocated before the capture takes the new addresses, addresses seen before reuse their
-    table, every table the graph may read is kept, and running out of spares is an error."""
+def test_triton_table_rebuild_during_a_capture_bookkeeping():
+    """The capture branch, on CPU: a table made during a capture is allocated but not written
+    (a write there would be a copy node replayed every time, or a host wait the capture
+    forbids) until the capture ends (capture_tables(), as the engine captures); every table a
+    graph may read is kept; a first step inside a capture is refused."""
     _triton_or_skip()
+    from fastgan.engine.optim import capture_tables
     from fastgan.kernels import adam as AD
-    monkeypatch.setattr(AD, "_write_outside_graph", lambda tb, host: tb.tab.copy_(host))
     ps = _bucket(3, torch.float32)
     ms, vs = [torch.zeros_like(p) for p in ps], [torch.zeros_like(p) for p in ps]
     steps = [torch.zeros(()) for _ in ps]
+    cpu = torch.device("cpu")
 
     def words(gs):
         return AD._words(ps, gs, ms, vs, steps)
-    g1 = [torch.zeros_like(p) for p in ps]
-    table = AD.Table(words(g1), AD._host_table(words(g1), 3), torch.device("cpu"))
-    first = table.tab
-    table.staging, table.spares = first.clone(), [torch.empty_like(first) for _ in range(2)]
+    with pytest.raises(RuntimeError, match="run one step before capturing"):
+        AD._rebuild(None, words(ps), cpu, True, [])
+    eager = AD._rebuild(None, words(ps), cpu, False, [])
     keep = []
-    tabs = []
-    for gs in ([torch.zeros_like(p) for p in ps], g1, [torch.zeros_like(p) for p in ps]):
-        table = AD._rebuild(table, words(gs), torch.device("cpu"), True, keep)
-        assert table.captured and torch.equal(table.tab, AD._host_table(words(gs), 3))
-        tabs.append(table.tab)
-    assert tabs[1] is first and tabs[0] is not first and tabs[2] is not tabs[0]
-    assert {id(t) for t in keep} == {id(first), id(tabs[0])} | {id(tabs[1])}
-    with pytest.raises(RuntimeError, match="too often"):
-        AD._rebuild(table, words([torch.zeros_like(p) for p in ps]), torch.device("cpu"), True,
-                    keep)
+    g1 = [torch.zeros_like(p) for p in ps]
+    with pytest.raises(RuntimeError, match="capture_tables"):     # no promise to fill it
+        AD._rebuild(eager, words(g1), cpu, True, keep)
+    with capture_tables():
+        captured = AD._rebuild(eager, words(g1), cpu, True, keep)
+        assert captured.captured and captured.cnt is eager.cnt and keep == [captured.tab]
+        assert AD._PENDING and AD._PENDING[-1][0] is captured.tab
+    assert not AD._PENDING and torch.equal(captured.tab, AD._host_table(words(g1), 3))
+    later = AD._rebuild(captured, words(ps), cpu, False, keep)      # eager again: kept
+    assert not later.captured and keep == [captured.tab, captured.tab] and not AD._PENDING
 
 
 @pytest.mark.gpu
@@ -420,6 +421,7 @@ def test_captured_step_with_grads_allocated_inside_the_capture():
     """The engine's capture: grads set to None before it, so the backward inside allocates new
     ones from the graph's pool and the table is rebuilt during the capture; replays must then
     match eager steps, and later eager steps (other addresses) must not disturb the graph."""
+    from fastgan.engine.optim import capture_tables
     form = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=8e-8)
     eager, graphed = _bucket(20, torch.float32), _bucket(20, torch.float32)
     eager = [p.detach().cuda().requires_grad_() for p in eager]
@@ -438,7 +440,7 @@ def test_captured_step_with_grads_allocated_inside_the_capture():
     oe.load_state_dict(og.state_dict())
     og.zero_grad(set_to_none=True)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with capture_tables(), torch.cuda.graph(graph):     # as engine/graphs.py captures
         for p, g in zip(graphed, src):
             p.grad = g * 1.0        # allocated inside the capture
         og.step()

@@ -17,16 +17,17 @@ Capturable in a CUDA graph: the base rate is a 0-d device tensor in ``param_grou
 tensor per parameter (``state[p]["step"]``, as torch keeps it), and ``step()`` reads nothing back
 to the host. On CUDA (``fused=None``, when Triton is there) the update is one Triton launch per
 (group, device, dtype), whatever the number of tensors, that reads p, g, m, v and writes p, m, v
-once and advances the step counts (kernels/adam.py). On
-CPU it is torch's own fused Adam kernel (one pass, vectorised) given the time-varying eps above,
+once and advances the step counts (kernels/adam.py); a capture in which the grads are new
+(set to None before it) runs inside ``capture_tables()``. On CPU it is torch's own fused Adam kernel (one pass, vectorised) given the time-varying eps above,
 which needs the step count as a host number: it is mirrored on the host (read once after
 construction or a load), so a step reads nothing back there either. Otherwise, and for
 non-contiguous tensors, multi-tensor ``torch._foreach_*`` ops.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import TYPE_CHECKING, Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -139,6 +140,25 @@ class EpsHatAdam(torch.optim.Optimizer):
             lr = torch.as_tensor(lr, dtype=torch.float64, device=device)
         self._tables[bucket] = kern.eps_hat_adam_(ps, gs, ms, vs, steps, lr, hp,
                                                   self._tables.get(bucket), self._graph_tables)
+
+
+@contextlib.contextmanager
+def capture_tables() -> Iterator[None]:
+    """Around a CUDA-graph capture whose EpsHatAdam steps see other tensors than the eager
+    steps did (grads set to None before it, as PyTorch's whole-network recipe does): the Triton
+    kernel's tensor tables made inside are filled when the capture ends, before any replay.
+    Without it such a capture is refused with a RuntimeError (never a graph with stale
+    addresses)."""
+    kern = _triton_kernel()
+    if kern is None:
+        yield
+        return
+    kern.defer(True)
+    try:
+        yield
+    finally:
+        kern.defer(False)
+        kern.write_captured()
 
 
 def _plain(t: torch.Tensor) -> bool:
