@@ -55,8 +55,10 @@ def test_adam_step(benchmark, case, form):
     opt = make_optimizer(ps, 2e-4, (0.5, 0.999), DEVICE, capturable=True, **FORMS[form])
     opt.step()   # state, and any compilation, outside the timing
     n = sum(p.numel() for p in ps)
+    # EpsHatAdam says which kernel ("triton", "torch" or "" for foreach), torch's Adam a bool
+    fused = getattr(opt, "fused", None) or bool(opt.defaults.get("fused"))
     benchmark.extra_info.update(params=n, device=str(DEVICE), optimizer=type(opt).__name__,
-                                fused=bool(opt.defaults.get("fused")))
+                                fused=fused)
 
     def step():
         opt.step()

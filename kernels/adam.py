@@ -1,16 +1,24 @@
-"""The eps-hat Adam update (TF1's AdamOptimizer, Keras' Adam; fastgan/engine/optim.py) as one
-multi-tensor Triton kernel: each launch updates up to ``SLOTS`` parameter tensors, reading p, g,
-m, v once and writing p, m, v once (the memory floor, as torch's fused Adam), with the step size
-computed in-kernel from the device step count and lr (capturable: no host read; the tensors'
-addresses are kernel arguments, fixed in a captured graph as the grads' are).
+"""The eps-hat Adam update (TF1's AdamOptimizer, Keras' Adam; fastgan/engine/optim.py) as ONE
+Triton launch per bucket of tensors (one param group, device and dtype), whatever their number:
+each program reads p, g, m, v once and writes p, m, v once (the memory floor, as torch's fused
+Adam), computes the step size in-kernel from the device step count and lr (capturable: no host
+read), and the same launch advances every tensor's step count.
 
-Program ids are split over the slots by the first-block offsets ``S1..S7``; unused slots repeat
-slot 0 with an offset past the grid, so they are never selected.
+The tensors are found through a device int64 table (``Table``), built on the host from their
+addresses and cached: rebuilt only when an address or size changes (an eager
+``zero_grad(set_to_none=True)`` may hand back other grads). Layout, ``T`` tensors, ``B`` blocks:
+``[T rows of (p, g, m, v, numel, first block)] [T step addresses] [B tensor indices]``.
+
+Step count, race-free: every program reads the OLD count of the first tensor (t = old + 1, as
+torch's ``_foreach_add_`` before the old launch), then, after a CTA barrier (so every warp has
+read it), arrives at an acq_rel counter; the program that arrives last has, by the acquire,
+every other program's read ordered before it, so only it writes step + 1 for every tensor and
+resets the counter to 0 for the next launch.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import triton
@@ -19,48 +27,36 @@ import triton.language as tl
 from . import config
 from ._common import acc_type
 
-SLOTS = 8
 # The interpreter runs programs one by one: few big blocks there.
 BLOCK = 1 << 16 if config.INTERPRET else 1024
+ROW = 6           # int64 words per tensor row of the table
+STEP_BLOCK = 64   # step counts advanced per iteration of the last program's loop
+_TL = {torch.float32: tl.float32, torch.float64: tl.float64, torch.bfloat16: tl.bfloat16,
+       torch.float16: tl.float16}
 
 
-# Sizes and offsets are never specialised (a size of 1 would become a constexpr, and the slot
-# selection below needs one type for every slot's values).
-@triton.jit(do_not_specialize=["N0", "N1", "N2", "N3", "N4", "N5", "N6", "N7",
-                               "S1", "S2", "S3", "S4", "S5", "S6", "S7"])
-def _eps_hat_adam_kernel(P0, G0, M0, V0, N0, P1, G1, M1, V1, N1, P2, G2, M2, V2, N2,
-                         P3, G3, M3, V3, N3, P4, G4, M4, V4, N4, P5, G5, M5, V5, N5,
-                         P6, G6, M6, V6, N6, P7, G7, M7, V7, N7,
-                         S1, S2, S3, S4, S5, S6, S7,
-                         step_ptr, lr_ptr, hp_ptr,
-                         ACC: tl.constexpr, BLOCK: tl.constexpr):
-    """Program ``pid`` updates block ``pid - S_i`` of slot i (the last slot with S_i <= pid)."""
+@triton.jit(do_not_specialize=["T"])
+def _eps_hat_adam_kernel(tab_ptr, T, step_ptr, cnt_ptr, lr_ptr, hp_ptr, DT: tl.constexpr,
+                         ACC: tl.constexpr, BLOCK: tl.constexpr, SB: tl.constexpr):
+    """Program ``pid`` updates block ``pid - first`` of tensor ``tab[7T + pid]``."""
     pid = tl.program_id(0)
-    p_ptr, g_ptr, m_ptr, v_ptr, n, first = P0, G0, M0, V0, N0, pid * 0
-    if pid >= S1:
-        p_ptr, g_ptr, m_ptr, v_ptr, n, first = P1, G1, M1, V1, N1, S1
-    if pid >= S2:
-        p_ptr, g_ptr, m_ptr, v_ptr, n, first = P2, G2, M2, V2, N2, S2
-    if pid >= S3:
-        p_ptr, g_ptr, m_ptr, v_ptr, n, first = P3, G3, M3, V3, N3, S3
-    if pid >= S4:
-        p_ptr, g_ptr, m_ptr, v_ptr, n, first = P4, G4, M4, V4, N4, S4
-    if pid >= S5:
-        p_ptr, g_ptr, m_ptr, v_ptr, n, first = P5, G5, M5, V5, N5, S5
-    if pid >= S6:
-        p_ptr, g_ptr, m_ptr, v_ptr, n, first = P6, G6, M6, V6, N6, S6
-    if pid >= S7:
-        p_ptr, g_ptr, m_ptr, v_ptr, n, first = P7, G7, M7, V7, N7, S7
-    # The step count after this update (incremented before the launch), the base rate and the
-    # hyperparameters, all device scalars (float64: Triton passes Python floats as fp32); b^t as
-    # exp2(t log2 b).
+    row = tab_ptr + tl.load(tab_ptr + 7 * T + pid) * 6
+    p_ptr = tl.load(row + 0).to(tl.pointer_type(DT), bitcast=True)
+    g_ptr = tl.load(row + 1).to(tl.pointer_type(DT), bitcast=True)
+    m_ptr = tl.load(row + 2).to(tl.pointer_type(DT), bitcast=True)
+    v_ptr = tl.load(row + 3).to(tl.pointer_type(DT), bitcast=True)
+    n = tl.load(row + 4)
+    first = tl.load(row + 5)
+    # The step count after this update (old + 1, in float32 as torch's step tensor adds), the
+    # base rate and the hyperparameters, all device scalars (float64: Triton passes Python
+    # floats as fp32); b^t as exp2(t log2 b).
     b1 = tl.load(hp_ptr + 0)
     b2 = tl.load(hp_ptr + 1)
     eps = tl.load(hp_ptr + 2)
     decay = tl.load(hp_ptr + 3)
     log2_b1 = tl.load(hp_ptr + 4)
     log2_b2 = tl.load(hp_ptr + 5)
-    t = tl.load(step_ptr).to(tl.float64)
+    t = (tl.load(step_ptr) + 1.0).to(tl.float64)
     lr = tl.load(lr_ptr).to(tl.float64)
     lr_d = lr / (1.0 + decay * (t - 1.0))
     lr_t = (lr_d * tl.sqrt(1.0 - tl.exp2(t * log2_b2)) / (1.0 - tl.exp2(t * log2_b1))).to(ACC)
@@ -73,9 +69,20 @@ def _eps_hat_adam_kernel(P0, G0, M0, V0, N0, P1, G1, M1, V1, N1, P2, G2, M2, V2,
     m = b1.to(ACC) * m + (1.0 - b1).to(ACC) * g
     v = b2.to(ACC) * v + (1.0 - b2).to(ACC) * g * g
     p = p - lr_t * m / (tl.sqrt(v) + eps.to(ACC))
-    tl.store(m_ptr + offs, m.to(m_ptr.dtype.element_ty), mask=mask)
-    tl.store(v_ptr + offs, v.to(v_ptr.dtype.element_ty), mask=mask)
-    tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=mask)
+    tl.store(m_ptr + offs, m.to(DT), mask=mask)
+    tl.store(v_ptr + offs, v.to(DT), mask=mask)
+    tl.store(p_ptr + offs, p.to(DT), mask=mask)
+    # Every warp of this program has read the old count before the program arrives.
+    tl.debug_barrier()
+    arrived = tl.atomic_add(cnt_ptr, 1, sem="acq_rel", scope="gpu")
+    if arrived == tl.num_programs(0) - 1:
+        for k in range(0, T, SB):
+            j = k + tl.arange(0, SB)
+            sp = tl.load(tab_ptr + 6 * T + j, mask=j < T, other=0)
+            sp = sp.to(tl.pointer_type(tl.float32), bitcast=True)
+            s = tl.load(sp, mask=j < T, other=0.0)
+            tl.store(sp, s + 1.0, mask=j < T)
+        tl.atomic_xchg(cnt_ptr, 0, sem="relaxed", scope="gpu")
 
 
 def hyper_tensor(b1: float, b2: float, eps: float, decay: float, device) -> torch.Tensor:
@@ -84,23 +91,106 @@ def hyper_tensor(b1: float, b2: float, eps: float, decay: float, device) -> torc
                         device=device)
 
 
+class Table:
+    """One bucket's device table and arrival counter. ``key``: the host words the table was
+    built from (addresses, sizes); ``captured``: a CUDA graph launched with it (then it must
+    never be freed: the caller keeps it)."""
+
+    def __init__(self, key: List[int], host: torch.Tensor, device: torch.device,
+                 cnt: Optional[torch.Tensor] = None, capturing: bool = False):
+        self.key, self.captured = key, capturing
+        self.T = len(key) // (ROW + 1)
+        self.nblocks = host.numel() - (ROW + 1) * self.T
+        if capturing:
+            # Inside a capture (its backward allocates new grads from the graph's pool): the
+            # table is allocated there too, and written by write_captured() once the capture
+            # has ended, before any replay: no copy in the graph, no host wait during capture.
+            # Only a caller that promises that call may capture so (engine/graphs.py does).
+            if not _DEFER:
+                raise RuntimeError(
+                    "EpsHatAdam (Triton): the tensors' addresses changed inside this CUDA-graph "
+                    "capture (grads set to None before it?): wrap the capture in "
+                    "fastgan.engine.optim.capture_tables(), or keep the same grads through the "
+                    "warm-up and the capture")
+            self.tab = torch.empty_like(host, device=device)
+            _PENDING.append((self.tab, host))
+        elif device.type != "cuda":
+            self.tab = host
+        else:   # an asynchronous copy: an eager rebuild never waits
+            self.tab = host.pin_memory().to(device, non_blocking=True)
+        # 0 between launches (the last program resets it): an earlier table's can be reused
+        self.cnt = torch.zeros(1, dtype=torch.int32, device=device) if cnt is None else cnt
+
+
+# Tables made during a CUDA-graph capture, with their host contents, until write_captured();
+# _DEFER: inside fastgan.engine.optim.capture_tables(), which calls it.
+_PENDING: List[tuple] = []
+_DEFER = False
+
+
+def defer(on: bool) -> None:
+    global _DEFER
+    _DEFER = bool(on)
+
+
+def write_captured() -> None:
+    """Fill the tables a capture made (after the capture ends, before the first replay)."""
+    while _PENDING:
+        tab, host = _PENDING.pop()
+        tab.copy_(host)
+
+
+def _words(ps, gs, ms, vs, steps) -> List[int]:
+    key: List[int] = []
+    for p, g, m, v in zip(ps, gs, ms, vs):
+        key += [p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), p.numel(), 0]
+    key += [s.data_ptr() for s in steps]
+    return key
+
+
+def _host_table(key: List[int], T: int) -> torch.Tensor:
+    sizes = torch.tensor(key[4:ROW * T:ROW], dtype=torch.int64)
+    nb = (sizes + BLOCK - 1) // BLOCK
+    firsts = torch.cumsum(nb, 0) - nb
+    rows = torch.tensor(key, dtype=torch.int64)
+    rows[5:ROW * T:ROW] = firsts
+    bmap = torch.repeat_interleave(torch.arange(T, dtype=torch.int64), nb)
+    if bmap.numel() == 0:    # every tensor empty: one program, masked off, advances the steps
+        bmap = torch.zeros(1, dtype=torch.int64)
+    return torch.cat([rows, bmap])
+
+
+def _rebuild(old: Optional[Table], key: List[int], device: torch.device, capturing: bool,
+             keep: List[torch.Tensor]) -> Table:
+    if capturing and old is None:
+        # the arrival counter must exist, zeroed, before the graph: made by an eager step
+        raise RuntimeError("EpsHatAdam: run one step before capturing it (the warm-up builds "
+                           "its state and tables)")
+    if old is not None and old.captured:
+        keep.append(old.tab)    # a graph reads it: never freed
+    new = Table(key, _host_table(key, len(key) // (ROW + 1)), device,
+                None if old is None else old.cnt, capturing)
+    if capturing:
+        keep.append(new.tab)
+    return new
+
+
 def eps_hat_adam_(ps: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
-                  ms: Sequence[torch.Tensor], vs: Sequence[torch.Tensor], step: torch.Tensor,
-                  lr: torch.Tensor, hp: torch.Tensor) -> None:
-    """One update of every (p, g, m, v), all contiguous and of one dtype, in place. ``step``:
-    the step count after this update (0-d, device); ``lr``: the base rate (0-d float64)."""
-    acc = acc_type(ps[0].dtype)
-    for k in range(0, len(ps), SLOTS):
-        args: List = []
-        starts: List[int] = []
-        blocks = 0
-        idx = list(range(k, min(k + SLOTS, len(ps))))
-        for j in idx:
-            starts.append(blocks)
-            n = ps[j].numel()
-            args += [ps[j], gs[j], ms[j], vs[j], n]
-            blocks += (n + BLOCK - 1) // BLOCK
-        for _ in range(SLOTS - len(idx)):
-            args += args[:5]
-            starts.append(blocks)
-        _eps_hat_adam_kernel[(blocks,)](*args, *starts[1:], step, lr, hp, ACC=acc, BLOCK=BLOCK)
+                  ms: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
+                  steps: Sequence[torch.Tensor], lr: torch.Tensor, hp: torch.Tensor,
+                  table: Optional[Table], keep: List[torch.Tensor]) -> Table:
+    """One update of every (p, g, m, v), all contiguous and of one dtype, in place, in one
+    launch, which also adds 1 to every ``steps`` tensor (0-d float32, on the device); ``t`` is
+    ``steps[0] + 1``. ``lr``: the base rate (0-d float64). ``table``: the cached table of an
+    earlier call for these tensors (None the first time); returns the one to pass next time.
+    ``keep``: where tables a CUDA graph may read are kept alive."""
+    device = ps[0].device
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    key = _words(ps, gs, ms, vs, steps)
+    if table is None or table.key != key:
+        table = _rebuild(table, key, device, capturing, keep)
+    table.captured |= capturing
+    _eps_hat_adam_kernel[(table.nblocks,)](
+        table.tab, table.T, steps[0], table.cnt, lr, hp, DT=_TL[ps[0].dtype],
+        ACC=acc_type(ps[0].dtype), BLOCK=BLOCK, SB=STEP_BLOCK)
+    return table

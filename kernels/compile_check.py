@@ -278,10 +278,11 @@ def cases() -> List[Case]:
                         dict(ACC=tl.float32, BLOCK=2048), ptr_types={"stats_ptr": "*fp32"}))
     # the eps-hat Adam: fp32 parameters and state (parameters stay fp32 under bf16 autocast)
     from . import adam as AD
-    pt = {f"{x}{i}": "*fp32" for i in range(AD.SLOTS) for x in "PGMV"}
-    pt.update(step_ptr="*fp32", lr_ptr="*fp64", hp_ptr="*fp64")
-    out.append(Case("adam.eps_hat[fp32]", AD._eps_hat_adam_kernel, "fp32",
-                    dict(ACC=tl.float32, BLOCK=1024), ptr_types=pt))
+    pt = dict(tab_ptr="*i64", step_ptr="*fp32", cnt_ptr="*i32", lr_ptr="*fp64", hp_ptr="*fp64")
+    for dt, tdt in (("fp32", tl.float32), ("bf16", tl.bfloat16)):
+        out.append(Case(f"adam.eps_hat[{dt}]", AD._eps_hat_adam_kernel, dt,
+                        dict(DT=tdt, ACC=tl.float32, BLOCK=AD.BLOCK, SB=AD.STEP_BLOCK),
+                        ptr_types=pt))
     # ---- linear_bn_act (issue 20): the matmul with training-mode BN in its epilogue (every
     # row in one tile: BLOCK_P >= N, so wgmma from 64 rows) and its fused column backward ----
     from . import linear_bn_act as LBA

@@ -4,6 +4,7 @@ state_dict round trips bit for bit through ``torch.load(weights_only=True)``, an
 captured step replays what eager steps compute."""
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -225,4 +226,231 @@ def test_captured_step_replays_eager_steps(decay):
     torch.cuda.synchronize()
     for p, q in zip(eager, graphed):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)
+    assert og.state[graphed[0]]["step"].item() == oe.state[eager[0]]["step"].item() == 6
+
+
+# ---- the Triton kernel: one launch per (group, device, dtype), the steps advanced inside ----
+
+def _kernel_update(p, g, m, v, t_old: float, lr, b1, b2, eps, decay):
+    """The Triton kernel's arithmetic, operation for operation, in numpy (what the interpreter
+    runs it with: no fused multiply-adds; torch's CPU kernels round some quotients otherwise):
+    the kernel's results are bit-equal to this."""
+    import numpy as np
+    acc = np.float64 if p.dtype == torch.float64 else np.float32
+    t = float(np.float32(t_old) + np.float32(1.0))
+    lr_d = lr / (1.0 + decay * (t - 1.0))
+    lr_t = acc(lr_d * np.sqrt(1.0 - np.exp2(t * math.log2(b2)))
+               / (1.0 - np.exp2(t * math.log2(b1))))
+    g, m, v, p = (x.detach().to(torch.float64 if acc is np.float64 else torch.float32).numpy()
+                  for x in (g, m, v, p))
+    m = acc(b1) * m + acc(1.0 - b1) * g
+    v = acc(b2) * v + acc(1.0 - b2) * g * g
+    p = p - lr_t * m / (np.sqrt(v) + acc(eps))
+    return tuple(torch.from_numpy(x) for x in (p, m, v))
+
+
+# sizes: 1 and 0 elements, just under/over the interpreter's 65536-element block, odd lengths
+_SIZES = [1, 0, 70000, 3, 65536, 65537, 131073, 5, 1023]
+
+
+def _bucket(n_tensors: int, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(_SIZES[i % len(_SIZES)], generator=g, dtype=torch.float64)
+            .to(dtype).requires_grad_() for i in range(n_tensors)]
+
+
+def _same_or_bf16_rounding(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """``got`` is ``want`` (fp32/fp64, the kernel's arithmetic) stored in got's dtype: bf16 is
+    rounded to nearest even by a GPU and toward zero by the interpreter (Triton 3.8)."""
+    if got.dtype != torch.bfloat16:
+        return torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
+    w = want.float().nan_to_num(7.0)
+    rz = (w.view(torch.int32) & -65536).view(torch.float32).to(torch.bfloat16)
+    g = got.nan_to_num(7.0)
+    return bool(((g == w.to(torch.bfloat16)) | (g == rz)).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16],
+                         ids=["fp64", "fp32", "bf16"])
+@pytest.mark.parametrize("n_tensors", [1, 8, 9, 20])
+def test_triton_bucket_is_bit_exact_with_its_arithmetic(dtype, n_tensors):
+    """Any number of tensors (the old kernel took 8 per launch): each step's p, m, v bit-equal
+    to the kernel's arithmetic (t read before this step's increment), close to the Keras/TF1
+    formula over 4 steps, a NaN gradient propagates to its own element only, and every step
+    count (the empty tensor's too) advances exactly once per step()."""
+    _triton_or_skip()
+    form = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=1e-2)
+    ps = _bucket(n_tensors, dtype)
+    opt = EpsHatAdam(ps, **form, fused=True)
+    ref = [(p.detach().double().clone(), torch.zeros_like(p, dtype=torch.float64),
+            torch.zeros_like(p, dtype=torch.float64)) for p in ps]
+    gen = torch.Generator().manual_seed(5)
+    for t in range(1, 5):
+        grads = [(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 10.0 ** -t)
+                 .to(dtype) for p in ps]
+        if t == 3:
+            grads[0][0] = float("nan")
+        before = [(p.detach().clone(), opt.state[p]["exp_avg"].clone(),
+                   opt.state[p]["exp_avg_sq"].clone()) if opt.state[p] else
+                  (p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p)) for p in ps]
+        for p, g in zip(ps, grads):
+            p.grad = g
+        opt.step()
+        ref = [eps_hat_adam_reference(p, g.double(), m, v, t, form["lr"], *form["betas"],
+                                      form["eps"], form["decay"])
+               for (p, m, v), g in zip(ref, grads)]
+        for i, (p, (p0, m0, v0), g) in enumerate(zip(ps, before, grads)):
+            st = opt.state[p]
+            assert st["step"].item() == t, (i, st["step"])
+            want = _kernel_update(p0, g, m0, v0, t - 1, form["lr"], *form["betas"],
+                                  form["eps"], form["decay"])
+            for got, w in zip((p.detach(), st["exp_avg"], st["exp_avg_sq"]), want):
+                assert _same_or_bf16_rounding(got, w), (t, i)
+    # bf16: each step's store rounds by up to one ulp (2^-8 relative; toward zero under the
+    # interpreter, so the 4 roundings add up)
+    tol = {torch.float64: 1e-13, torch.float32: 1e-5, torch.bfloat16: 2.0 ** -5}[dtype]
+    for i, (p, (r, _, _)) in enumerate(zip(ps, ref)):
+        got = p.detach().double()
+        nan = torch.isnan(r)
+        assert torch.equal(torch.isnan(got), nan)
+        assert bool(nan.any()) == (i == 0) and nan.sum() <= 1   # the NaN gradient's element
+        torch.testing.assert_close(got[~nan], r[~nan], rtol=tol, atol=tol * 1e-2)
+
+
+def _count_step(opt):
+    from fastgan.benchmark.kernel_count import count_work
+    return count_work(opt.step)
+
+
+@pytest.mark.parametrize("n_tensors", [1, 9, 20])
+def test_triton_step_is_one_launch_and_nothing_else(n_tensors):
+    """One launch per group, no step-count kernel, no host read; a second group (and each
+    (device, dtype) bucket) is one launch more."""
+    _triton_or_skip()
+    ps = _bucket(n_tensors, torch.float32)
+    extra = _bucket(3, torch.float32, seed=1)
+    opt = EpsHatAdam([{"params": ps}, {"params": extra, "lr": 1e-3}], lr=2e-4, fused=True)
+    for p in ps + extra:
+        p.grad = torch.ones_like(p)
+    opt.step()      # builds the state and the tables (a capture's warm-up)
+    work = _count_step(opt)
+    assert work["by_op"] == {"triton._eps_hat_adam_kernel": 2} and work["host_syncs"] == 0
+    assert all(opt.state[p]["step"].item() == 2 for p in ps + extra)
+
+
+def test_triton_bucket_of_empty_tensors_still_advances_its_steps():
+    _triton_or_skip()
+    ps = [torch.zeros(0, requires_grad=True), torch.zeros(0, 3, requires_grad=True)]
+    opt = EpsHatAdam(ps, lr=1e-3, fused=True)
+    for t in range(1, 4):
+        for p in ps:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        assert [opt.state[p]["step"].item() for p in ps] == [t, t]
+
+
+def test_triton_table_is_rebuilt_only_when_an_address_changes():
+    """Cached while the tensors stay (a CUDA graph's case); rebuilt when a grad is reallocated
+    (eager zero_grad(set_to_none=True)) or the state is replaced (load_state_dict), and the
+    steps then still match an optimizer whose tensors never moved."""
+    _triton_or_skip()
+    form = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=8e-8)
+    a, b = _bucket(9, torch.float32), _bucket(9, torch.float32)
+    oa, ob = EpsHatAdam(a, **form, fused=True), EpsHatAdam(b, **form, fused=True)
+    fixed = [torch.zeros_like(p) for p in b]
+    for p, g in zip(b, fixed):
+        p.grad = g
+    tables = []
+    for t in range(1, 7):
+        grads = _grads(a, t)
+        if t in (1, 2, 5):
+            oa.zero_grad(set_to_none=True)
+            for p, g in zip(a, grads):
+                p.grad = g.clone()
+        else:
+            for p, g in zip(a, grads):
+                p.grad.copy_(g)
+        for p, g in zip(fixed, grads):
+            p.copy_(g)
+        if t == 4:
+            oa.load_state_dict(copy.deepcopy(oa.state_dict()))   # new state tensors
+        oa.step()
+        ob.step()
+        tables.append(next(iter(oa._tables.values())).tab)
+    assert [tables[i] is tables[i - 1] for i in range(1, 6)] == [False, True, False, False, True]
+    assert len(ob._tables) == 1
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(oa.state[p][k], ob.state[q][k]), k
+
+
+def test_triton_table_rebuild_during_a_capture_bookkeeping():
+    """The capture branch, on CPU: a table made during a capture is allocated but not written
+    (a write there would be a copy node replayed every time, or a host wait the capture
+    forbids) until the capture ends (capture_tables(), as the engine captures); every table a
+    graph may read is kept; a first step inside a capture is refused."""
+    _triton_or_skip()
+    from fastgan.engine.optim import capture_tables
+    from fastgan.kernels import adam as AD
+    ps = _bucket(3, torch.float32)
+    ms, vs = [torch.zeros_like(p) for p in ps], [torch.zeros_like(p) for p in ps]
+    steps = [torch.zeros(()) for _ in ps]
+    cpu = torch.device("cpu")
+
+    def words(gs):
+        return AD._words(ps, gs, ms, vs, steps)
+    with pytest.raises(RuntimeError, match="run one step before capturing"):
+        AD._rebuild(None, words(ps), cpu, True, [])
+    eager = AD._rebuild(None, words(ps), cpu, False, [])
+    keep = []
+    g1 = [torch.zeros_like(p) for p in ps]
+    with pytest.raises(RuntimeError, match="capture_tables"):     # no promise to fill it
+        AD._rebuild(eager, words(g1), cpu, True, keep)
+    with capture_tables():
+        captured = AD._rebuild(eager, words(g1), cpu, True, keep)
+        assert captured.captured and captured.cnt is eager.cnt and keep == [captured.tab]
+        assert AD._PENDING and AD._PENDING[-1][0] is captured.tab
+    assert not AD._PENDING and torch.equal(captured.tab, AD._host_table(words(g1), 3))
+    later = AD._rebuild(captured, words(ps), cpu, False, keep)      # eager again: kept
+    assert not later.captured and keep == [captured.tab, captured.tab] and not AD._PENDING
+
+
+@pytest.mark.gpu
+def test_captured_step_with_grads_allocated_inside_the_capture():
+    """The engine's capture: grads set to None before it, so the backward inside allocates new
+    ones from the graph's pool and the table is rebuilt during the capture; replays must then
+    match eager steps, and later eager steps (other addresses) must not disturb the graph."""
+    from fastgan.engine.optim import capture_tables
+    form = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=8e-8)
+    eager, graphed = _bucket(20, torch.float32), _bucket(20, torch.float32)
+    eager = [p.detach().cuda().requires_grad_() for p in eager]
+    graphed = [p.detach().cuda().requires_grad_() for p in graphed]
+    oe, og = EpsHatAdam(eager, **form), EpsHatAdam(graphed, **form)
+    src = [torch.zeros_like(p) for p in graphed]
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):      # warm-up: state and tables
+        for p, g in zip(graphed, src):
+            p.grad = g.clone()
+        og.step()
+    torch.cuda.current_stream().wait_stream(s)
+    for p, q in zip(eager, graphed):
+        p.data.copy_(q.data)
+    oe.load_state_dict(og.state_dict())
+    og.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with capture_tables(), torch.cuda.graph(graph):     # as engine/graphs.py captures
+        for p, g in zip(graphed, src):
+            p.grad = g * 1.0        # allocated inside the capture
+        og.step()
+    for t in range(1, 6):
+        for p, g, x in zip(eager, src, _grads(eager, t)):
+            p.grad = x.clone()
+            g.copy_(x)
+        oe.step()
+        graph.replay()
+    torch.cuda.synchronize()
+    for p, q in zip(eager, graphed):
+        assert torch.equal(p, q)
     assert og.state[graphed[0]]["step"].item() == oe.state[eager[0]]["step"].item() == 6

@@ -17,6 +17,7 @@ import time
 import torch
 
 from .iteration import Engine
+from .optim import capture_tables
 
 
 class CudaGraphsUnavailable(RuntimeError):
@@ -68,7 +69,8 @@ class GraphedIteration:
         self.graph.register_generator_state(engine.gen)
         for opt in (engine.opt_d, engine.opt_g):
             opt.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph, stream=side):
+        # The grads are allocated inside the capture: so are the Triton Adam's tensor tables.
+        with capture_tables(), torch.cuda.graph(self.graph, stream=side):
             for _ in range(unroll):
                 engine.step()
         torch.cuda.synchronize(engine.device)

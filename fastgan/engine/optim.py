@@ -15,17 +15,19 @@ update (``OptimizerV2._decayed_lr``); TF1 has no decay (``decay=0``).
 Capturable in a CUDA graph: the base rate is a 0-d device tensor in ``param_groups[i]["lr"]``
 (write into it to change the rate, as with torch's capturable Adam), the step count a device
 tensor per parameter (``state[p]["step"]``, as torch keeps it), and ``step()`` reads nothing back
-to the host. On CUDA (``fused=None``, when Triton is there) the update is one multi-tensor Triton
-kernel per 8 tensors that reads p, g, m, v and writes p, m, v once (kernels/adam.py). On
-CPU it is torch's own fused Adam kernel (one pass, vectorised) given the time-varying eps above,
+to the host. On CUDA (``fused=None``, when Triton is there) the update is one Triton launch per
+(group, device, dtype), whatever the number of tensors, that reads p, g, m, v and writes p, m, v
+once and advances the step counts (kernels/adam.py); a capture in which the grads are new
+(set to None before it) runs inside ``capture_tables()``. On CPU it is torch's own fused Adam kernel (one pass, vectorised) given the time-varying eps above,
 which needs the step count as a host number: it is mirrored on the host (read once after
 construction or a load), so a step reads nothing back there either. Otherwise, and for
 non-contiguous tensors, multi-tensor ``torch._foreach_*`` ops.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import TYPE_CHECKING, Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -56,6 +58,10 @@ class EpsHatAdam(torch.optim.Optimizer):
             raise RuntimeError("EpsHatAdam(fused=True) needs Triton")
         self.fused = fused
         self._hp: Dict[Tuple, torch.Tensor] = {}
+        # The Triton kernel's tensor tables per (group, device, dtype), and every table a CUDA
+        # graph launched with (kept alive as long as the optimizer: the graph reads it).
+        self._tables: Dict[Tuple, object] = {}
+        self._graph_tables: List[torch.Tensor] = []
         # torch's CPU kernel needs the step count as a host number: mirrored here (read once
         # after construction or load_state_dict), so that a step reads nothing back.
         self._host_t: Dict[Tuple, int] = {}
@@ -106,8 +112,11 @@ class EpsHatAdam(torch.optim.Optimizer):
                 dense = all(t.is_contiguous() for lst in (ps, gs, ms, vs) for t in lst)
                 key = (gi, device, dtype)
                 host_t = self._host_t.pop(key, None)
-                if self.fused == "triton" and dense:
-                    self._fused_step(group, device, ps, gs, ms, vs, steps)
+                # the kernel advances float32 device step counts (what _init_state and a
+                # capturable load make); any other kind goes the foreach way
+                if self.fused == "triton" and dense and all(
+                        s.dtype == torch.float32 and s.device == device for s in steps):
+                    self._fused_step(key, group, device, ps, gs, ms, vs, steps)
                 elif (self.fused == "torch" and dense and device.type == "cpu"
                       and _plain(steps[0])):
                     t = (int(steps[0]) if host_t is None else host_t) + 1
@@ -118,7 +127,7 @@ class EpsHatAdam(torch.optim.Optimizer):
                                   group.get("decay", 0.0), dtype)
         return loss
 
-    def _fused_step(self, group, device, ps, gs, ms, vs, steps) -> None:
+    def _fused_step(self, bucket, group, device, ps, gs, ms, vs, steps) -> None:
         kern = _triton_kernel()
         b1, b2 = group["betas"]
         # .get: a state dict of torch's Adam (same m, v and step) has no decay
@@ -129,8 +138,27 @@ class EpsHatAdam(torch.optim.Optimizer):
         lr = group["lr"]
         if not torch.is_tensor(lr) or lr.dtype != torch.float64 or lr.device != device:
             lr = torch.as_tensor(lr, dtype=torch.float64, device=device)
-        torch._foreach_add_(steps, 1.0)
-        kern.eps_hat_adam_(ps, gs, ms, vs, steps[0], lr, hp)
+        self._tables[bucket] = kern.eps_hat_adam_(ps, gs, ms, vs, steps, lr, hp,
+                                                  self._tables.get(bucket), self._graph_tables)
+
+
+@contextlib.contextmanager
+def capture_tables() -> Iterator[None]:
+    """Around a CUDA-graph capture whose EpsHatAdam steps see other tensors than the eager
+    steps did (grads set to None before it, as PyTorch's whole-network recipe does): the Triton
+    kernel's tensor tables made inside are filled when the capture ends, before any replay.
+    Without it such a capture is refused with a RuntimeError (never a graph with stale
+    addresses)."""
+    kern = _triton_kernel()
+    if kern is None:
+        yield
+        return
+    kern.defer(True)
+    try:
+        yield
+    finally:
+        kern.defer(False)
+        kern.write_captured()
 
 
 def _plain(t: torch.Tensor) -> bool:
