@@ -18,7 +18,7 @@ STAMP := $(dir $(PYTHON)).fastgan-installed
 BUILD_INPUTS := pyproject.toml $(wildcard setup.py CMakeLists.txt csrc/*.* csrc/*/*)
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-slow test-quality test-gpu bench gpu-check gpu-quality clean help
+.PHONY: install train test test-slow test-quality test-gpu bench gpu-check gpu-quality gpu-data clean help
 
 help:
 	@echo "make train      install, then train the demo (mlp on real MNIST digits) and write a sample grid"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench      the benchmark matrix on this machine"
 	@echo "make gpu-check  on a GPU machine without network: build, GPU tests, quick benchmarks"
 	@echo "make gpu-quality  on a GPU machine, second call: graph-mode convergence (mlp, gancls)"
+	@echo "make gpu-data   before a GPU call: .gpu-data/ (real MNIST, the pytorch-fid wheel) to carry"
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -81,6 +82,14 @@ gpu-check:
 gpu-quality:
 	PYTHONPATH=$(CURDIR) timeout 300 $(GPU_PYTHON) -m pytest -q --run-slow -m "gpu and slow" \
 		-p no:cacheprovider tests/test_convergence.py
+
+# Before a GPU call, on the development machine: what `carry: [".gpu-data"]` takes along (the
+# GPU machine has no network): real MNIST when ../shared has it, and pytorch-fid's pure-Python
+# wheel (the machine has torchvision and scipy) for the standard-FID tests.
+gpu-data: install
+	mkdir -p .gpu-data/wheels
+	if [ -d ../shared/data/mnist ]; then cp -r ../shared/data/mnist .gpu-data/; fi
+	$(PYTHON) -m pip download -q --no-deps "pytorch-fid==0.3.0" -d .gpu-data/wheels
 
 clean:
 	rm -rf build *.egg-info fastgan/_C*.so .pytest_cache

@@ -65,6 +65,7 @@ TEST_FILES = [
     "tests/test_graphs.py::test_in_graph_rng_advances_every_replay",
     "tests/test_graphs.py::test_warmup_leaves_no_trace",
     "tests/test_cudnn_tensor_cores.py",   # dcgan's convs on tensor cores (issue 21)
+    "tests/test_inception_metrics.py",    # standard FID's features and distances on CUDA
 ]
 TEST_MARKS = "(gpu or gpucheck) and not slow"
 WARM_PATHS = ("compile-default", "compile-reduce-overhead", "fastgan-triton")
@@ -189,6 +190,12 @@ def step_build(c: Check) -> None:
         rc, tail = c.run([c.py, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
                           "-e", "."], "build.log", CAPS["build"], env=env)
         detail = f"pip exit {rc}" + (" (timed out)" if rc == 124 else "")
+        # Pure-Python wheels the machine lacks (pytorch-fid), carried in .gpu-data/wheels/.
+        wheels = sorted(glob.glob(os.path.join(ROOT, ".gpu-data", "wheels", "*.whl")))
+        if wheels:
+            wrc, _ = c.run([c.py, "-m", "pip", "install", "--no-deps", *wheels], "wheels.log",
+                           60, env=env)
+            detail += f"; carried wheels {[os.path.basename(w) for w in wheels]}: pip exit {wrc}"
     sos = sorted(glob.glob(os.path.join(ROOT, "fastgan", "_C*.so")))
     cap = (c.info or {}).get("capability")
     want = f"sm_{cap[0]}{cap[1]}" if cap else "sm_90"

@@ -276,3 +276,20 @@ def test_real_feature_rows_are_capped(monkeypatch):
     # a random subset of the images' rows, not the first 30
     assert all((every == row).all(1).any() for row in st["feats"])
     assert not torch.equal(st["feats"], every[:30])
+
+
+@pytest.mark.gpu
+def test_features_and_distances_on_cuda_match_cpu(inception_weights):
+    """The evaluation runs on the training device: the same features (full float32, TF32 off)
+    and the same float64 distances there."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(6, 3, 64, 64, generator=g)
+    cpu = I.load_inception(inception_weights, "cpu").features(x)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    cuda = I.load_inception(inception_weights, "cuda").features(x.cuda())
+    assert torch.backends.cudnn.allow_tf32      # restored after the features
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-3, atol=1e-3 * cpu.abs().max().item())
+    a, b = torch.randn(300, 64, generator=g), torch.randn(200, 64, generator=g) + 0.3
+    assert D.kid(a.cuda(), b.cuda(), subsets=5, subset_size=100)[0] == pytest.approx(
+        D.kid(a, b, subsets=5, subset_size=100)[0], rel=1e-9)
+    assert D.precision_recall(a.cuda(), b.cuda()) == D.precision_recall(a, b)
