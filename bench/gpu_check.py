@@ -82,9 +82,8 @@ class Check:
         os.makedirs(results, exist_ok=True)
         self.jsonl = os.path.join(results, "gpu-check.jsonl")
         self.steps = []      # (step, status, seconds, detail) for the closing table
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1", PIP_NO_INDEX="1",
-                        PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1",
-                        PIP_ROOT_USER_ACTION="ignore",
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", PIP_NO_INDEX="1", PIP_NO_INPUT="1",
+                        PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_ROOT_USER_ACTION="ignore",
                         PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.tmp = tempfile.mkdtemp(prefix="fastgan-gpu-check-")
 
@@ -150,20 +149,16 @@ def step_machine(c: Check) -> None:
     r = subprocess.run([c.py, "-c", code], capture_output=True, text=True, env=c.env,
                        timeout=CAPS["machine"] * 3)
     try:
-        info = json.loads(r.stdout.strip().splitlines()[-1])
+        c.info = info = json.loads(r.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        info = {"error": (r.stderr.strip().splitlines() or ["no output"])[-1]}
-    c.info = info
-    status = "ok" if "error" not in info else "error"
-    c.done("machine", status, t0, f"{info.get('gpu') or 'no GPU'} | torch {info.get('torch')} | "
+        c.info = info = {"error": (r.stderr.strip().splitlines() or ["no output"])[-1]}
+    c.done("machine", "ok" if "error" not in info else "error", t0, f"{info.get('gpu') or 'no GPU'} | torch {info.get('torch')} | "
            f"triton {info.get('triton')}", nvidia_smi=smi, **info)
 
 
 def find_cuobjdump(py: str):
-    cands = [shutil.which("cuobjdump")]
-    for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        if home:
-            cands.append(os.path.join(home, "bin", "cuobjdump"))
+    cands = [shutil.which("cuobjdump")] + [os.path.join(home, "bin", "cuobjdump") for home in
+                                           (os.environ.get("CUDA_HOME"), "/usr/local/cuda") if home]
     r = subprocess.run([py, "-c", "import os, triton; print(os.path.dirname(triton.__file__))"],
                        capture_output=True, text=True)
     if r.returncode == 0:   # triton's wheel carries one
@@ -191,11 +186,9 @@ def step_build(c: Check) -> None:
                           "-e", "."], "build.log", CAPS["build"], env=env)
         detail = f"pip exit {rc}" + (" (timed out)" if rc == 124 else "")
         # Pure-Python wheels the machine lacks (pytorch-fid), carried in .gpu-data/wheels/.
-        wheels = sorted(glob.glob(os.path.join(ROOT, ".gpu-data", "wheels", "*.whl")))
-        if wheels:
-            wrc, _ = c.run([c.py, "-m", "pip", "install", "--no-deps", *wheels], "wheels.log",
-                           60, env=env)
-            detail += f"; carried wheels {[os.path.basename(w) for w in wheels]}: pip exit {wrc}"
+        if wheels := sorted(glob.glob(os.path.join(ROOT, ".gpu-data", "wheels", "*.whl"))):
+            wrc, _ = c.run([c.py, "-m", "pip", "install", "--no-deps", *wheels], "wheels.log", 60)
+            detail += f"; carried {[os.path.basename(w) for w in wheels]}: pip exit {wrc}"
     sos = sorted(glob.glob(os.path.join(ROOT, "fastgan", "_C*.so")))
     cap = (c.info or {}).get("capability")
     want = f"sm_{cap[0]}{cap[1]}" if cap else "sm_90"
