@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,8 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--inception-weights", metavar="FILE",
                    help="InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth, as pytorch-fid "
                    "and torch-fidelity use) for standard FID, KID and precision/recall, gray or "
-                   "colour images (default: $FASTGAN_INCEPTION_WEIGHTS, else the file the run's "
-                   "own evaluations used; needs fastgan[fid])")
+                   "colour images (default: the file the run's own evaluations used, else "
+                   "$FASTGAN_INCEPTION_WEIGHTS; needs fastgan[fid])")
     e.add_argument("--no-ema", dest="ema", action="store_false",
                    help="the raw generator, not the moving average (--ema runs keep both)")
     e.add_argument("--verbose", action="store_true",
@@ -60,11 +61,17 @@ def run(a) -> int:
         if problem := missing_folder("--json", a.json):
             raise UserError(problem)      # before the evaluation, not after it
         device = pick_device(a.device)
-        weights = weights_path(a.inception_weights)      # a bad path fails before any work
+        # the option (a bad path fails before any work), else the run's own, else $FASTGAN_...
+        weights = weights_path(a.inception_weights) if a.inception_weights else None
         state, v, nets = ckpt.load_networks(a.checkpoint, device, ema=a.ema)
         saved = state["config"].get("inception_weights")
-        if weights is None and saved and Path(saved).is_file():   # the run's own evaluations'
-            weights = Path(saved)
+        if weights is None and saved:
+            if Path(saved).is_file():
+                weights = Path(saved)
+            else:
+                print(f"fastgan eval: the run's --inception-weights {saved} is gone; pass "
+                      "--inception-weights FILE for standard FID", file=sys.stderr)
+        weights = weights or weights_path(None)
         if weights is None and v.hyper.channels != 1:
             raise UserError(f"{v.name} makes {v.hyper.channels}-channel images, which the digit "
                             f"classifier cannot judge: {inception_hint()}")

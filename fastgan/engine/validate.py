@@ -25,6 +25,7 @@ from .config import DEFAULTS, TrainConfig, UserError, check_tensorboard, merge_r
 from .graphs import CudaGraphsUnavailable, check_capture
 from .host_loader import fits_on_device
 from .iteration import Engine, EngineOptions
+from .loop import evaluation
 from fastgan.variants.sampling import fixed_noise
 
 
@@ -358,10 +359,9 @@ def _real_stats(r: SimpleNamespace, cfg: TrainConfig) -> None:
     """The real data's feature statistics (cached on disk), computed up front by rank 0, the
     only evaluator (every rank stops on its error), so a run the metrics cannot judge fails
     before it trains."""
-    from .loop.evaluation import real_side
     check_eval(cfg.eval_every, cfg.eval_n)
     with backends.tf32(cfg.tf32):
-        main_check(r, real_side, r, cfg)
+        main_check(r, evaluation.real_side, r, cfg)
 
 
 def _outputs(r: SimpleNamespace, cfg: TrainConfig) -> None:
@@ -374,6 +374,8 @@ def _outputs(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.real_stats, r.inception, r.last_eval = None, None, None
     if cfg.eval_every:
         _real_stats(r, cfg)
+    elif cfg.inception_weights:     # kept for `fastgan eval`: checked and made absolute now
+        main_check(r, evaluation.inception_path, cfg)
     main_check(r, make_out_dir, r.out)
     if r.main:
         # Leftovers of saves killed mid-write (SIGKILL): as large as a checkpoint each.

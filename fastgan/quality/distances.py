@@ -48,7 +48,7 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = KID_SUBSETS,
     x, y = real.to(torch.float64), fake.to(torch.float64)
     dim = x.shape[1]
     g = torch.Generator().manual_seed(seed)
-    vals = torch.empty(subsets, dtype=torch.float64)
+    vals = torch.empty(subsets, dtype=torch.float64, device=x.device)
     for i in range(subsets):
         a = x[torch.randperm(x.shape[0], generator=g)[:m].to(x.device)]
         b = y[torch.randperm(y.shape[0], generator=g)[:m].to(y.device)]
@@ -57,8 +57,9 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = KID_SUBSETS,
         kxy = (a @ b.T / dim + 1) ** 3
         vals[i] = ((kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
                    + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-                   - 2 * kxy.sum() / (m * m)).cpu()
-    return float(vals.mean()), float(vals.std(unbiased=False)), m
+                   - 2 * kxy.sum() / (m * m))
+    mean_std = torch.stack([vals.mean(), vals.std(unbiased=False)]).tolist()   # one host read
+    return mean_std[0], mean_std[1], m
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -88,13 +89,16 @@ def _coverage(queries: torch.Tensor, ref: torch.Tensor, radii: torch.Tensor,
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = PR_K,
-                     chunk: int = 1024) -> Tuple[float, float]:
+                     chunk: int = 0) -> Tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019): precision, the fraction of
     generated samples within the k-NN radius of some real sample (realism); recall, the fraction
-    of real samples within the k-NN radius of some generated sample (coverage)."""
+    of real samples within the k-NN radius of some generated sample (coverage). Both depend on
+    the set sizes (a radius shrinks as its set grows): compare runs at equal sizes."""
     if real.shape[0] <= k or fake.shape[0] <= k:
         raise ValueError(f"precision/recall need more than k={k} samples on each side")
     x, y = real.to(torch.float64), fake.to(torch.float64)
+    # rows per distance block: at most 2^25 float64 (256 MB) per temporary
+    chunk = chunk or max(1, min(1024, (1 << 25) // max(x.shape[0], y.shape[0])))
     precision = _coverage(y, x, _knn_radii(x, k, chunk), chunk)
     recall = _coverage(x, y, _knn_radii(y, k, chunk), chunk)
     return precision, recall

@@ -33,24 +33,26 @@ class InceptionError(Exception):
     installed (one line: problem and fix)."""
 
 
-def weights_path(given: Optional[str]) -> Optional[Path]:
-    """The weights file: ``given`` (--inception-weights), else $FASTGAN_INCEPTION_WEIGHTS, else
-    None (standard FID not asked for)."""
+def weights_path(given: Optional[str], source: str = "--inception-weights") -> Optional[Path]:
+    """The weights file, resolved: ``given`` (from ``source``, by default the option), else
+    $FASTGAN_INCEPTION_WEIGHTS, else None (standard FID not asked for)."""
     p = given or os.environ.get(ENV) or None
     if p is None:
         return None
     path = Path(p).expanduser()
     if not path.is_file():
-        where = "--inception-weights" if given else f"${ENV}"
+        where = source if given else f"${ENV}"
+        what = "a folder, not a file" if path.is_dir() else "no such file"
         raise InceptionError(
-            f"{where} {p}: no such file; download {FILE_NAME} once ({URL}) and pass its path "
+            f"{where} {p}: {what}; download {FILE_NAME} once ({URL}) and pass its path "
             f"with --inception-weights FILE or ${ENV}")
-    return path
+    return path.resolve()
 
 
 def missing_weights_hint() -> str:
     return (f"standard FID/KID need the InceptionV3 weights {FILE_NAME} (download once from "
-            f"{URL}), passed with --inception-weights FILE or ${ENV}")
+            f"{URL}; torch-fidelity's weights-inception-2015-12-05-6726825d.pth is the same "
+            f"file), passed with --inception-weights FILE or ${ENV}")
 
 
 def _digest(path: Path) -> str:
@@ -104,7 +106,9 @@ def _build(path: Path, state: Dict[str, torch.Tensor]):
                                lambda *a, **k: state):
             return fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[
                 FEATURE_DIM]])
-    except RuntimeError as e:     # load_state_dict: missing / unexpected keys, wrong shapes
+    except InceptionError:
+        raise
+    except Exception as e:     # load_state_dict: missing / unexpected keys, wrong shapes
         first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
         raise InceptionError(f"--inception-weights {path}: not the InceptionV3 FID weights "
                              f"({first[:160]}); expected {FILE_NAME} ({URL})") from None
@@ -125,10 +129,12 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, 2048] float32 of N x C x H x W images in [0, 1] (C = 1 or 3)."""
+        """[N, 2048] float32 of N x C x H x W images in [0, 1] (C = 1 or 3), rounded to 8 bits
+        first, as the saved images other tools compute FID from are (real uint8 data is
+        unchanged)."""
         if x.dim() != 4 or x.shape[1] not in (1, 3):
             raise ValueError(f"InceptionV3 takes 1- or 3-channel images, not {tuple(x.shape)}")
-        x = x.float()
+        x = (x.float().clamp(0, 1) * 255).round() / 255
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         # Full float32: TF32 convolutions would move the features of the reference network.

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .classifier import load_classifier
 from .classifier_data import data_digest
-from .distances import frechet_distance, kid, precision_recall  # noqa: F401 (re-exported)
+from .distances import PR_K, frechet_distance, kid, precision_recall  # noqa: F401
 from .inception import missing_weights_hint as inception_hint
 
 CONFIDENT_P = 0.9
@@ -103,29 +103,36 @@ class FeatureStats:
         return torch.cat(self.kept) if self.kept else self.s1.new_zeros(0, self.s1.shape[0])
 
 
-def _images01(images: torch.Tensor, i: int, device) -> torch.Tensor:
-    x = images[i:i + EVAL_BATCH].to(device)
-    return x.float() / 255 if x.dtype == torch.uint8 else x
+def _batches(images: torch.Tensor, device, order: Optional[torch.Tensor]):
+    """(batch index, [0, 1] images on ``device``) in ``order`` (default: as stored), one batch
+    copied at a time."""
+    n = images.shape[0]
+    for i in range(0, n, EVAL_BATCH):
+        x = images[i:i + EVAL_BATCH] if order is None else images[order[i:i + EVAL_BATCH]]
+        x = x.to(device)
+        yield i, (x.float() / 255 if x.dtype == torch.uint8 else x)
 
 
 @torch.no_grad()
 def featurize(images: torch.Tensor, device, labels: Optional[torch.Tensor] = None,
-              stats: Optional[FeatureStats] = None, keep: int = 0) -> FeatureStats:
+              stats: Optional[FeatureStats] = None, keep: int = 0,
+              order: Optional[torch.Tensor] = None) -> FeatureStats:
     """Classifier features of uint8 ([0, 255]) or float ([0, 1]) images, in batches on
-    ``device``."""
+    ``device`` (in ``order``; ``keep``: the first rows kept)."""
     clf, _ = load_classifier(device)
     stats = stats or FeatureStats(device, keep)
-    for i in range(0, images.shape[0], EVAL_BATCH):
-        f, logits = clf.features_and_logits(to_classifier_input(_images01(images, i, device)))
+    for i, x in _batches(images, device, order):
+        f, logits = clf.features_and_logits(to_classifier_input(x))
         stats.add(f, logits, None if labels is None else labels[i:i + EVAL_BATCH].to(device))
     return stats
 
 
 @torch.no_grad()
-def featurize_inception(images: torch.Tensor, net, keep: int = 0) -> FeatureStats:
+def featurize_inception(images: torch.Tensor, net, keep: int = 0,
+                        order: Optional[torch.Tensor] = None) -> FeatureStats:
     stats = FeatureStats(net.device, keep, net.dim)
-    for i in range(0, images.shape[0], EVAL_BATCH):
-        stats.add(net.features(_images01(images, i, net.device)))
+    for _, x in _batches(images, net.device, order):
+        stats.add(net.features(x))
     return stats
 
 
@@ -152,13 +159,12 @@ def _cached(key: str, device, compute, cache: bool) -> Dict[str, object]:
     return st
 
 
-def _subset(images: torch.Tensor) -> torch.Tensor:
-    """The real images whose features are kept: all, or a fixed random REAL_FEATURES of them,
-    first (featurize keeps the first rows)."""
+def _order(images: torch.Tensor) -> Optional[torch.Tensor]:
+    """The order in which real images are featurized: a fixed random one when not every
+    image's features are kept (featurize keeps the first REAL_FEATURES rows)."""
     if images.shape[0] <= REAL_FEATURES:
-        return images
-    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
-    return images[perm]
+        return None
+    return torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
 
 
 def real_stats(images_u8: torch.Tensor, device, cache: bool = True, inception=None,
@@ -169,17 +175,20 @@ def real_stats(images_u8: torch.Tensor, device, cache: bool = True, inception=No
     an InceptionFeatures)."""
     if classifier is None:
         classifier = images_u8.shape[1] == 1
-    out: Dict[str, object] = {"n": int(images_u8.shape[0]), "device": torch.device(device)}
-    digest = data_digest(images_u8)
+    n = int(images_u8.shape[0])
+    if n <= PR_K:
+        raise QualityError(f"the quality metrics need at least {PR_K + 1} real images; the data "
+                           f"set has {n}")
+    out: Dict[str, object] = {"n": n, "device": torch.device(device)}
+    digest, order, rows = data_digest(images_u8), _order(images_u8), REAL_FEATURES
     if classifier:
         _, meta = load_classifier("cpu")
-        out.update(_cached(f"{digest}-{meta['digest']}-v2", device,
-                           lambda: featurize(_subset(images_u8), device, keep=REAL_FEATURES),
-                           cache))
+        out.update(_cached(f"{digest}-{meta['digest']}-v2-r{rows}", device,
+                           lambda: featurize(images_u8, device, keep=rows, order=order), cache))
     if inception is not None:
         out["inception"] = _cached(
-            f"{digest}-inception-{inception.digest[:16]}", device,
-            lambda: featurize_inception(_subset(images_u8), inception, keep=REAL_FEATURES), cache)
+            f"{digest}-inception-{inception.digest[:16]}-v1-r{rows}", device,
+            lambda: featurize_inception(images_u8, inception, keep=rows, order=order), cache)
         out["inception_standard"] = inception.standard
     return out
 
@@ -188,10 +197,12 @@ def _distances(prefix: str, fake: FeatureStats, real: Dict[str, object]) -> Dict
     mu, cov = fake.mean_cov()
     rf, ff = real["feats"], fake.features()
     k, k_std, m = kid(rf, ff)
-    p, r = precision_recall(rf, ff)
+    # Precision and recall depend on the set sizes: equal ones (both random samples), recorded.
+    n_pr = min(rf.shape[0], ff.shape[0])
+    p, r = precision_recall(rf[:n_pr], ff[:n_pr])
     return {f"{prefix}fid": frechet_distance(mu, cov, real["mu"], real["cov"]),
             f"{prefix}kid": k, f"{prefix}kid_std": k_std, f"{prefix}kid_subset": m,
-            f"{prefix}precision": p, f"{prefix}recall": r}
+            f"{prefix}precision": p, f"{prefix}recall": r, f"{prefix}pr_n": n_pr}
 
 
 @torch.no_grad()
@@ -260,10 +271,16 @@ def real_floor(images_u8: torch.Tensor, device) -> float:
     return frechet_distance(*a, *b)
 
 
+def _subsets(m: Dict[str, object], key: str) -> str:
+    """KID's subset size when it is not the standard 1,000 (then not comparable)."""
+    return f" (subsets of {m[key]})" if m.get(key, 1000) < 1000 else ""
+
+
 def format_metrics(m: Dict[str, object]) -> str:
     parts: List[str] = []
     if "fid" in m:
-        parts.append(f"FID-MNIST {m['fid']:.2f} | KID-MNIST {m['kid']:.4f} ± {m['kid_std']:.4f} | "
+        parts.append(f"FID-MNIST {m['fid']:.2f} | KID-MNIST {m['kid']:.4f} ± {m['kid_std']:.4f}"
+                     f"{_subsets(m, 'kid_subset')} | "
                      f"precision {m['precision']:.3f} recall {m['recall']:.3f} | confident "
                      f"{m['confident']:.3f} | mode coverage {m['mode_coverage']:.3f} "
                      f"({m['classes_covered']}/10 classes)")
@@ -272,6 +289,7 @@ def format_metrics(m: Dict[str, object]) -> str:
     if "inception_fid" in m:
         note = "" if m.get("inception_standard", True) else " (non-standard Inception weights)"
         parts.append(f"FID {m['inception_fid']:.2f} | KID {m['inception_kid']:.4f} ± "
-                     f"{m['inception_kid_std']:.4f} | Inception precision "
+                     f"{m['inception_kid_std']:.4f}{_subsets(m, 'inception_kid_subset')} | "
+                     "Inception precision "
                      f"{m['inception_precision']:.3f} recall {m['inception_recall']:.3f}{note}")
     return " | ".join(parts)

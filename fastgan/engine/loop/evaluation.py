@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any, Dict
 
@@ -12,22 +13,37 @@ from .metrics import _cut_log
 from .samples import sampling_nets
 
 
-def real_side(r, cfg) -> None:
-    """``r.real_stats`` and ``r.inception`` (the InceptionV3 of --inception-weights or
-    $FASTGAN_INCEPTION_WEIGHTS, else None) for the evaluations; a UserError when no metric
-    applies or the weights are unusable."""
-    from fastgan.quality.classifier import ClassifierError
-    from fastgan.quality.inception import InceptionError, load_inception, weights_path
-    from fastgan.quality.metrics import QualityError, inception_hint, real_stats
+def inception_path(cfg):
+    """The weights file of --inception-weights (or the resumed run's), else, for a run that
+    evaluates, $FASTGAN_INCEPTION_WEIGHTS; recorded in the config as an absolute path."""
+    from fastgan.quality.inception import InceptionError, weights_path
+    source = "--inception-weights" + (" (given, or the resumed run's)" if cfg.resume else "")
     try:
-        path = weights_path(cfg.inception_weights)
+        path = weights_path(cfg.inception_weights, source)
+    except InceptionError as e:
+        raise UserError(str(e)) from None
+    if path is not None and (cfg.inception_weights or cfg.eval_every):
+        cfg.inception_weights = str(path)
+    return path
+
+
+def real_side(r, cfg) -> None:
+    """``r.real_stats`` and ``r.inception`` (the InceptionV3 of ``inception_path``, else None)
+    for the evaluations; a UserError when no metric applies or the weights are unusable."""
+    from fastgan.quality.classifier import ClassifierError
+    from fastgan.quality.inception import InceptionError, load_inception
+    from fastgan.quality.metrics import QualityError, inception_hint, real_stats
+    path = inception_path(cfg)
+    try:
         channels = r.variant.hyper.channels
         if path is None and channels != 1:
             raise UserError(f"--eval-every: the digit classifier judges 1-channel images and this "
                             f"run makes {channels}-channel images: {inception_hint()}; or drop "
                             "--eval-every")
-        if cfg.inception_weights:     # config.json keeps a path that works from anywhere
-            cfg.inception_weights = str(path.resolve())
+        if path is not None and not r.cfg.quiet:
+            print(f"fastgan: standard FID with {path}; the real images' Inception features are "
+                  "computed once (then cached): other ranks wait for it (--dist-timeout)",
+                  file=sys.stderr, flush=True)
         r.inception = load_inception(path, r.device) if path is not None else None
         r.real_stats = real_stats(r.data.images, r.device, inception=r.inception)
     except (QualityError, ClassifierError, InceptionError, ValueError) as e:
