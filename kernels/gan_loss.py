@@ -2,7 +2,7 @@
 the gradient written by the same kernel as the loss.
 
 One pass over the logits computes each element's loss and ``dL/dlogit`` (already scaled by
-1/n for ``mean``); the per-program partial losses are summed in a fixed order by a one-program
+weight/n for ``mean``, weight for ``sum``: a constant weight costs no kernel); the per-program partial losses are summed in a fixed order by a one-program
 finalize kernel (skipped when one program covers everything), so the loss is deterministic.
 The backward only multiplies the saved gradient by the incoming scalar gradient.
 
@@ -96,8 +96,9 @@ def _gan_loss_finalize_kernel(part_ptr, loss_ptr, n_parts, scale, ACC: tl.conste
 
 
 def gan_loss_forward(logits: Tensor, target: Optional[Tensor], target_value: float, kind: str,
-                     reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
-    """(loss 0-d, dloss/dlogits shaped like logits, or empty when need_grad is False)."""
+                     reduction: str, need_grad: bool, weight: float = 1.0) -> Tuple[Tensor, Tensor]:
+    """(weight * loss 0-d, its gradient shaped like logits, or empty when need_grad is
+    False)."""
     z = logits.contiguous()
     n = z.numel()
     loss = torch.empty((), device=z.device, dtype=z.dtype)
@@ -111,7 +112,7 @@ def gan_loss_forward(logits: Tensor, target: Optional[Tensor], target_value: flo
     if n == 0:
         loss.fill_(float("nan") if reduction == "mean" else 0.0)
         return loss, grad
-    scale = 1.0 / n if reduction == "mean" else 1.0
+    scale = float(weight) * (1.0 / n) if reduction == "mean" else float(weight)
     BLOCK = 1024 if config.INTERPRET else (2048 if n >= 2048 else max(128, next_pow2(n)))
     n_blocks = triton.cdiv(n, BLOCK)
     acc = acc_type(z.dtype)

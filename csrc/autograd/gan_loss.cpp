@@ -24,20 +24,21 @@ using torch::autograd::variable_list;
 
 std::tuple<Tensor, Tensor> gan_loss_below(const Tensor& logits, const OptTensor& target,
                                           double target_value, c10::string_view kind,
-                                          c10::string_view reduction) {
+                                          c10::string_view reduction, double weight) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::gan_loss", "")
                        .typed<std::tuple<Tensor, Tensor>(const Tensor&, const OptTensor&, double,
-                                                         c10::string_view, c10::string_view)>();
+                                                         c10::string_view, c10::string_view,
+                                                         double)>();
   at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(logits, target, target_value, kind, reduction);
+  return op.call(logits, target, target_value, kind, reduction, weight);
 }
 
 // d(loss)/d(logits) as differentiable ATen ops (the reference formula). hinge and linear are
 // piecewise linear: their gradient is constant in the logits (zero second derivative), the
 // hinge masks are comparisons.
 Tensor grad_expr(const Tensor& logits, const Tensor& target, double target_value,
-                 const std::string& kind, const std::string& reduction) {
+                 const std::string& kind, const std::string& reduction, double weight) {
   Tensor g;
   if (kind == "hinge") {
     const Tensor lo = (logits < 1).to(logits.scalar_type());
@@ -52,27 +53,29 @@ Tensor grad_expr(const Tensor& logits, const Tensor& target, double target_value
     const Tensor d = target.defined() ? s - target : s - target_value;
     g = kind == "bce" ? d : 2 * d * s * (1 - s);
   }
-  return reduction == "mean" ? g / c10::Scalar(logits.sym_numel()) : g;
+  if (reduction == "mean") g = g / c10::Scalar(logits.sym_numel());
+  return weight == 1.0 ? g : g * weight;
 }
 
 class GanLoss : public torch::autograd::Function<GanLoss> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const OptTensor& target,
                                double target_value, c10::string_view kind,
-                               c10::string_view reduction) {
-    auto [loss, grad] = gan_loss_below(logits, target, target_value, kind, reduction);
+                               c10::string_view reduction, double weight) {
+    auto [loss, grad] = gan_loss_below(logits, target, target_value, kind, reduction, weight);
     ctx->mark_non_differentiable({grad});
     ctx->set_materialize_grads(false);   // no zero-filled gradient for the unused grad output
     ctx->saved_data["target_value"] = target_value;
     ctx->saved_data["kind"] = std::string(kind);
     ctx->saved_data["reduction"] = std::string(reduction);
+    ctx->saved_data["weight"] = weight;
     ctx->save_for_backward({grad, logits, target.has_value() ? *target : Tensor()});
     return {loss, grad};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const Tensor& gloss = grads[0];
-    variable_list out(5);
+    variable_list out(6);
     if (!gloss.defined()) return out;
     auto saved = ctx->get_saved_variables();
     const Tensor& grad = saved[0];
@@ -80,7 +83,8 @@ class GanLoss : public torch::autograd::Function<GanLoss> {
     if (at::GradMode::is_enabled()) {
       Tensor g = grad_expr(logits, saved[2], ctx->saved_data["target_value"].toDouble(),
                            ctx->saved_data["kind"].toStringRef(),
-                           ctx->saved_data["reduction"].toStringRef());
+                           ctx->saved_data["reduction"].toStringRef(),
+                           ctx->saved_data["weight"].toDouble());
       out[0] = (gloss * g).to(logits.scalar_type());
     } else {
       // grad is kept in float32 (float64): one rounding to the logits' dtype, here
@@ -92,8 +96,8 @@ class GanLoss : public torch::autograd::Function<GanLoss> {
 
 std::tuple<Tensor, Tensor> gan_loss_autograd(const Tensor& logits, const OptTensor& target,
                                              double target_value, c10::string_view kind,
-                                             c10::string_view reduction) {
-  auto r = GanLoss::apply(logits, target, target_value, kind, reduction);
+                                             c10::string_view reduction, double weight) {
+  auto r = GanLoss::apply(logits, target, target_value, kind, reduction, weight);
   return {r[0], r[1]};
 }
 

@@ -3,7 +3,7 @@
 //   lsgan: (sigmoid(l) - t)^2                           grad: 2 (s - t) s (1 - s)
 //   hinge: t relu(1 - l) + (1 - t) relu(1 + l)          grad: -t [l < 1] + (1 - t) [l > -1]
 //   linear: (1 - 2t) l                                  grad: 1 - 2t
-// both multiplied by `scale` (1/n for mean, 1 for sum).
+// both multiplied by `scale` (weight/n for mean, weight for sum: the op's constant weight).
 #pragma once
 #include "common.h"
 
@@ -19,7 +19,7 @@ struct GanLossParams {
   bool target_per_element = false;
   double target_value = 0.0;
   GanLossKind kind = GanLossKind::kBCE;
-  double scale = 1.0;
+  double scale = 1.0;             // weight / n (mean) or weight (sum)
   void* loss = nullptr;           // T, one element
   void* grad = nullptr;           // acc [n] (float32 for bfloat16 logits: one rounding, later)
 };

@@ -17,7 +17,7 @@ namespace {
 template <Dev dev>
 std::tuple<Tensor, Tensor> gan_loss_impl(const Tensor& logits, const OptTensor& target,
                                          double target_value, c10::string_view kind,
-                                         c10::string_view reduction) {
+                                         c10::string_view reduction, double weight) {
   const char* op = "gan_loss";
   const DType dt = dtype_of(logits, op, "logits");
   GanLossKind k;
@@ -56,7 +56,10 @@ std::tuple<Tensor, Tensor> gan_loss_impl(const Tensor& logits, const OptTensor& 
   }
   p.target_value = target_value;
   p.kind = k;
-  p.scale = mean ? (p.n > 0 ? 1.0 / static_cast<double>(p.n) : std::numeric_limits<double>::quiet_NaN()) : 1.0;
+  // the constant weight rides in the reduction's scale: weight * loss costs no kernel
+  p.scale = mean ? (p.n > 0 ? weight * (1.0 / static_cast<double>(p.n))
+                            : std::numeric_limits<double>::quiet_NaN())
+                 : weight;
   p.loss = loss.data_ptr();
   p.grad = grad.data_ptr();
   run_kernel(dev, op, logits, [&] { cpu_gan_loss(p); },
@@ -65,8 +68,8 @@ std::tuple<Tensor, Tensor> gan_loss_impl(const Tensor& logits, const OptTensor& 
 }
 
 TORCH_LIBRARY_FRAGMENT(fastgan, m) {
-  def_ops(m, {"gan_loss(Tensor logits, Tensor? target, float target_value, str kind, str reduction) "
-              "-> (Tensor, Tensor)"});
+  def_ops(m, {"gan_loss(Tensor logits, Tensor? target, float target_value, str kind, str reduction, "
+              "float weight=1.0) -> (Tensor, Tensor)"});
 }
 FASTGAN_IMPLS(m.impl("gan_loss", &gan_loss_impl<D>);)
 

@@ -37,18 +37,25 @@ def _fp32(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
-def bce(logits: torch.Tensor, target: Target, reduction: str = "mean") -> torch.Tensor:
-    return ops.gan_loss(_fp32(logits), target, _OVERRIDE or "bce", reduction)
+# ``weight``: a constant factor on the loss, applied inside the op's own kernels (write
+# ``bce(l, t, weight=2.0)``, not ``2 * bce(l, t)``: no scalar kernel forward or backward).
 
 
-def lsgan(logits: torch.Tensor, target: Target, reduction: str = "sum") -> torch.Tensor:
-    return ops.gan_loss(_fp32(logits), target, _OVERRIDE or "lsgan", reduction)
+def bce(logits: torch.Tensor, target: Target, reduction: str = "mean",
+        weight: float = 1.0) -> torch.Tensor:
+    return ops.gan_loss(_fp32(logits), target, _OVERRIDE or "bce", reduction, weight)
+
+
+def lsgan(logits: torch.Tensor, target: Target, reduction: str = "sum",
+          weight: float = 1.0) -> torch.Tensor:
+    return ops.gan_loss(_fp32(logits), target, _OVERRIDE or "lsgan", reduction, weight)
 
 
 def hinge(logits: torch.Tensor, target: Target, reduction: str = "mean",
-          generator: bool = False) -> torch.Tensor:
+          generator: bool = False, weight: float = 1.0) -> torch.Tensor:
     """The hinge loss of StyleGAN2/StudioGAN. D's side (generator False): target 1 (real)
     gives relu(1 - l), 0 (fake) relu(1 + l), a per-element target picks per row. G's side
     (generator True, called with target 1 as the G step of bce is): -l, i.e. the op's kind
     'linear', (1 - 2 t) l, so the target keeps its meaning and no argument is ignored."""
-    return ops.gan_loss(_fp32(logits), target, "linear" if generator else "hinge", reduction)
+    return ops.gan_loss(_fp32(logits), target, "linear" if generator else "hinge", reduction,
+                        weight)

@@ -7,7 +7,9 @@
                                                 (with the unbiased or biased batch variance);
                                                 groups: x's batch split in equal chunks, each
                                                 normalised with its own statistics (training)
-    gan_loss(logits, target, kind, reduction)   BCE-with-logits or LSGAN on sigmoid(logits)
+    gan_loss(logits, target, kind, reduction, weight)
+                                                weight * (BCE-with-logits, LSGAN on
+                                                sigmoid(logits), hinge or linear)
     sync_bn_act(x, weight, bias, running_mean, running_var, momentum, eps, slope, group,
                 unbiased_running_var)           bn_act in training mode with statistics over
                                                 every rank of ``group`` (an optional op)
@@ -66,8 +68,8 @@ def bn_act(x, weight, bias, running_mean, running_var, training=True, momentum=0
                                            momentum, eps, slope, unbiased_running_var, groups)
 
 
-def gan_loss(logits, target, kind="bce", reduction="mean"):
-    return lookup("gan_loss", _device_type(logits))(logits, target, kind, reduction)
+def gan_loss(logits, target, kind="bce", reduction="mean", weight=1.0):
+    return lookup("gan_loss", _device_type(logits))(logits, target, kind, reduction, weight)
 
 
 def sync_bn_act(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5, slope=None,

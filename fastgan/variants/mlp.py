@@ -126,7 +126,8 @@ class MLP(Variant):
         # Keras reports 0.5 * (loss on real + loss on fake): with as many fakes as real images,
         # the mean over both, one loss call (no slices in the graph) with a target per row.
         if 2 * n != logits.shape[0]:
-            return 0.5 * (bce(real, real_target) + bce(fake, 0.0)), real, fake
+            # 0.5 (a + b) as the ops' weights (exact: a power of two)
+            return bce(real, real_target, weight=0.5) + bce(fake, 0.0, weight=0.5), real, fake
         return bce(logits, self.split_targets(logits, n, real_target, 0.0)), real, fake
 
     def g_loss(self, nets, batch, gen):

@@ -35,7 +35,8 @@ def _logits(shape, device, dtype):
 GAN_TARGETS = [0.0, 1.0, 0.9, "tensor0.9", "tensor0.0"]
 
 
-def gan_loss_case(backend, device, dtype, shape, kind, reduction, target, seed, layout=None):
+def gan_loss_case(backend, device, dtype, shape, kind, reduction, target, seed, layout=None,
+                  weight=1.0):
     z0 = _logits(shape, device, dtype)
     if layout:
         z0 = noncontig(z0, layout)
@@ -45,12 +46,12 @@ def gan_loss_case(backend, device, dtype, shape, kind, reduction, target, seed, 
         t, tr = target, target
     z = leaf(z0)
     with ops.use_backend(backend):
-        loss = ops.gan_loss(z, t, kind, reduction)
+        loss = ops.gan_loss(z, t, kind, reduction, weight)
     assert loss.shape == () and loss.dtype == dtype
     go = torch.rand((), device=device) + 0.5       # a grad_output that is not 1
     loss.backward(go.to(dtype))
     zr = leaf(z0.double().cpu())
-    lr = R.gan_loss(zr, tr, kind, reduction)
+    lr = R.gan_loss(zr, tr, kind, reduction, weight)
     lr.backward(go.double().cpu())
     tol = tolerance(backend, device, dtype)
     # linear's terms are signed (+-z): their sum can cancel far below its terms, and fp32 rounding
@@ -58,7 +59,7 @@ def gan_loss_case(backend, device, dtype, shape, kind, reduction, target, seed, 
     scale = None
     if kind == "linear":
         per = ((1 - 2 * tr) * zr.detach()).abs()
-        scale = (per.mean() if reduction == "mean" else per.sum()).item()
+        scale = abs(weight) * (per.mean() if reduction == "mean" else per.sum()).item()
     check("loss", loss, lr, tol, seed, scale=scale)
     check("dlogits", z.grad, zr.grad, tol, seed)
 
@@ -76,6 +77,27 @@ def test_gan_loss(backend, device, shape, kind, reduction, target, seed):
 @pytest.mark.parametrize("kind", KINDS)
 def test_gan_loss_bf16(backend, device, kind, seed):
     gan_loss_case(backend, device, torch.bfloat16, (64, 1), kind, "mean", 0.9, seed)
+
+
+WEIGHTS = [0.25, 3.0, -1.5]
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(7, 1), (3000,)], ids=lambda s: "x".join(map(str, s)))
+def test_gan_loss_weight(backend, device, shape, kind, reduction, weight, seed):
+    # (3000,) takes the finalize kernel's path: the weight is in both scales
+    gan_loss_case(backend, device, torch.float32, shape, kind, reduction, "tensor0.9", seed,
+                  weight=weight)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_gan_loss_weight_bf16(backend, device, kind, weight, seed):
+    gan_loss_case(backend, device, torch.bfloat16, (64, 1), kind, "mean", 0.9, seed, weight=weight)
 
 
 @pytest.mark.parametrize("backend,device", TRITON)
@@ -142,6 +164,22 @@ def test_gan_loss_dtypes(backend, device, dtype, kind, reduction, shape, target,
 
 
 @pytest.mark.parametrize("backend,device", CUDA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("target", ["0.9", "tensor_full"])
+def test_gan_loss_weight_dtypes(backend, device, dtype, kind, reduction, weight, target, seed):
+    shape = (7, 3, 5)
+    logits = leaf(torch.randn(shape) * 3, dtype, device)
+    t = 0.9 if target == "0.9" else torch.rand(shape, device=device)
+    t_ref = t.double().cpu() if isinstance(t, torch.Tensor) else t
+    run_pair(backend, lambda l: ops.gan_loss(l, t, kind, reduction, weight),
+             lambda l: R.gan_loss(l, t_ref, kind, reduction, weight),
+             [logits], dtype, device, seed, ["logits"])
+
+
+@pytest.mark.parametrize("backend,device", CUDA)
 @pytest.mark.parametrize("kind", KINDS)
 def test_gan_loss_extreme_logits(backend, device, kind, seed):
     logits = leaf(torch.cat([torch.randn(61) * 3, torch.tensor([-100.0, 100.0, 0.0, 88.0, -88.0,
@@ -167,6 +205,14 @@ def test_gan_loss_double_backward(backend, seed):
     with ops.use_backend(backend):
         for kind in KINDS:
             torch.autograd.gradgradcheck(lambda x: ops.gan_loss(x, 0.3, kind, "mean"), (l,))
+            # the weight is in the recomputed gradient too
+            torch.autograd.gradgradcheck(lambda x: ops.gan_loss(x, 0.3, kind, "sum", -1.5), (l,))
+            x = l.detach().requires_grad_()
+            (g,) = torch.autograd.grad(ops.gan_loss(x, 0.3, kind, "mean", 3.0), x,
+                                       create_graph=True)
+            (gr,) = torch.autograd.grad(R.gan_loss(x, 0.3, kind, "mean", 3.0), x,
+                                        create_graph=True)
+            torch.testing.assert_close(g, gr, rtol=1e-12, atol=1e-15)
 
 
 # ------------------------------------------------------------------- hinge / linear, every backend
@@ -254,3 +300,48 @@ def test_hinge_opcheck(backend):
                  (torch.randn(8, 1, requires_grad=True), rows, 0.0, "hinge", "sum"),
                  (torch.randn(8, requires_grad=True), torch.tensor(1.0), 0.0, "linear", "mean")]:
         torch.library.opcheck(op, args + extra, test_utils=tests)
+    # the weight argument (the last, after the triton op's need_grad)
+    torch.library.opcheck(op, (torch.randn(8, 1, requires_grad=True), rows, 0.0, "lsgan", "mean")
+                          + extra + (-1.5,), test_utils=tests)
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_gan_loss_weight_power_of_two_is_exact(backend, kind, reduction):
+    """weight = 2^k inside the op equals 2^k times the unweighted loss bit for bit, loss and
+    gradient (the variants' 2 * bce, / 2, / 4 became weights on that ground); a NaN logit stays
+    NaN; the empty mean is NaN whatever the weight."""
+    if backend == "triton":
+        interp_only()
+    l0 = torch.randn(13, 1) * 4
+    t = (torch.rand(13, 1) > 0.5).float()
+    with ops.use_backend(backend):
+        for w in (2.0, 0.5, 0.25):
+            a, b = l0.clone().requires_grad_(), l0.clone().requires_grad_()
+            la = ops.gan_loss(a, t, kind, reduction, w)
+            lb = w * ops.gan_loss(b, t, kind, reduction)
+            la.backward()
+            lb.backward()
+            assert torch.equal(la, lb), (w, la.item(), lb.item())
+            assert torch.equal(a.grad, b.grad), w
+        assert torch.isnan(ops.gan_loss(torch.tensor([0.5, float("nan")]), 1.0, kind, reduction,
+                                        0.25))
+        empty = ops.gan_loss(torch.randn(0), 1.0, kind, reduction, 3.0)
+        assert torch.isnan(empty) if reduction == "mean" else empty.item() == 0.0
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_loss_helpers_pass_the_weight(backend):
+    from fastgan.nn import losses
+    if backend == "triton":
+        interp_only()
+    l = torch.randn(9, 1, dtype=torch.float64)
+    with ops.use_backend(backend):
+        for f, kw in [(losses.bce, {}), (losses.lsgan, {}), (losses.hinge, {}),
+                      (losses.hinge, {"generator": True})]:
+            torch.testing.assert_close(f(l, 1.0, weight=-1.5, **kw), -1.5 * f(l, 1.0, **kw),
+                                       rtol=1e-12, atol=1e-12)
+        with losses.override("hinge", generator=False):
+            torch.testing.assert_close(losses.bce(l, 0.0, weight=3.0),
+                                       3.0 * torch.relu(1 + l).mean(), rtol=1e-12, atol=1e-12)

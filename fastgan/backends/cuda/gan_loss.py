@@ -16,7 +16,7 @@ from ._extension import DEVICE_TYPES, _acc_dtype, _ops
 
 
 @torch.library.register_fake("fastgan::gan_loss")
-def _gan_loss_fake(logits, target, target_value, kind, reduction):
+def _gan_loss_fake(logits, target, target_value, kind, reduction, weight=1.0):
     return logits.new_empty(()), torch.empty_like(logits, dtype=_acc_dtype(logits.dtype),
                                                   memory_format=torch.contiguous_format)
 
@@ -28,8 +28,9 @@ _warned_target_grad = False
 
 
 def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str = "bce",
-             reduction: str = "mean") -> torch.Tensor:
+             reduction: str = "mean", weight: float = 1.0) -> torch.Tensor:
     global _warned_target_grad
+    weight = float(weight)   # folded into the kernel's reduction scale (csrc/ops/gan_loss.cpp)
     gan_loss_args(kind, reduction)
     if isinstance(target, torch.Tensor):
         if target.requires_grad and torch.is_grad_enabled():
@@ -37,15 +38,15 @@ def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str
                 _warned_target_grad = True
                 warnings.warn("fastgan: gan_loss with a target that requires grad uses the "
                               "reference implementation", RuntimeWarning, stacklevel=2)
-            return _reference(logits, target, kind, reduction)
+            return _reference(logits, target, kind, reduction, weight)
         if target.device != logits.device:
             if target.numel() == 1 and target.device.type == "cpu":
-                return _ops.gan_loss(logits, None, float(target), kind, reduction)[0]
+                return _ops.gan_loss(logits, None, float(target), kind, reduction, weight)[0]
             target = target.to(logits.device)
         if not target.is_floating_point():
             target = target.to(logits.dtype)
-        return _ops.gan_loss(logits, target, 0.0, kind, reduction)[0]
-    return _ops.gan_loss(logits, None, float(target), kind, reduction)[0]
+        return _ops.gan_loss(logits, target, 0.0, kind, reduction, weight)[0]
+    return _ops.gan_loss(logits, None, float(target), kind, reduction, weight)[0]
 
 
 gan_loss_cpu = _cpu_pick("gan_loss", gan_loss, _reference, lambda x, *a, **k: x.numel())

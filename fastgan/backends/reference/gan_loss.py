@@ -1,5 +1,5 @@
 """gan_loss, reference: BCE-with-logits, LSGAN on sigmoid(logits), hinge (D side) or linear
-(the hinge/Wasserstein G side), mean or sum."""
+(the hinge/Wasserstein G side), mean or sum, times a constant ``weight``."""
 from __future__ import annotations
 
 from typing import Union
@@ -14,7 +14,7 @@ from ._devices import ALL_DEVICES
 
 
 def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str = "bce",
-             reduction: str = "mean") -> torch.Tensor:
+             reduction: str = "mean", weight: float = 1.0) -> torch.Tensor:
     gan_loss_args(kind, reduction)
     if torch.is_tensor(target):
         t = target.to(logits.dtype).expand_as(logits)
@@ -28,7 +28,9 @@ def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str
         per = t * torch.relu(1 - logits) + (1 - t) * torch.relu(1 + logits)
     else:                   # linear: t = 1: -l (hinge G loss), t = 0: l
         per = (1 - 2 * t) * logits
-    return per.mean() if reduction == "mean" else per.sum()
+    loss = per.mean() if reduction == "mean" else per.sum()
+    # the plain torch sequence: a mul after the reduction, what `weight * loss` costs in torch
+    return loss if weight == 1.0 else loss * weight
 
 
 register("gan_loss", "reference", ALL_DEVICES, gan_loss)

@@ -17,12 +17,12 @@ Tensor = torch.Tensor
 
 @torch.library.custom_op("fastgan_triton::gan_loss", mutates_args=())
 def gan_loss_op(logits: Tensor, target: Optional[Tensor], target_value: float, kind: str,
-                reduction: str, need_grad: bool) -> Tuple[Tensor, Tensor]:
-    return gan_loss_forward(logits, target, target_value, kind, reduction, need_grad)
+                reduction: str, need_grad: bool, weight: float = 1.0) -> Tuple[Tensor, Tensor]:
+    return gan_loss_forward(logits, target, target_value, kind, reduction, need_grad, weight)
 
 
 @gan_loss_op.register_fake
-def _(logits, target, target_value, kind, reduction, need_grad):
+def _(logits, target, target_value, kind, reduction, need_grad, weight=1.0):
     return logits.new_empty(()), (torch.empty_like(logits) if need_grad else logits.new_empty(0))
 
 
@@ -35,8 +35,8 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_loss, grad_grad):
     (g,) = ctx.saved_tensors
     if grad_loss is None or g.numel() == 0 or not ctx.needs_input_grad[0]:
-        return None, None, None, None, None, None
-    return g * grad_loss.to(g.dtype), None, None, None, None, None
+        return None, None, None, None, None, None, None
+    return g * grad_loss.to(g.dtype), None, None, None, None, None, None
 
 
 gan_loss_op.register_autograd(_backward, setup_context=_setup_context)
@@ -46,16 +46,17 @@ class _GanLossFn(torch.autograd.Function):
     """The eager path (_policy.EAGER_FAST_PATH): the same kernels without the dispatcher."""
 
     @staticmethod
-    def forward(logits, target, target_value, kind, reduction, need_grad):
-        return gan_loss_forward(logits, target, target_value, kind, reduction, need_grad)
+    def forward(logits, target, target_value, kind, reduction, need_grad, weight):
+        return gan_loss_forward(logits, target, target_value, kind, reduction, need_grad, weight)
 
     setup_context = staticmethod(_setup_context)
     backward = staticmethod(_backward)
 
 
 def gan_loss(logits: Tensor, target: Union[float, Tensor], kind: str = "bce",
-             reduction: str = "mean") -> Tensor:
-    """Registry entry: mean/sum of BCE-with-logits, LSGAN, hinge or linear against ``target``."""
+             reduction: str = "mean", weight: float = 1.0) -> Tensor:
+    """Registry entry: ``weight`` times the mean/sum of BCE-with-logits, LSGAN, hinge or linear
+    against ``target`` (the weight folded into the kernel's scale)."""
     check_float("gan_loss", logits)
     gan_loss_args(kind, reduction)
     need_grad = logits.requires_grad and torch.is_grad_enabled()
@@ -64,9 +65,9 @@ def gan_loss(logits: Tensor, target: Union[float, Tensor], kind: str = "bce",
         target = target.detach()
         if target.device != logits.device:
             target = target.to(logits.device)
-        loss, _ = fn(logits, target, 0.0, kind, reduction, need_grad)
+        loss, _ = fn(logits, target, 0.0, kind, reduction, need_grad, float(weight))
     else:
-        loss, _ = fn(logits, None, float(target), kind, reduction, need_grad)
+        loss, _ = fn(logits, None, float(target), kind, reduction, need_grad, float(weight))
     return loss
 
 
