@@ -17,7 +17,9 @@ resets the counter to 0 for the next launch.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import weakref
 from typing import List, Optional, Sequence
 
 import torch
@@ -87,57 +89,70 @@ def _eps_hat_adam_kernel(tab_ptr, T, step_ptr, cnt_ptr, lr_ptr, hp_ptr, DT: tl.c
 
 def hyper_tensor(b1: float, b2: float, eps: float, decay: float, device) -> torch.Tensor:
     """The kernel's float64 hyperparameters (made once per optimizer group, outside capture)."""
-    return torch.tensor([b1, b2, eps, decay, math.log2(b1), math.log2(b2)], dtype=torch.float64,
-                        device=device)
+    # beta = 0 (e.g. betas (0, 0.99)): log2 is -inf, exp2(t * -inf) = 0, beta^t = 0
+    logs = [math.log2(b) if b > 0 else -math.inf for b in (b1, b2)]
+    return torch.tensor([b1, b2, eps, decay, *logs], dtype=torch.float64, device=device)
 
 
 class Table:
     """One bucket's device table and arrival counter. ``key``: the host words the table was
     built from (addresses, sizes); ``captured``: a CUDA graph launched with it (then it must
-    never be freed: the caller keeps it)."""
+    never be freed: the caller keeps it); ``spares``: buffers for rebuilds during a capture,
+    allocated before it (``prepare_capture``)."""
 
     def __init__(self, key: List[int], host: torch.Tensor, device: torch.device,
-                 cnt: Optional[torch.Tensor] = None, capturing: bool = False):
+                 old: Optional["Table"] = None, capturing: bool = False):
         self.key, self.captured = key, capturing
         self.T = len(key) // (ROW + 1)
         self.nblocks = host.numel() - (ROW + 1) * self.T
+        self.spares: List[torch.Tensor] = old.spares if old is not None else []
         if capturing:
-            # Inside a capture (its backward allocates new grads from the graph's pool): the
-            # table is allocated there too, and written by write_captured() once the capture
-            # has ended, before any replay: no copy in the graph, no host wait during capture.
-            # Only a caller that promises that call may capture so (engine/graphs.py does).
-            if not _DEFER:
+            # Inside a capture (its backward allocates new grads from the graph's pool). The
+            # table cannot come from that pool: a block freed earlier in the capture would be
+            # handed out again, and the graph's earlier kernels would overwrite it on every
+            # replay. It is a spare allocated before the capture, filled by write_captured()
+            # once the capture has ended: no copy node in the graph, no host wait in it.
+            fit = [t for t in self.spares if t.numel() == host.numel()]
+            if not fit:
                 raise RuntimeError(
                     "EpsHatAdam (Triton): the tensors' addresses changed inside this CUDA-graph "
-                    "capture (grads set to None before it?): wrap the capture in "
-                    "fastgan.engine.optim.capture_tables(), or keep the same grads through the "
-                    "warm-up and the capture")
-            self.tab = torch.empty_like(host, device=device)
+                    "capture (grads set to None before it?) more often than prepared for: wrap "
+                    "the capture in fastgan.engine.optim.capture_tables(launches=N), N the "
+                    "optimizer steps it captures, or keep the same grads through it")
+            self.tab = fit[0]
+            self.spares.remove(fit[0])
             _PENDING.append((self.tab, host))
         elif device.type != "cuda":
             self.tab = host
         else:   # an asynchronous copy: an eager rebuild never waits
             self.tab = host.pin_memory().to(device, non_blocking=True)
+        self.stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
         # 0 between launches (the last program resets it): an earlier table's can be reused
-        self.cnt = torch.zeros(1, dtype=torch.int32, device=device) if cnt is None else cnt
+        self.cnt = torch.zeros(1, dtype=torch.int32, device=device) if old is None else old.cnt
+        _LIVE.add(self)
 
 
-# Tables made during a CUDA-graph capture, with their host contents, until write_captured();
-# _DEFER: inside fastgan.engine.optim.capture_tables(), which calls it.
+# Every table in use (weakly), for prepare_capture; the tables a capture made, with their host
+# contents, until write_captured().
+_LIVE: "weakref.WeakSet[Table]" = weakref.WeakSet()
 _PENDING: List[tuple] = []
-_DEFER = False
 
 
-def defer(on: bool) -> None:
-    global _DEFER
-    _DEFER = bool(on)
+def prepare_capture(launches: int) -> None:
+    """Before a CUDA-graph capture of ``launches`` optimizer steps: spare table buffers, outside
+    the graph's pool, for the rebuilds the capture may need (the sizes are the warm-up's)."""
+    for t in list(_LIVE):
+        t.spares = [torch.empty_like(t.tab) for _ in range(max(1, launches))]
 
 
 def write_captured() -> None:
-    """Fill the tables a capture made (after the capture ends, before the first replay)."""
+    """Fill the tables a capture made (after the capture ends, before the first replay) and
+    drop the unused spares."""
     while _PENDING:
         tab, host = _PENDING.pop()
         tab.copy_(host)
+    for t in list(_LIVE):
+        t.spares = []
 
 
 def _words(ps, gs, ms, vs, steps) -> List[int]:
@@ -163,15 +178,14 @@ def _host_table(key: List[int], T: int) -> torch.Tensor:
 def _rebuild(old: Optional[Table], key: List[int], device: torch.device, capturing: bool,
              keep: List[torch.Tensor]) -> Table:
     if capturing and old is None:
-        # the arrival counter must exist, zeroed, before the graph: made by an eager step
+        # the arrival counter and the spares must exist before the graph: an eager step's
         raise RuntimeError("EpsHatAdam: run one step before capturing it (the warm-up builds "
                            "its state and tables)")
     if old is not None and old.captured:
         keep.append(old.tab)    # a graph reads it: never freed
-    new = Table(key, _host_table(key, len(key) // (ROW + 1)), device,
-                None if old is None else old.cnt, capturing)
+    new = Table(key, _host_table(key, len(key) // (ROW + 1)), device, old, capturing)
     if capturing:
-        keep.append(new.tab)
+        keep += [new.tab, new.cnt]
     return new
 
 
@@ -189,8 +203,18 @@ def eps_hat_adam_(ps: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
     key = _words(ps, gs, ms, vs, steps)
     if table is None or table.key != key:
         table = _rebuild(table, key, device, capturing, keep)
+    if capturing and not table.captured:
+        keep += [table.tab, table.cnt]
     table.captured |= capturing
-    _eps_hat_adam_kernel[(table.nblocks,)](
-        table.tab, table.T, steps[0], table.cnt, lr, hp, DT=_TL[ps[0].dtype],
-        ACC=acc_type(ps[0].dtype), BLOCK=BLOCK, SB=STEP_BLOCK)
+    guard = contextlib.nullcontext()
+    if device.type == "cuda":
+        guard = torch.cuda.device(device)       # Triton launches on the current device
+        stream = torch.cuda.current_stream(device)
+        if not capturing and stream != table.stream:
+            table.tab.record_stream(stream)     # freed later: not reused under this launch
+            table.stream = stream
+    with guard:
+        _eps_hat_adam_kernel[(table.nblocks,)](
+            table.tab, table.T, steps[0], table.cnt, lr, hp, DT=_TL[ps[0].dtype],
+            ACC=acc_type(ps[0].dtype), BLOCK=BLOCK, SB=STEP_BLOCK)
     return table

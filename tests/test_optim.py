@@ -386,10 +386,11 @@ def test_triton_table_is_rebuilt_only_when_an_address_changes():
 
 
 def test_triton_table_rebuild_during_a_capture_bookkeeping():
-    """The capture branch, on CPU: a table made during a capture is allocated but not written
-    (a write there would be a copy node replayed every time, or a host wait the capture
-    forbids) until the capture ends (capture_tables(), as the engine captures); every table a
-    graph may read is kept; a first step inside a capture is refused."""
+    """The capture branch, on CPU: a table made during a capture is a spare allocated before it
+    (the graph's pool could hand out a block its earlier kernels overwrite on every replay),
+    not written until the capture ends (a write there would be a copy node replayed every time,
+    or a host wait the capture forbids); every tensor a graph may read is kept; more rebuilds
+    than prepared for, or a first step inside a capture, are refused."""
     _triton_or_skip()
     from fastgan.engine.optim import capture_tables
     from fastgan.kernels import adam as AD
@@ -404,16 +405,41 @@ def test_triton_table_rebuild_during_a_capture_bookkeeping():
         AD._rebuild(None, words(ps), cpu, True, [])
     eager = AD._rebuild(None, words(ps), cpu, False, [])
     keep = []
-    g1 = [torch.zeros_like(p) for p in ps]
-    with pytest.raises(RuntimeError, match="capture_tables"):     # no promise to fill it
+    g1, g2, g3 = ([torch.zeros_like(p) for p in ps] for _ in range(3))
+    with pytest.raises(RuntimeError, match="capture_tables"):     # nothing prepared
         AD._rebuild(eager, words(g1), cpu, True, keep)
-    with capture_tables():
-        captured = AD._rebuild(eager, words(g1), cpu, True, keep)
-        assert captured.captured and captured.cnt is eager.cnt and keep == [captured.tab]
-        assert AD._PENDING and AD._PENDING[-1][0] is captured.tab
-    assert not AD._PENDING and torch.equal(captured.tab, AD._host_table(words(g1), 3))
-    later = AD._rebuild(captured, words(ps), cpu, False, keep)      # eager again: kept
-    assert not later.captured and keep == [captured.tab, captured.tab] and not AD._PENDING
+    with capture_tables(launches=2):
+        spares = list(eager.spares)
+        assert len(spares) == 2
+        first = AD._rebuild(eager, words(g1), cpu, True, keep)
+        assert first.tab is spares[0] and first.captured and first.cnt is eager.cnt
+        assert keep == [first.tab, first.cnt] and AD._PENDING[-1][0] is first.tab
+        second = AD._rebuild(first, words(g2), cpu, True, keep)
+        assert second.tab is spares[1]
+        with pytest.raises(RuntimeError, match="more often than prepared"):
+            AD._rebuild(second, words(g3), cpu, True, keep)
+    assert not AD._PENDING and not second.spares
+    assert torch.equal(first.tab, AD._host_table(words(g1), 3))
+    assert torch.equal(second.tab, AD._host_table(words(g2), 3))
+    later = AD._rebuild(second, words(ps), cpu, False, keep)      # eager again
+    assert not later.captured and keep[-1] is second.tab and not AD._PENDING
+
+
+def test_triton_beta1_zero():
+    """betas (0, 0.99), as some GAN recipes use: b^t is 0 (log2 -inf in the kernel)."""
+    _triton_or_skip()
+    form = dict(lr=1e-3, betas=(0.0, 0.99), eps=1e-7)
+    a = _bucket(4, torch.float64)
+    b = [p.detach().clone().requires_grad_() for p in a]
+    oa, ob = EpsHatAdam(a, **form, fused="triton"), EpsHatAdam(b, **form, fused=False)
+    for t in range(1, 4):
+        for p, q, g in zip(a, b, _grads(a, t)):
+            p.grad, q.grad = g.clone(), g.clone()
+        oa.step()
+        ob.step()
+    for p, q in zip(a, b):
+        assert torch.isfinite(p).all()
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.gpu
@@ -443,6 +469,12 @@ def test_captured_step_with_grads_allocated_inside_the_capture():
     with capture_tables(), torch.cuda.graph(graph):     # as engine/graphs.py captures
         for p, g in zip(graphed, src):
             p.grad = g * 1.0        # allocated inside the capture
+        # a block freed inside the capture, of the table's size: the graph's pool would hand
+        # it to a table allocated here, and this fill would overwrite it on every replay
+        tab = next(iter(og._tables.values())).tab
+        junk = torch.empty(tab.numel(), dtype=torch.int64, device="cuda")
+        junk.fill_(-1)
+        del junk
         og.step()
     for t in range(1, 6):
         for p, g, x in zip(eager, src, _grads(eager, t)):
@@ -451,6 +483,9 @@ def test_captured_step_with_grads_allocated_inside_the_capture():
         oe.step()
         graph.replay()
     torch.cuda.synchronize()
+    from fastgan.kernels import adam as AD
+    for t in og._tables.values():       # the replays left the captured tables as written
+        assert torch.equal(t.tab.cpu(), AD._host_table(t.key, t.T)), "table overwritten"
     for p, q in zip(eager, graphed):
         assert torch.equal(p, q)
     assert og.state[graphed[0]]["step"].item() == oe.state[eager[0]]["step"].item() == 6

@@ -70,7 +70,8 @@ class GraphedIteration:
         for opt in (engine.opt_d, engine.opt_g):
             opt.zero_grad(set_to_none=True)
         # The grads are allocated inside the capture: so are the Triton Adam's tensor tables.
-        with capture_tables(), torch.cuda.graph(self.graph, stream=side):
+        with capture_tables(unroll * max(1, engine.opts.d_steps)), \
+                torch.cuda.graph(self.graph, stream=side):
             for _ in range(unroll):
                 engine.step()
         torch.cuda.synchronize(engine.device)

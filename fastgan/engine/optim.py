@@ -143,21 +143,21 @@ class EpsHatAdam(torch.optim.Optimizer):
 
 
 @contextlib.contextmanager
-def capture_tables() -> Iterator[None]:
+def capture_tables(launches: int = 1) -> Iterator[None]:
     """Around a CUDA-graph capture whose EpsHatAdam steps see other tensors than the eager
-    steps did (grads set to None before it, as PyTorch's whole-network recipe does): the Triton
-    kernel's tensor tables made inside are filled when the capture ends, before any replay.
-    Without it such a capture is refused with a RuntimeError (never a graph with stale
-    addresses)."""
+    steps did (grads set to None before it, as PyTorch's whole-network recipe does);
+    ``launches``: the most steps of one optimizer it captures. The Triton kernel's tables for
+    the new addresses come from buffers allocated here, before the capture, and are filled when
+    it ends, before any replay. Without it such a capture is refused with a RuntimeError (never
+    a graph with stale addresses)."""
     kern = _triton_kernel()
     if kern is None:
         yield
         return
-    kern.defer(True)
+    kern.prepare_capture(launches)
     try:
         yield
     finally:
-        kern.defer(False)
         kern.write_captured()
 
 
