@@ -84,8 +84,6 @@ def run(a) -> int:
         return fail_from(e, a)
     m.update(variant=v.name, step=int(state["step"]), data=data.source, real_n=real["n"],
              seconds=round(time.perf_counter() - t0, 2), device=str(device))
-    if net is not None:
-        m["inception_weights"] = str(weights.resolve())
     print(f"{v.name} at step {m['step']} ({a.n} samples vs {real['n']} real images): "
           f"{format_metrics(m)}")
     if "class_hist" in m:

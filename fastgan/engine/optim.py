@@ -18,9 +18,10 @@ tensor per parameter (``state[p]["step"]``, as torch keeps it), and ``step()`` r
 to the host. On CUDA (``fused=None``, when Triton is there) the update is one Triton launch per
 (group, device, dtype), whatever the number of tensors, that reads p, g, m, v and writes p, m, v
 once and advances the step counts (kernels/adam.py); a capture in which the grads are new
-(set to None before it) runs inside ``capture_tables()``. On CPU it is torch's own fused Adam kernel (one pass, vectorised) given the time-varying eps above,
-which needs the step count as a host number: it is mirrored on the host (read once after
-construction or a load), so a step reads nothing back there either. Otherwise, and for
+(set to None before it) runs inside ``capture_tables()``. On CPU it is torch's own fused Adam
+kernel (one pass, vectorised) given the time-varying eps above, which needs the step count as a
+host number: it is mirrored on the host (read once after construction or a load), so a step
+reads nothing back there either. Otherwise, and for
 non-contiguous tensors, multi-tensor ``torch._foreach_*`` ops.
 """
 from __future__ import annotations

@@ -121,7 +121,7 @@ class InceptionFeatures:
     dim = FEATURE_DIM
 
     def __init__(self, path: Path, device):
-        self.path = path
+        self.path = path.resolve()
         self.digest = _digest(path)
         self.standard = self.digest.startswith(STANDARD_SHA256_PREFIX)
         self.net = _build(path, _read_state(path)).eval().to(device)

@@ -9,7 +9,8 @@ Two feature spaces, the same distances (distances.py) in each:
   and, for conditional variants, ``cond_acc`` (samples for class k called k; classes evenly);
 - with InceptionV3 weights (inception.py), for gray or colour images of any size, standard FID
   and KID and precision/recall: ``inception_fid``, ``inception_kid`` / ``inception_kid_std``,
-  ``inception_precision`` / ``inception_recall`` (``inception_standard``: the published weights).
+  ``inception_precision`` / ``inception_recall`` (``inception_standard``: the published weights;
+  ``inception_weights``: the file's path).
 
 FID-MNIST and standard FID are different numbers (different networks and feature widths) and
 are never comparable. The real side's statistics (mean, covariance and up to ``REAL_FEATURES``
@@ -189,7 +190,6 @@ def real_stats(images_u8: torch.Tensor, device, cache: bool = True, inception=No
         out["inception"] = _cached(
             f"{digest}-inception-{inception.digest[:16]}-v1-r{rows}", device,
             lambda: featurize_inception(images_u8, inception, keep=rows, order=order), cache)
-        out["inception_standard"] = inception.standard
     return out
 
 
@@ -258,6 +258,7 @@ def evaluate_generator(variant, nets, real: Dict[str, object], n: int = 10000,
     if use_inc:
         out.update(_distances("inception_", inc_stats, real["inception"]))
         out["inception_standard"] = bool(inception.standard)
+        out["inception_weights"] = str(inception.path)
     return out
 
 

@@ -53,13 +53,11 @@ def real_side(r, cfg) -> None:
 def evaluate(run) -> Dict[str, Any]:
     from fastgan.quality.metrics import QualityError, evaluate_generator
     try:
-        m = evaluate_generator(run.variant, sampling_nets(run), run.real_stats, n=run.cfg.eval_n,
-                               seed=run.cfg.seed + 1234, inception=run.inception)
+        return evaluate_generator(run.variant, sampling_nets(run), run.real_stats,
+                                  n=run.cfg.eval_n, seed=run.cfg.seed + 1234,
+                                  inception=run.inception)
     except QualityError as e:   # e.g. NaN samples: report it as divergence
         raise Diverged(f"evaluation at step {run.step}: {e}") from None
-    if run.inception is not None:
-        m["inception_weights"] = str(run.inception.path)
-    return m
 
 
 class Evaluation:
