@@ -145,3 +145,19 @@ def inception_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("inception") / "pt_inception-random.pth"
     torch.save(net.state_dict(), path)
     return path
+
+
+@pytest.fixture
+def tiny_mnist(make_idx_dataset):
+    """256 random digit-shaped images as an IDX data set (the trainer's tests)."""
+    return make_idx_dataset(256)
+
+
+@pytest.fixture
+def float64_default():
+    """torch's default dtype float64 for the test (the step-by-step and parity runs)."""
+    import torch
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

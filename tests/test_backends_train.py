@@ -22,12 +22,7 @@ SMALL = {"dcgan": dict(image_size=32, ngf=8, ndf=8, batch_size=8, channels=1),
          "convgan": dict(batch_size=4)}
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 @pytest.fixture(autouse=True)

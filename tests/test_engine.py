@@ -14,6 +14,7 @@ from fastgan.engine import Diverged, Engine, EngineOptions, Run, TrainConfig
 from fastgan.engine import checkpoint as ckpt
 from fastgan.engine.seed_loop import SeedLoop
 from fastgan.variants import VARIANTS, Batch, get_variant
+from run_stubs import train_config as _cfg
 
 SMALL = {  # small but real configurations for CPU tests
     "mlp": {}, "bigan": {}, "gancls": {}, "convgan": {},
@@ -113,18 +114,6 @@ def test_snapshot_restore_leaves_no_trace():
 
 
 # ---- the trainer ------------------------------------------------------------------------------
-
-@pytest.fixture
-def tiny_mnist(make_idx_dataset):
-    return make_idx_dataset(256)
-
-
-def _cfg(data_dir, out, **kw):
-    base = dict(variant="mlp", data_dir=str(data_dir), out=str(out), device="cpu",
-                backend="reference", log_every=5, sample_every=0, checkpoint_every=0,
-                quiet=True, batch_size=16)
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def _params(run_dir):

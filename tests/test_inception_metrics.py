@@ -15,6 +15,7 @@ from fastgan.cli import main as cli_main
 from fastgan.quality import distances as D
 from fastgan.quality import inception as I
 from fastgan.quality import metrics as Q
+from run_stubs import BankG, StubVariant
 
 
 @pytest.fixture(autouse=True)
@@ -300,32 +301,6 @@ def test_features_and_distances_on_cuda_match_cpu(inception_weights):
     assert D.precision_recall(a.cuda(), b.cuda()) == D.precision_recall(a, b)
 
 
-class _RealImages(torch.nn.Module):
-    """A 'generator' that hands back real images in order (as floats in [0, 1])."""
-
-    def __init__(self, images):
-        super().__init__()
-        self.images, self.pos = images.float() / 255, 0
-
-    def forward(self, z):
-        x = self.images[self.pos:self.pos + z.shape[0]]
-        self.pos += z.shape[0]
-        return x
-
-
-class _Stub:
-    needs_labels = False
-
-    def noise_shape(self, n):
-        return (n, 4)
-
-    def fill_noise(self, z, labels, g):
-        z.normal_(generator=g)
-
-    def sample(self, nets, z, labels=None):
-        return nets["G"](z)
-
-
 @pytest.mark.parametrize("channels", [1, 3])
 def test_real_images_as_samples_score_as_real(channels, inception_weights):
     """Both sides preprocessed alike: the real images themselves, as generated samples, give
@@ -334,12 +309,12 @@ def test_real_images_as_samples_score_as_real(channels, inception_weights):
     imgs = torch.randint(0, 256, (24, channels, 36, 36), dtype=torch.uint8, generator=g)
     net = I.load_inception(inception_weights, "cpu")
     real = Q.real_stats(imgs, "cpu", inception=net)
-    m = Q.evaluate_generator(_Stub(), {"G": _RealImages(imgs)}, real, n=24, inception=net)
+    m = Q.evaluate_generator(StubVariant(), {"G": BankG(imgs)}, real, n=24, inception=net)
     assert m["inception_fid"] < 1e-6 * m["inception_fid"] + 1e-3, m["inception_fid"]
     assert m["inception_precision"] == m["inception_recall"] == 1.0 and m["inception_pr_n"] == 24
     assert ("fid" in m) == (channels == 1)
     dark = (imgs // 2).clone()
-    m2 = Q.evaluate_generator(_Stub(), {"G": _RealImages(dark)}, real, n=24, inception=net)
+    m2 = Q.evaluate_generator(StubVariant(), {"G": BankG(dark)}, real, n=24, inception=net)
     assert m2["inception_fid"] > 1e3 * max(m["inception_fid"], 1e-3)
 
 

@@ -19,6 +19,7 @@ from fastgan.cli import main as cli_main
 from fastgan.quality import metrics as Q
 from fastgan.quality.classifier import (ClassifierTrainConfig, load_classifier, train_classifier,
                                         weights_digest)
+from run_stubs import BankG, StubVariant
 
 
 @pytest.fixture(autouse=True)
@@ -155,59 +156,26 @@ def test_classifier_train_cli_writes_loadable_weights(tmp_path, capsys, mnist_di
 
 # ------------------------------------------------------------------------------- metrics
 
-class _BankG(nn.Module):
-    """A 'generator' that returns real digits from a bank (per class when conditional)."""
-
-    def __init__(self, images, labels, wrong_class=False):
-        super().__init__()
-        self.images, self.labels, self.wrong = images.float() / 255, labels, wrong_class
-        self.pos = 0
-
-    def forward(self, z, labels=None):
-        m = z.shape[0]
-        if labels is None:
-            x = self.images[self.pos:self.pos + m]
-        else:
-            want = (labels.cpu() + (1 if self.wrong else 0)) % 10
-            x = torch.stack([self.images[self.labels == k][(self.pos + i) % 100]
-                             for i, k in enumerate(want.tolist())])
-        self.pos += m
-        return x
-
-
-class _StubVariant:
-    needs_labels = False
-
-    def noise_shape(self, n):
-        return (n, 4)
-
-    def fill_noise(self, z, labels, g):
-        z.normal_(generator=g)
-
-    def sample(self, nets, z, labels=None):
-        return nets["G"](z, labels) if labels is not None else nets["G"](z)
-
-
 def test_metrics_of_real_digits_one_class_and_conditional(demo):
     imgs, labels = demo.images, demo.labels
     real = Q.real_stats(imgs[:2000], "cpu")
-    v = _StubVariant()
-    good = Q.evaluate_generator(v, {"G": _BankG(imgs[2000:4000], labels[2000:4000])}, real,
+    v = StubVariant()
+    good = Q.evaluate_generator(v, {"G": BankG(imgs[2000:4000], labels[2000:4000])}, real,
                                 n=2000)
     assert good["fid"] < 25, good      # real vs real (2,000 vs 2,000: ~13 of sampling bias)
     assert good["confident"] > 0.9 and good["mode_coverage"] > 0.98
     assert good["classes_covered"] == 10 and "cond_acc" not in good
 
     ones = imgs[labels == 1][:400]
-    mono = Q.evaluate_generator(v, {"G": _BankG(ones, labels[labels == 1][:400])}, real, n=400)
+    mono = Q.evaluate_generator(v, {"G": BankG(ones, labels[labels == 1][:400])}, real, n=400)
     assert mono["fid"] > 10 * good["fid"], (mono["fid"], good["fid"])
     assert mono["classes_covered"] == 1 and mono["mode_coverage"] < 0.1
     assert mono["class_hist"][1] > 0.95
 
     v.needs_labels = True
-    cond = Q.evaluate_generator(v, {"G": _BankG(imgs, labels)}, real, n=500)
+    cond = Q.evaluate_generator(v, {"G": BankG(imgs, labels)}, real, n=500)
     assert cond["cond_acc"] > 0.95
-    wrong = Q.evaluate_generator(v, {"G": _BankG(imgs, labels, wrong_class=True)}, real, n=500)
+    wrong = Q.evaluate_generator(v, {"G": BankG(imgs, labels, wrong_class=True)}, real, n=500)
     assert wrong["cond_acc"] < 0.05
     assert wrong["mode_coverage"] > 0.98       # still every class, just not the asked one
 
@@ -219,7 +187,7 @@ def test_nan_samples_and_wrong_channels_are_clear_errors(demo):
         def forward(self, z):
             return torch.full((z.shape[0], 1, 28, 28), float("nan"))
     with pytest.raises(Q.QualityError, match="NaN"):
-        Q.evaluate_generator(_StubVariant(), {"G": NaNG()}, real, n=20)
+        Q.evaluate_generator(StubVariant(), {"G": NaNG()}, real, n=20)
     with pytest.raises(Q.QualityError, match="1-channel"):
         Q.to_classifier_input(torch.rand(2, 3, 28, 28))
     # other sizes are resized to 28x28

@@ -19,6 +19,7 @@ from fastgan.engine import checkpoint as ckpt
 from fastgan.engine import train_options
 from fastgan.nn import losses
 from fastgan.variants import VARIANTS, get_variant
+from run_stubs import train_config as _cfg
 
 SMALL = {"dcgan": dict(image_size=32, ngf=8, ndf=8, batch_size=8, channels=1),
          "mlp": dict(batch_size=8), "bigan": dict(batch_size=8), "gancls": dict(batch_size=4),
@@ -65,14 +66,6 @@ def _state(eng):
     if eng.ema is not None:
         out.update({f"ema.{k}": t for k, t in eng.ema.module.state_dict().items()})
     return out
-
-
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 # ---- each option changes what training computes ----------------------------------------------
@@ -153,7 +146,8 @@ def _run(backend, v, nets, imgs, labels, option, iters=20):
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize("option", list(OPTIONS))
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_backend_trains_like_reference_with_option(name, option, backend, float64, monkeypatch):
+def test_backend_trains_like_reference_with_option(name, option, backend, float64_default,
+                                                     monkeypatch):
     if backend not in ops.available_backends("cpu"):
         pytest.skip(f"{backend} backend not available on CPU: {ops.load_error(backend)}")
     if not _applies(name, option, backend):
@@ -181,19 +175,6 @@ def test_backend_trains_like_reference_with_option(name, option, backend, float6
 FLAGS = {"ema": dict(ema=500.0), "augment": dict(augment="translation,cutout,color"),
          "r1": dict(r1=1.0, r1_every=3), "hinge": dict(loss="hinge"),
          "spectral_norm": dict(spectral_norm=True)}
-
-
-def _cfg(data_dir, out, **kw):
-    base = dict(variant="mlp", data_dir=str(data_dir), out=str(out), device="cpu",
-                backend="reference", log_every=5, sample_every=0, checkpoint_every=0,
-                quiet=True, batch_size=16)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-@pytest.fixture
-def tiny_mnist(make_idx_dataset):
-    return make_idx_dataset(256)
 
 
 @pytest.mark.parametrize("option", list(FLAGS))

@@ -43,14 +43,6 @@ def _case(images_shape, n, gen):
     return images, idx
 
 
-@pytest.fixture
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _run(backend, images, idx, scale, shift, out_shape, dtype):
     out = torch.full(out_shape, float("nan"), dtype=dtype)      # an unwritten element shows
     with ops.use_backend(backend):
