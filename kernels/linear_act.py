@@ -285,10 +285,12 @@ def _gemv_blocks(N: int, M: int, K: int) -> Tuple[int, int, int]:
 
 
 def linear_act_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                       code: int, s: float, bn: Optional[tuple] = None) -> Tensor:
+                       code: int, s: float, bn: Optional[tuple] = None,
+                       out: Optional[Tensor] = None) -> Tensor:
     """y[N, M] = act(x[N, K] @ weight[M, K].T + bias[M]) (act: the code of
     fastgan/ops/activation.py with its slope s), then with ``bn`` = (mean, var, w, b, eps), all
     [M] (w, b filled in by the caller), an inference-mode batch norm in the same epilogue.
+    ``out``: an [N, M] tensor of x's dtype (any strides) the epilogue writes y into.
     Inputs may be non-contiguous."""
     N, K = x.shape
     M = weight.shape[0]
@@ -296,7 +298,7 @@ def linear_act_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor],
         y = linear_act_forward(x, weight, bias, code, s)
         m, v, w, b = (t.to(y.dtype) if y.dtype == torch.float64 else t for t in bn[:4])
         return torch.nn.functional.batch_norm(y, m, v, w, b, False, 0.0, bn[4])
-    y = torch.empty((N, M), device=x.device, dtype=x.dtype)
+    y = torch.empty((N, M), device=x.device, dtype=x.dtype) if out is None else out
     act = code
     if N == 0 or M == 0:
         return y
@@ -304,7 +306,7 @@ def linear_act_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor],
         y.zero_()
         if bias is not None:
             y += bias.to(y.dtype)
-        return act_torch(y, act, s)
+        return y.copy_(act_torch(y, act, s))
     if M <= SMALL_M:
         bn, bm, bk = _gemv_blocks(N, M, K)
         _gemv_fwd_kernel[(triton.cdiv(N, bn),)](

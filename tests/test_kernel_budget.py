@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from fastgan import ops
-from fastgan.benchmark.kernel_count import count_work, gpu_like_cpu_kernels
+from fastgan.benchmark.kernel_count import count_work, gpu_like_cpu_kernels, gpu_like_optimizers
 from fastgan.benchmark.paths import make_runner
 from fastgan.variants import VARIANTS, bench_settings, get_variant
 
-BACKENDS = {"cuda": "kernel_budget", "reference": "kernel_budget_reference"}
+BACKENDS = {"cuda": "kernel_budget", "reference": "kernel_budget_reference",
+            "triton": "kernel_budget_triton"}
 
 
 def _need(backend):
@@ -34,6 +35,7 @@ def count(name: str, backend: str, batch: int = 0) -> dict:
                         dict(s.tiny_overrides), torch.device("cpu"))
         try:
             r.build()
+            assert gpu_like_optimizers(r.engine.opt_d, r.engine.opt_g)
             r.run(2)   # optimizer state and every cached constant exist from here on
             return count_work(lambda: r.run(1))
         finally:
@@ -110,8 +112,9 @@ def test_bench_rows_state_the_budget_where_they_count_the_same():
     assert _budget(row("fastgan-cuda", dict(s.tiny_overrides))) == s.kernel_budget
     assert _budget(row("fastgan-reference", dict(s.tiny_overrides))) == \
         s.kernel_budget_reference
+    assert _budget(row("fastgan-triton", dict(s.tiny_overrides))) == s.kernel_budget_triton
     assert _budget(row("fastgan-cuda", {})) is None            # 64x64: more layers
-    assert _budget(row("fastgan-triton", dict(s.tiny_overrides))) is None
+    assert _budget(row("fastgan-cuda-graph", dict(s.tiny_overrides))) is None
 
 
 def test_readme_states_the_budgets():
@@ -123,6 +126,31 @@ def test_readme_states_the_budgets():
     for line in part.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells and cells[0] in VARIANTS:
-            rows[cells[0]] = (int(cells[2]), int(cells[3]))
-    assert rows == {n: (bench_settings(n).kernel_budget, bench_settings(n).kernel_budget_reference)
-                    for n in VARIANTS}
+            rows[cells[0]] = (int(cells[2]), int(cells[3]), int(cells[4]))
+    assert rows == {n: (bench_settings(n).kernel_budget_triton, bench_settings(n).kernel_budget,
+                        bench_settings(n).kernel_budget_reference) for n in VARIANTS}
+
+
+def test_triton_custom_ops_count_as_their_launches():
+    """A fastgan_triton custom op is the Triton kernels it launches, not one more."""
+    _need("triton")
+    x, w = torch.randn(8, 16), torch.randn(24, 16)
+    m, one = torch.zeros(24), torch.ones(24)
+    with ops.use_backend("triton"), torch.no_grad():
+        c = count_work(lambda: ops.linear_act(x, w, None, 0.2, (m, one, one, m, 1e-3)))
+    assert c["by_op"] == {"triton._mm_kernel": 1}, c["by_op"]
+
+
+def test_the_gpu_adam_is_one_launch_per_network_with_its_table_not_counted():
+    """The eps-hat Adam switched to its GPU kernel: one launch per step, even when fresh grads
+    make it rebuild its tensor table (host work on CPU tensors, one copy on a GPU)."""
+    from fastgan.engine.optim import EpsHatAdam
+    ps = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    opt = EpsHatAdam(ps, lr=1e-3, eps=1e-7)
+    assert opt.fused == "torch" and gpu_like_optimizers(opt) and opt.fused == "triton"
+    for i in range(3):
+        for p in ps:
+            p.grad = torch.randn_like(p)    # new addresses: the table is rebuilt
+        c = count_work(opt.step)
+        if i:    # the first step makes the state (m, v, step: zero fills)
+            assert c["by_op"] == {"triton._eps_hat_adam_kernel": 1}, c["by_op"]

@@ -10,8 +10,10 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <mutex>
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace fastgan {
 namespace detail {
@@ -57,6 +59,39 @@ Tensor grad_expr(const Tensor& logits, const Tensor& target, double target_value
   return weight == 1.0 ? g : g * weight;
 }
 
+// The unit gradients (fastgan/ops/units.py: the engine's backward seed, constant 1),
+// marked from Python when each is made. Held here, so their memory is never another tensor's;
+// a backward that receives one returns the forward's gradient without multiplying by it.
+std::mutex& unit_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::vector<Tensor>& units() {
+  static std::vector<Tensor> u;
+  return u;
+}
+
+void mark_unit_grad(const Tensor& t) {
+  TORCH_CHECK(t.dim() == 0, "fastgan::mark_unit_grad: expected a 0-d tensor");
+  std::lock_guard<std::mutex> lock(unit_mutex());
+  units().push_back(t);
+}
+
+bool is_unit_grad(const Tensor& g) {
+  // a unit is an inference tensor with real storage; a traced (fake, functional) one never is
+  if (g.dim() != 0 || !g.is_inference() ||
+      g.key_set().has_any(c10::DispatchKeySet({c10::DispatchKey::Python,
+                                               c10::DispatchKey::Functionalize})))
+    return false;
+  std::lock_guard<std::mutex> lock(unit_mutex());
+  for (const Tensor& u : units()) {
+    if (u.data_ptr() == g.data_ptr() && u.scalar_type() == g.scalar_type() &&
+        u.device() == g.device())
+      return true;
+  }
+  return false;
+}
+
 class GanLoss : public torch::autograd::Function<GanLoss> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const OptTensor& target,
@@ -88,7 +123,8 @@ class GanLoss : public torch::autograd::Function<GanLoss> {
       out[0] = (gloss * g).to(logits.scalar_type());
     } else {
       // grad is kept in float32 (float64): one rounding to the logits' dtype, here
-      out[0] = (gloss.to(grad.scalar_type()) * grad).to(logits.scalar_type());
+      out[0] = is_unit_grad(gloss) ? grad.to(logits.scalar_type())
+                                   : (gloss.to(grad.scalar_type()) * grad).to(logits.scalar_type());
     }
     return out;
   }
@@ -102,6 +138,8 @@ std::tuple<Tensor, Tensor> gan_loss_autograd(const Tensor& logits, const OptTens
 }
 
 TORCH_LIBRARY_IMPL(fastgan, Autograd, m) { m.impl("gan_loss", &gan_loss_autograd); }
+
+TORCH_LIBRARY_FRAGMENT(fastgan, m) { m.def("mark_unit_grad(Tensor t) -> ()", &mark_unit_grad); }
 
 }  // namespace
 }  // namespace detail

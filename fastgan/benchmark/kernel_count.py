@@ -38,6 +38,10 @@ class _Counter(TorchDispatchMode):
         self.ops: Counter = Counter()
         self.syncs: Counter = Counter()
         self.paused = 0     # inside a Triton launch: the interpreter's own tensor copies
+        self.triton: Counter = Counter()   # Triton launches, by kernel
+
+    def launches(self) -> int:
+        return sum(self.triton.values())
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func)
@@ -45,6 +49,14 @@ class _Counter(TorchDispatchMode):
             pass
         elif name.startswith(_HOST_SYNC):
             self.syncs[name] += 1
+        elif name.startswith("fastgan_triton."):
+            # the triton backend's custom ops: counted as the Triton kernels they launch (each
+            # counted by _count_triton), or as one op when they launch none
+            before = self.launches()
+            out = func(*args, **(kwargs or {}))
+            if self.launches() == before:
+                self.ops[name] += 1
+            return out
         elif not (func.is_view or name.startswith(_NOT_WORK)):
             self.ops[name.rsplit(".", 1)[0] if name.startswith("aten.") else name] += 1
         return func(*args, **(kwargs or {}))
@@ -80,20 +92,40 @@ def _count_triton(counter: Counter, mode: _Counter):
 
         cls.run = run
         patched.append((cls, orig))
+    # The Triton Adam's tensor table is host work on CPU tensors (on a GPU one copy to the
+    # device when an address changed, none in a CUDA graph): not counted.
+    try:
+        from fastgan.kernels import adam
+    except Exception:
+        adam = None
+    if adam is not None:
+        host = adam._host_table
+
+        def host_table(*a, _orig=host, **k):
+            mode.paused += 1
+            try:
+                return _orig(*a, **k)
+            finally:
+                mode.paused -= 1
+
+        adam._host_table = host_table
+        patched.append((adam, ("_host_table", host)))
     try:
         yield
     finally:
         for cls, orig in patched:
-            cls.run = orig
+            if isinstance(orig, tuple):
+                setattr(cls, *orig)
+            else:
+                cls.run = orig
 
 
 def count_work(fn: Callable[[], None]) -> Dict[str, object]:
     """{kernels, host_syncs, by_op} of the device work ``fn()`` issues."""
     mode = _Counter()
-    triton: Counter = Counter()
-    with _count_triton(triton, mode), mode:
+    with _count_triton(mode.triton, mode), mode:
         fn()
-    by_op = mode.ops + triton
+    by_op = mode.ops + mode.triton
     return {"kernels": sum(by_op.values()), "host_syncs": sum(mode.syncs.values()),
             "by_op": dict(by_op.most_common())}
 
@@ -111,3 +143,19 @@ def gpu_like_cpu_kernels():
             os.environ.pop("FASTGAN_CPU_KERNELS", None)
         else:
             os.environ["FASTGAN_CPU_KERNELS"] = old
+
+
+def gpu_like_optimizers(*optimizers) -> bool:
+    """Switch every eps-hat Adam that runs torch's fused CPU kernel (three ops with its step
+    count and lr) to the Triton kernel it runs on a GPU (one launch; the interpreter on a CPU),
+    so that the count is the GPU's. False, and nothing switched, without the interpreter."""
+    import os
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return False
+    from fastgan.engine.optim import EpsHatAdam, _triton_kernel
+    if _triton_kernel() is None:
+        return False
+    for opt in optimizers:
+        if isinstance(opt, EpsHatAdam) and opt.fused == "torch":
+            opt.fused = "triton"
+    return True

@@ -311,15 +311,19 @@ def proxy_kernels(runner) -> dict:
 
 def _budget(runner) -> Optional[int]:
     """The variant's stated proxy budget for this row (BenchSettings.kernel_budget*), where
-    the row counts what the budget counts: the fastgan-cuda or fastgan-reference path at the
+    the row counts what the budget counts: the fastgan-cuda, -reference or -triton path at the
     tiny architecture (the count does not depend on the batch)."""
     from fastgan.variants import bench_settings
-    field = {"fastgan-cuda": "kernel_budget",
-             "fastgan-reference": "kernel_budget_reference"}.get(getattr(runner, "name", ""))
+    field = {"fastgan-cuda": "kernel_budget", "fastgan-reference": "kernel_budget_reference",
+             "fastgan-triton": "kernel_budget_triton"}.get(getattr(runner, "name", ""))
     try:
         s = bench_settings(runner.variant_name)
     except KeyError:
         return None
+    engine = getattr(runner, "engine", None)
+    if engine is not None and any(getattr(o, "fused", "triton") != "triton"
+                                  for o in (engine.opt_d, engine.opt_g) if hasattr(o, "fused")):
+        return None   # the eps-hat Adam on torch's CPU kernel: not the GPU's one launch counted
     ov = getattr(runner, "overrides", None) or {}
     if field is None or any(ov.get(k) != v for k, v in s.tiny_overrides.items()):
         return None

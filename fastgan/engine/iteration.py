@@ -179,7 +179,7 @@ class Engine:
         # Scalars that may change during training live on the device (capture-safe).
         self.real_target = torch.tensor(1.0 - opts.label_smoothing, device=device)
         self.stats = torch.zeros(5, device=device)
-        self._one = torch.ones((), device=device)
+        self._one = ops.unit_grad(device)   # the backward seed the fused losses recognise
         # Images in uint8 -> the variant's range: x * scale + shift.
         if h.data_range == "tanh":
             self.scale, self.shift = 2.0 / 255.0, -1.0

@@ -24,12 +24,13 @@ class FusedLinearAct(nn.Linear):
         self.slope = slope
 
     def forward(self, x: torch.Tensor, slope: Union[None, float, str, object] = _OWN,
-                bn_eval=None) -> torch.Tensor:
+                bn_eval=None, out=None) -> torch.Tensor:
         """``slope``: another activation than the layer's (see pre_activation); ``bn_eval``:
-        ops.linear_act's inference-mode batch norm after the activation (no grad)."""
+        ops.linear_act's inference-mode batch norm after the activation; ``out``: a buffer the
+        result is written into (both without grad)."""
         dt = _autocast_dtype(x)
         return ops.linear_act(_cast(x, dt), _cast(self.weight, dt), _cast(self.bias, dt),
-                              self.slope if slope is _OWN else slope, bn_eval)
+                              self.slope if slope is _OWN else slope, bn_eval, out)
 
     def pre_activation(self, x: torch.Tensor, slope: Union[None, float, str] = None,
                        bn_eval=None) -> torch.Tensor:

@@ -33,6 +33,7 @@ from .registry import (OPS, OPTIONAL_OPS, BackendUnavailable, active_backend, ad
                        auto_backend, available_backends, ensure_loaded, has_impl, known_backends,
                        load_error, lookup, register, set_backend, unregister_backend,
                        use_backend)
+from .units import is_unit_grad, on_new_unit, unit_grad
 
 
 def __getattr__(name: str):
@@ -47,15 +48,26 @@ def _device_type(t) -> str:
     return "cuda" if t.is_cuda else "cpu" if t.is_cpu else t.device.type
 
 
-def linear_act(x, weight, bias=None, slope=None, bn_eval=None):
-    f = lookup("linear_act", _device_type(x))
-    if bn_eval is None:
-        return f(x, weight, bias, slope)
-    # (running_mean, running_var, weight | None, bias | None, eps): an inference-mode batch
-    # norm after the activation, in the same pass; no backward (the saved output would be BN's).
+def linear_act(x, weight, bias=None, slope=None, bn_eval=None, out=None):
+    if bn_eval is None and out is None:
+        return lookup("linear_act", _device_type(x))(x, weight, bias, slope)
+    # bn_eval = (running_mean, running_var, weight | None, bias | None, eps): an inference-mode
+    # batch norm after the activation, in the same pass; out: the result written into the
+    # caller's buffer (e.g. the fake rows of D's input). No backward for either.
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-        raise ValueError("linear_act: bn_eval is for inference only (no grad)")
-    return f(x, weight, bias, slope, tuple(bn_eval))
+        what = "bn_eval" if out is None else "out"
+        raise ValueError(f"linear_act: {what} is for inference only (no grad): call it under "
+                         "torch.no_grad()")
+    if out is None:
+        return lookup("linear_act", _device_type(x))(x, weight, bias, slope, tuple(bn_eval))
+    if bn_eval is not None:
+        raise ValueError("linear_act: pass bn_eval or out, not both")
+    if out.shape != x.shape[:-1] + weight.shape[:1] or out.device != x.device or \
+            not out.is_floating_point():
+        raise ValueError(f"linear_act: out must be a floating-point tensor of shape "
+                         f"{tuple(x.shape[:-1] + weight.shape[:1])} on {x.device}, got "
+                         f"{out.dtype} {tuple(out.shape)} on {out.device}")
+    return lookup("linear_act_into", _device_type(x))(x, weight, bias, slope, out)
 
 
 def bias_act(x, bias=None, slope=None, dim=1):
@@ -124,5 +136,6 @@ __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "regis
            "use_backend", "set_backend", "active_backend", "available_backends", "auto_backend",
            "resolve_backend", "BACKENDS", "OPS", "OPTIONAL_OPS", "BackendUnavailable",
            "has_impl", "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
-           "known_backends", "gather_scale", "gan_stats",
+           "known_backends", "gather_scale", "gan_stats", "unit_grad", "is_unit_grad",
+           "on_new_unit",
            "linear_bn_act"]

@@ -28,6 +28,9 @@ OPTIONAL_OPS = ("sync_bn_act", "gather_scale", "gan_stats")
 # linear_bn_act: its reference is linear_act then bn_act, exactly, so a backend without it
 # loses only the fusion.
 OPTIONAL_OPS += ("linear_bn_act",)
+# linear_act_into: linear_act(..., out=); its reference is the active backend's linear_act
+# without the activation, then the activation written into out (the fusion is all it adds).
+OPTIONAL_OPS += ("linear_act_into",)
 CATALOG = "fastgan.backends"   # the plug-in seam: names, modules and auto order of the backends
 
 _impls: Dict[Tuple[str, str, str], Callable] = {}

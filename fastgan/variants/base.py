@@ -90,11 +90,13 @@ class BenchSettings:
     check_batches: Tuple[int, ...] = ()    # make gpu-check's third tier, fp32 and bf16
     top_kernels: bool = False    # the report lists its top kernels (kernels, not launches, cost)
     # Kernels per training iteration, the CPU dispatch proxy (fastgan/benchmark/kernel_count.py):
-    # the device work one iteration issues with the cuda backend's kernels on (and with the
-    # reference backend), counted at the tiny_overrides' architecture; tests/test_kernel_budget.py
-    # holds the count to it, with no host sync. Lower it when fusion removes work.
+    # the device work one iteration issues with the cuda backend's kernels on (the reference
+    # backend's; the triton backend's launches, under the interpreter), the optimizers as on a
+    # GPU, counted at the tiny_overrides' architecture; tests/test_kernel_budget.py holds the
+    # count to it, with no host sync. Lower it when fusion removes work.
     kernel_budget: Optional[int] = None
     kernel_budget_reference: Optional[int] = None
+    kernel_budget_triton: Optional[int] = None
 
 
 class Variant:

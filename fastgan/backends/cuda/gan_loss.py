@@ -10,6 +10,7 @@ import torch
 from fastgan.backends.reference import gan_loss as _reference
 from fastgan.ops.checks import gan_loss_args
 from fastgan.ops.registry import register
+from fastgan.ops.units import on_new_unit
 
 from ._cpu_policy import _cpu_pick
 from ._extension import DEVICE_TYPES, _acc_dtype, _ops
@@ -48,6 +49,10 @@ def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str
         return _ops.gan_loss(logits, target, 0.0, kind, reduction, weight)[0]
     return _ops.gan_loss(logits, None, float(target), kind, reduction, weight)[0]
 
+
+# The engine's unit backward seeds (fastgan/ops/units.py), told to the C++ formula, which
+# then skips its multiply by 1.
+on_new_unit(lambda t: _ops.mark_unit_grad(t))
 
 gan_loss_cpu = _cpu_pick("gan_loss", gan_loss, _reference, lambda x, *a, **k: x.numel())
 

@@ -25,3 +25,19 @@ def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
 
 
 register("linear_act", "reference", ALL_DEVICES, linear_act)
+
+
+def linear_act_into(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                    slope: Union[None, float, str], out: torch.Tensor) -> torch.Tensor:
+    """linear_act(..., out=) where a backend has no fused form: the active backend's
+    linear_act without the activation, then the activation written into ``out``."""
+    from fastgan import ops
+    pre = ops.linear_act(x, weight, bias, None)
+    if slope == "tanh":
+        return torch.tanh(pre, out=out)
+    if slope == "sigmoid":
+        return torch.sigmoid(pre, out=out)
+    return out.copy_(act(pre, slope))
+
+
+register("linear_act_into", "reference", ALL_DEVICES, linear_act_into)

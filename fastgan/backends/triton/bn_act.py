@@ -71,6 +71,7 @@ class _BNAct(torch.autograd.Function):
         y, mean, rstd = output
         ctx.training, ctx.slope, ctx.groups = training, slope, groups
         ctx.mark_non_differentiable(mean, rstd)
+        ctx.set_materialize_grads(False)   # no zero-filled gradients for mean and rstd
         ctx.save_for_backward(x, weight, bias, mean, rstd)
 
     @staticmethod

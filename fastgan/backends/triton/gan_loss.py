@@ -8,6 +8,7 @@ import torch
 from fastgan.kernels._common import check_float
 from fastgan.kernels.gan_loss import gan_loss_forward
 from fastgan.ops.checks import gan_loss_args
+from fastgan.ops.units import is_unit_grad
 from fastgan.ops.registry import register
 
 from ._policy import DEVICE_TYPES, use_custom_op
@@ -29,6 +30,7 @@ def _(logits, target, target_value, kind, reduction, need_grad, weight=1.0):
 def _setup_context(ctx, inputs, output):
     loss, grad = output
     ctx.mark_non_differentiable(grad)
+    ctx.set_materialize_grads(False)   # no zero-filled gradient for the grad output
     ctx.save_for_backward(grad)
 
 
@@ -36,6 +38,8 @@ def _backward(ctx, grad_loss, grad_grad):
     (g,) = ctx.saved_tensors
     if grad_loss is None or g.numel() == 0 or not ctx.needs_input_grad[0]:
         return None, None, None, None, None, None, None
+    if is_unit_grad(grad_loss):   # the engine's seed, 1: the forward's gradient as it is
+        return g, None, None, None, None, None, None
     return g * grad_loss.to(g.dtype), None, None, None, None, None, None
 
 

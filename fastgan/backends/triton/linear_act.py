@@ -125,3 +125,21 @@ def linear_act(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 
 
 register("linear_act", "triton", DEVICE_TYPES, linear_act)
+
+
+def linear_act_into(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                    slope: Union[None, float, str], out: Tensor) -> Tensor:
+    """Registry entry: linear_act(..., out=) (no grad; checked by fastgan.ops), the epilogue
+    writing into ``out`` itself (2-D, x's dtype; otherwise, and under torch.compile, where a
+    custom op's result is a new tensor, computed, then copied)."""
+    check_float("linear_act", x)
+    if x.dtype != weight.dtype:
+        raise TypeError(f"linear_act: x is {x.dtype} but weight is {weight.dtype}")
+    code, s = act_code(slope)
+    if use_custom_op() or x.dim() != 2 or out.dtype != x.dtype:   # (autocast: bf16 into fp32)
+        return out.copy_(linear_act(x, weight, bias, slope))
+    linear_act_forward(x, weight, bias, code, s, out=out)
+    return out
+
+
+register("linear_act_into", "triton", DEVICE_TYPES, linear_act_into)

@@ -79,6 +79,7 @@ class _LinearBNAct(torch.autograd.Function):
         ctx.args = (pre, slope_pre, post, slope_post)
         ctx.has = (bias is not None, gamma is not None, beta is not None)
         ctx.mark_non_differentiable(h, mean, invstd)
+        ctx.set_materialize_grads(False)   # no zero-filled gradients for h, mean, invstd
         ctx.save_for_backward(x, weight, h, gamma, beta, mean, invstd)
 
     @staticmethod
