@@ -284,7 +284,7 @@ def cases() -> List[Case]:
                         dict(DT=tdt, ACC=tl.float32, BLOCK=AD.BLOCK, SB=AD.STEP_BLOCK),
                         ptr_types=pt))
     # ---- linear_bn_act (issue 20): the matmul with training-mode BN in its epilogue (every
-    # row in one tile: BLOCK_P >= N, so wgmma from 64 rows) and its fused column backward ----
+    # row in one tile: BLOCK_P >= N, so wgmma from 64 rows) and its one-launch backward ----
     from . import linear_bn_act as LBA
     sc = {n: "fp32" for n in ("slope_pre", "slope_post", "var_div")}
     acc_ptrs = {n: "*fp32" for n in ("g_ptr", "b_ptr", "mean_ptr", "invstd_ptr", "rm_ptr",
@@ -300,10 +300,20 @@ def cases() -> List[Case]:
                                      BLOCK_P=bp, BLOCK_Q=bq, BLOCK_K=bk, s_xk=1, s_wk=1),
                                 num_warps=warps, ptr_types=dict(sc, **acc_ptrs),
                                 expect_wgmma=bp >= 64))
-            out.append(Case(f"linear_bn_act.bwd[{dt},P{bp}_Q{bq}_w{warps}]", LBA._bwd_kernel, dt,
-                            dict(PRE=2, POST=1, HAS_G=True, HAS_B=True, ACC=tl.float32,
-                                 BLOCK_P=bp, BLOCK_Q=bq, s_gm=1),
-                            num_warps=warps, ptr_types=dict(sc, **acc_ptrs)))
+        for rows in (16, 64, 128, 256):
+            # the one backward launch: dX and dW programs (both products on tensor cores)
+            bp, bq, bk, bqx, bkx, warps = LBA._bwd_blocks(rows, 1024, 1024)
+            for pre, post in ((2, 0), (1, 1)):
+                for need_dw in (True, False):
+                    out.append(Case(f"linear_bn_act.bwd[{dt},P{bp}_Q{bq}_K{bk}_QX{bqx}_KX{bkx}"
+                                    f"_w{warps},pre{pre},post{post}{'' if need_dw else ',no_dw'}]",
+                                    LBA._bwd_kernel, dt,
+                                    dict(PRE=pre, POST=post, HAS_G=True, HAS_B=True,
+                                         NEED_DW=need_dw, PREC=prec, UPCAST=False,
+                                         ACC=tl.float32, BLOCK_P=bp, BLOCK_Q=bq, BLOCK_K=bk,
+                                         BLOCK_QX=bqx, BLOCK_KX=bkx, s_gm=1, s_xk=1, s_wk=1),
+                                    num_warps=warps, ptr_types=dict(sc, **acc_ptrs),
+                                    expect_wgmma=True))
     # ---- end linear_bn_act ----
     return out
 
