@@ -1,6 +1,6 @@
 """linear_bn_act for the triton backend: when the batch fits one tile
 (fastgan.kernels.linear_bn_act.fits), one matmul kernel with the training-mode batch norm in
-its epilogue and one fused backward kernel (plus linear_act's two matmuls); otherwise, and in
+its epilogue and one backward launch (dX, dW, db, dgamma, dbeta); otherwise, and in
 eval mode or with tanh/sigmoid, today's ops (this backend's linear_act then bn_act)."""
 from __future__ import annotations
 
