@@ -157,11 +157,13 @@ def cases() -> List[Case]:
     from . import bias_act as BA
     from . import bn_act as BN
     from . import gan_loss as GL
-    from . import linear_act as LA
+    from . import gemv as GV
+    from . import matmul as MM
     from ._common import _sum_dim0_kernel
 
     out: List[Case] = []
-    mm = _jit(LA.mm_kernel)
+    mm = _jit(MM.mm_kernel)
+    pair_fn = _jit(MM.mm_pair_kernel)
     # (label, constexprs describing the launch, as the launcher specialises it: strides equal to
     # 1 become constexpr 1; contiguous x [N, K], W [M, K], y [N, M])
     modes = [
@@ -174,7 +176,7 @@ def cases() -> List[Case]:
         ("dw_db_swapped", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=2, DB=True, s_ap=1, s_bq=1, s_cp=1,
                                s_y1=1)),
     ]
-    for cfg in LA.MM_CONFIGS:
+    for cfg in MM.MM_CONFIGS:
         kw = cfg.kwargs
         tag = (f"P{kw['BLOCK_P']}_Q{kw['BLOCK_Q']}_K{kw['BLOCK_K']}"
                f"_w{cfg.num_warps}_s{cfg.num_stages}")
@@ -185,7 +187,7 @@ def cases() -> List[Case]:
                                 cfg.num_warps, cfg.num_stages, expect_wgmma=True))
             # the output activations (tanh 3, sigmoid 4: exp/log in the epilogue or on the dY
             # tiles) on the smallest and the largest tile
-            if cfg in (LA.MM_CONFIGS[0], LA.MM_CONFIGS[-1]):
+            if cfg in (MM.MM_CONFIGS[0], MM.MM_CONFIGS[-1]):
                 for act in (3, 4):
                     for label, flags in modes[::2]:  # fwd, dx, dw_db (the swaps: strides)
                         ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8,
@@ -198,18 +200,32 @@ def cases() -> List[Case]:
                               **dict(flags, BN=int(flags["BIAS_MODE"])))
                     out.append(Case(f"linear_act.mm[{label},bn_eval,{dt},{tag}]", mm, dt, ce,
                                     cfg.num_warps, cfg.num_stages, expect_wgmma=True))
+        # the backward's dX and dW (+ db) in one launch, every pairing of their orientations
+        for (xl, xf), (wl, wf) in ((x, w) for x in modes[2:4] for w in modes[4:6]):
+            pair = {"sx_" + k[2:]: v for k, v in xf.items() if k.startswith("s_")}
+            pair.update({"sw_" + k[2:]: v for k, v in wf.items() if k.startswith("s_")})
+            tag2 = f"{xl.replace('dx', 'x')},{wl.replace('dw_db', 'w')}"
+            for dt, prec in (("fp32", "tf32"), ("bf16", "ieee")):
+                acts = (2, 3, 4) if (cfg in (MM.MM_CONFIGS[0], MM.MM_CONFIGS[-1])
+                                     and xl == "dx" and wl == "dw_db") else (2,)
+                for act in acts:
+                    ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8, ACT=act,
+                              GRAD_X=xf["GRAD"], GRAD_W=wf["GRAD"], DB=True, **pair)
+                    sfx = "" if act == 2 else f",act{act}"
+                    out.append(Case(f"linear_act.mm_pair[{tag2}{sfx},{dt},{tag}]", pair_fn, dt,
+                                    ce, cfg.num_warps, cfg.num_stages, expect_wgmma=True))
     for dt in ("fp32", "bf16"):
         # tiny-M (1-logit layer) kernels: reductions, no tensor cores
         for act in (2, 3, 4):
             sfx = "" if act == 2 else f",act{act}"
             for bn, bk in ((1, 1024), (16, 256)):
-                out.append(Case(f"linear_act.gemv_fwd[{dt},N{bn},K{bk}{sfx}]", LA._gemv_fwd_kernel,
+                out.append(Case(f"linear_act.gemv_fwd[{dt},N{bn},K{bk}{sfx}]", GV._gemv_fwd_kernel,
                                 dt, dict(ACT=act, HAS_BIAS=True, ACC=tl.float32, BLOCK_N=bn,
                                          BLOCK_M=1, BLOCK_K=bk, s_xk=1, s_wk=1, s_ym=1)))
             for direct in (False, True):   # partials (fp32) or dW/db themselves (one row block)
                 pt = {} if direct else {"pdw_ptr": "*fp32", "pdb_ptr": "*fp32"}
                 out.append(Case(f"linear_act.gemv_bwd[{dt},{'direct' if direct else 'partials'}{sfx}]",
-                                LA._gemv_bwd_kernel, dt,
+                                GV._gemv_bwd_kernel, dt,
                                 dict(ACT=act, NEED_DX=True, NEED_DW=True, NEED_DB=True,
                                      ACC=tl.float32, BLOCK_N=32 if direct else 64, BLOCK_M=1,
                                      BLOCK_K=128 if direct else 64, s_gm=1, s_ym=1, s_xk=1,

@@ -133,6 +133,94 @@ def test_gradcheck_linear_act_full(backend, M):
         assert torch.autograd.gradcheck(lambda *a: ops.linear_act(*a, 0.2), (x, w, b))
 
 
+# ------------------------------------- the backward's dX and dW (+ db) in one launch (Triton)
+
+# (N, K, M): every pairing of the two problems' orientations (linear_act._swap: s transposed,
+# n natural), odd sizes across the 32-wide interpreter tiles, and more than GROUP_P (8) row
+# blocks in either problem (the tile order of the second problem starts at an offset)
+PAIR_SHAPES = {
+    (7, 33, 20): "ss", (37, 97, 45): "ss",
+    (9, 70, 130): "sn", (7, 33, 65): "sn",
+    (67, 101, 35): "ns", (65, 70, 33): "ns",
+    (99, 37, 45): "nn", (270, 20, 40): "nn", (70, 20, 270): "nn",
+}
+ACTS = [None, 0.0, 0.2, "tanh", "sigmoid"]
+
+
+@pytest.mark.parametrize("backend", only("triton"))
+def test_one_launch_keeps_each_orientation(backend, monkeypatch):
+    """The one launch gets dX and dW each in the orientation it takes alone (PAIR_SHAPES says
+    which), and the list covers all four pairings. Only the launch's arguments are looked at."""
+    from fastgan.kernels import linear_act as LA
+    seen = []
+    monkeypatch.setattr(LA, "mm_grad_pair", lambda px, pw, *a: seen.append((px, pw)))
+    for (N, K, M), want in PAIR_SHAPES.items():
+        x, w, g = torch.randn(N, K), torch.randn(M, K), torch.randn(N, M)
+        LA.linear_act_backward(g, x, w, g, 2, 0.2, True, True, True)
+        px, pw = seen.pop()
+        assert "".join("s" if p.grad == 2 else "n" for p in (px, pw)) == want, (N, K, M)
+        assert (px.P, px.Q, px.K) == ((K, N, M) if want[0] == "s" else (N, K, M))
+        assert (pw.P, pw.Q, pw.K) == ((K, M, N) if want[1] == "s" else (M, K, N))
+    assert set(PAIR_SHAPES.values()) == {"ss", "sn", "ns", "nn"}
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape", list(PAIR_SHAPES), ids=_ids)
+def test_linear_act_one_launch_backward(backend, device, shape, act, dtype, seed):
+    linear_case(backend, device, dtype, *shape, act, True, None, seed)
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("layout", ["t", "slice"])
+@pytest.mark.parametrize("shape", [(37, 97, 45), (9, 70, 130), (67, 101, 35), (99, 37, 45)],
+                         ids=_ids)
+def test_linear_act_one_launch_noncontiguous(backend, device, shape, layout, seed):
+    linear_case(backend, device, torch.float32, *shape, "tanh", True, layout, seed)
+
+
+def _subset_case(device, dtype, N, K, M, act, need):
+    """The op with only the inputs in ``need`` ("x", "w", "b") requiring grad; returns its
+    backward's Triton launches and checks each gradient against the float64 reference."""
+    from fastgan.benchmark.kernel_count import count_work
+    x0, w0 = torch.randn(N, K).to(dtype), (torch.randn(M, K) / K ** 0.5).to(dtype)
+    b0, g0 = torch.randn(M).to(dtype), torch.randn(N, M).to(dtype)
+    ins = [leaf(t, device=device, requires_grad=n in need) for t, n in ((x0, "x"), (w0, "w"),
+                                                                       (b0, "b"))]
+    with ops.use_backend("triton"):
+        ops.linear_act(*ins, act).backward(g0.to(device))   # warm-up: autotuning on a GPU
+        for t in ins:
+            t.grad = None
+        y = ops.linear_act(*ins, act)
+    work = count_work(lambda: y.backward(g0.to(device)))
+    refs = [leaf(t.double(), requires_grad=n in need) for t, n in ((x0, "x"), (w0, "w"),
+                                                                   (b0, "b"))]
+    R.linear_act(*refs, act).backward(g0.double())
+    return work, ins, refs
+
+
+_NEEDS = ["xwb", "xw", "xb", "wb", "x", "w", "b"]
+
+
+@pytest.mark.parametrize("backend,device", TRITON)
+@pytest.mark.parametrize("need", _NEEDS)
+@pytest.mark.parametrize("shape", [(7, 33, 20), (67, 101, 35), (99, 37, 45)], ids=_ids)
+def test_linear_act_backward_launches(backend, device, shape, need, seed):
+    """Whatever subset of dX, dW, db is asked for: one Triton launch, every asked gradient
+    right (db without dW runs the dW problem into a scratch buffer), none of the others."""
+    dtype = torch.float64 if device == "cpu" else torch.float32
+    work, ins, refs = _subset_case(device, dtype, *shape, 0.2, need)
+    launches = {k: v for k, v in work["by_op"].items() if k.startswith("triton.")}
+    assert sum(launches.values()) == 1, launches
+    tol = tolerance(backend, device, dtype, matmul=True)
+    for name, t, r in zip("xwb", ins, refs):
+        if name in need:
+            check("d" + name, t.grad, r.grad, tol, seed)
+        else:
+            assert t.grad is None
+
+
 REAL_LINEAR = [(64, 100, 256), (64, 1024, 784), (64, 784, 1024), (64, 256, 1), (32, 848, 128),
                (30, 48, 1024), (30, 1024, 6272), (16, 3136, 1024), (16, 1024, 1), (4096, 1024, 784)]
 _TRITON_GPU = pytest.mark.skipif(not available("triton", "cuda"), reason="needs CUDA")
