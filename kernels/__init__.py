@@ -6,9 +6,14 @@ those live in :mod:`fastgan.backends.triton`, which wraps these launchers as the
 backend. That is also why nothing here registers anything global: with the repository root as
 the working directory the folder is importable a second time as plain ``kernels``.
 
-* :mod:`.linear_act` — ``act(x @ W.T + b)``: one autotuned matmul with bias + activation in the
-  epilogue; backward dX/dW matmuls with the activation mask applied to the dY tiles and db
-  reduced inside the dW kernel; a matrix-vector path for the 1-logit layer.
+* :mod:`.linear_act` — ``act(x @ W.T + b)``: chooses between the kernels below (orientation per
+  problem, the tiny-M path) for the forward and the backward.
+* :mod:`.matmul` — the tiled matmul with bias + activation (or inference BN) in its epilogue, and
+  the backward's pair (dX tiles and dW tiles + db, the activation mask applied to the dY tiles
+  as they load) in one launch.
+* :mod:`.gemv` — the matrix-vector kernels of the 1-logit layer (forward; backward in one pass).
+* :mod:`.linear_bn_act` — the matmul with training-mode BN in its epilogue when the batch fits one
+  tile; its backward (dX, dW, db, dgamma, dbeta) in one launch.
 * :mod:`.bias_act` — ``act(x + b[c])`` (conv epilogue); backward writes dX and reduces db in one
   pass.
 * :mod:`.bn_act` — training-mode BatchNorm + activation with the running-stat update; fused

@@ -90,6 +90,17 @@ def _prune_pair(configs, named_args, **kwargs):
 
 
 @triton.jit
+def _masked_dy(v, y_ptr, offs_0, offs_1, m0, m1, s_y0, s_y1, slope, ACT: tl.constexpr,
+               ACC: tl.constexpr):
+    """A dY tile (rows offs_0, columns offs_1) times act'(y) read at the same place, in ACC."""
+    if ACT != 0:
+        yv = tl.load(y_ptr + offs_0[:, None] * s_y0 + offs_1[None, :] * s_y1,
+                     mask=m0[:, None] & m1[None, :], other=0.0)
+        return act_grad(v.to(ACC), yv, slope, ACT)
+    return v.to(ACC)
+
+
+@triton.jit
 def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
              P, Q, K,
              s_ap, s_ak, s_bk, s_bq, s_cp, s_cq, s_y0, s_y1,
@@ -136,27 +147,17 @@ def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
         b = tl.load(b_ptr + kk[:, None] * s_bk + offs_q[None, :] * s_bq,
                     mask=mk[:, None] & mq[None, :], other=0.0)
         if GRAD == 1:
+            af = _masked_dy(a, y_ptr, offs_p, kk, mp, mk, s_y0, s_y1, slope, ACT, ACC)
             if ACT != 0:
-                yv = tl.load(y_ptr + offs_p[:, None] * s_y0 + kk[None, :] * s_y1,
-                             mask=mp[:, None] & mk[None, :], other=0.0)
-                af = act_grad(a.to(ACC), yv, slope, ACT)
                 a = af.to(a_ptr.dtype.element_ty)
-                if DB:
-                    dbacc += tl.sum(af, axis=1)
-            else:
-                if DB:
-                    dbacc += tl.sum(a.to(ACC), axis=1)
+            if DB:
+                dbacc += tl.sum(af, axis=1)
         if GRAD == 2:
+            bf = _masked_dy(b, y_ptr, kk, offs_q, mk, mq, s_y0, s_y1, slope, ACT, ACC)
             if ACT != 0:
-                yv = tl.load(y_ptr + kk[:, None] * s_y0 + offs_q[None, :] * s_y1,
-                             mask=mk[:, None] & mq[None, :], other=0.0)
-                bf = act_grad(b.to(ACC), yv, slope, ACT)
                 b = bf.to(b_ptr.dtype.element_ty)
-                if DB:
-                    dbacc += tl.sum(bf, axis=0)
-            else:
-                if DB:
-                    dbacc += tl.sum(b.to(ACC), axis=0)
+            if DB:
+                dbacc += tl.sum(bf, axis=0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)

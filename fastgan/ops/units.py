@@ -2,9 +2,9 @@
 
 The engine seeds each backward with it, and the fused losses' backward formulas recognise it by
 its address (a host check, no sync), so they return the gradient their forward already wrote
-instead of multiplying it by 1 (one kernel per loss). It is an inference tensor: an in-place
-update of it outside inference mode raises, so its value stays 1. Backends that keep their
-formulas in C++ learn of each new one through :func:`on_new_unit`.
+instead of multiplying it by 1 (one kernel per loss). It must stay 1: it is an inference
+tensor, so an in-place update of it outside inference mode is an error, not a silent change.
+Backends that keep their formulas in C++ learn of each new one through :func:`on_new_unit`.
 """
 from __future__ import annotations
 

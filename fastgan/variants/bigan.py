@@ -68,7 +68,7 @@ class BiGAN(Variant):
     # seed 000: TensorFlow BiGAN/ALI on MNIST
     bench = BenchSettings(tiny_batch=8, gpu_batches=(32, 128, 512),
                           kernel_budget=37, kernel_budget_reference=64,
-                          kernel_budget_triton=29)
+                          kernel_budget_triton=27)
     hyper = Hyper(batch_size=32, lr_d=1e-3, lr_g=1e-3, z_dim=64, data_range="sigmoid",
                   adam="eps_hat", adam_eps=1e-8)   # tf.train.AdamOptimizer
     gen_keys = ("fake", "z_hat")
