@@ -828,3 +828,29 @@ def test_make_optimizer_on_cuda_is_the_one_launch_torch_form():
         torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-9)
         for k in ("exp_avg", "exp_avg_sq", "step"):
             torch.testing.assert_close(oa.state[p][k], ob.state[q][k], rtol=2e-6, atol=0)
+
+
+def test_as_gpu_adam_is_what_a_gpu_runs_over_the_same_state():
+    """For the CPU count of the GPU's kernels: torch.optim.Adam becomes the one-launch torch
+    form over the same tensors (a step of it is torch's step), the eps-hat Adam its kernel."""
+    _triton_or_skip()
+    from fastgan.engine.optim import as_gpu_adam
+    a, b = _params(), _params()
+    lr = float(torch.tensor(1e-3))      # a GPU's lr tensor is float32 (make_optimizer's too)
+    oa = make_optimizer(a, lr, (0.5, 0.999), torch.device("cpu"))
+    ob = make_optimizer(b, lr, (0.5, 0.999), torch.device("cpu"))
+    for t in (1, 2):
+        for p, q, g in zip(a, b, _grads(a, t)):
+            p.grad, q.grad = g, g.clone()
+        oa.step()
+        ob.step()
+        if t == 1:
+            oa = as_gpu_adam(oa)
+            assert isinstance(oa, TorchFormAdam) and oa.state[a[0]]["step"].item() == 1
+    assert _count_step(oa)["by_op"] == {"triton._adam_kernel": 1}
+    ob.step()
+    for p, q in zip(a, b):
+        _close(p, q, 1e-14)
+        assert oa.state[p]["step"].item() == 3
+    e = EpsHatAdam(_params(), fused="torch")
+    assert as_gpu_adam(e) is e and e.fused == "triton"

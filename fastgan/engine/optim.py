@@ -358,6 +358,30 @@ def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.d
     return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
 
 
+def as_gpu_adam(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The Adam make_optimizer builds on a GPU in place of ``opt`` (on CPU tensors, for counting
+    the GPU's kernels under the Triton interpreter): the Triton kernel, over the same
+    parameters, lr and state tensors. A torch.optim.Adam becomes a TorchFormAdam (returned:
+    the caller swaps it in), an EpsHatAdam switches its kernel; anything else is returned."""
+    if isinstance(opt, EpsHatAdam):
+        opt.fused = "triton"
+        return opt
+    if type(opt) is not torch.optim.Adam or any(
+            g["weight_decay"] or g["amsgrad"] or g["maximize"] for g in opt.param_groups):
+        return opt
+    groups = [{"params": g["params"], "lr": g["lr"]} for g in opt.param_groups]
+    g0 = opt.param_groups[0]
+    new = TorchFormAdam(groups, lr=g0["lr"], betas=g0["betas"], eps=g0["eps"], fused="triton")
+    for g, old in zip(new.param_groups, opt.param_groups):
+        g.update(betas=old["betas"], eps=old["eps"])
+        if not torch.is_tensor(g["lr"]):
+            g["lr"] = torch.tensor(float(g["lr"]), dtype=torch.float32,
+                                   device=g["params"][0].device)
+    for p, st in opt.state.items():
+        new.state[p] = st
+    return new
+
+
 def variant_optimizers(variant: Variant, d_params, g_params, device: torch.device,
                        capturable: bool = True):
     """(D's optimizer, G's optimizer) as the variant's Hyper names them."""
