@@ -1,8 +1,9 @@
-"""The eps-hat Adam update (TF1's AdamOptimizer, Keras' Adam; fastgan/engine/optim.py) as ONE
-Triton launch per bucket of tensors (one param group, device and dtype), whatever their number:
-each program reads p, g, m, v once and writes p, m, v once (the memory floor, as torch's fused
-Adam), computes the step size in-kernel from the device step count and lr (capturable: no host
-read), and the same launch advances every tensor's step count.
+"""Adam as ONE Triton launch per bucket of tensors (one param group, device and dtype), whatever
+their number, in either form (fastgan/engine/optim.py): the eps-hat form of TF1's AdamOptimizer
+and Keras' Adam, or torch's (``torch.optim.Adam`` without weight decay or amsgrad). Each program
+reads p, g, m, v once and writes p, m, v once (the memory floor, as torch's fused Adam), computes
+the step size in-kernel from the device step count and lr (capturable: no host read), and the
+same launch advances every tensor's step count.
 
 The tensors are found through a device int64 table (``Table``), built on the host from their
 addresses and cached: rebuilt only when an address or size changes (an eager
@@ -38,9 +39,10 @@ _TL = {torch.float32: tl.float32, torch.float64: tl.float64, torch.bfloat16: tl.
 
 
 @triton.jit(do_not_specialize=["T"])
-def _eps_hat_adam_kernel(tab_ptr, T, step_ptr, cnt_ptr, lr_ptr, hp_ptr, DT: tl.constexpr,
-                         ACC: tl.constexpr, BLOCK: tl.constexpr, SB: tl.constexpr):
-    """Program ``pid`` updates block ``pid - first`` of tensor ``tab[7T + pid]``."""
+def _adam_kernel(tab_ptr, T, step_ptr, cnt_ptr, lr_ptr, hp_ptr, TORCH_FORM: tl.constexpr,
+                 DT: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr, SB: tl.constexpr):
+    """Program ``pid`` updates block ``pid - first`` of tensor ``tab[7T + pid]``; ``TORCH_FORM``:
+    torch's update, else the eps-hat one."""
     pid = tl.program_id(0)
     row = tab_ptr + tl.load(tab_ptr + 7 * T + pid) * 6
     p_ptr = tl.load(row + 0).to(tl.pointer_type(DT), bitcast=True)
@@ -59,18 +61,32 @@ def _eps_hat_adam_kernel(tab_ptr, T, step_ptr, cnt_ptr, lr_ptr, hp_ptr, DT: tl.c
     log2_b1 = tl.load(hp_ptr + 4)
     log2_b2 = tl.load(hp_ptr + 5)
     t = (tl.load(step_ptr) + 1.0).to(tl.float64)
-    lr = tl.load(lr_ptr).to(tl.float64)
-    lr_d = lr / (1.0 + decay * (t - 1.0))
-    lr_t = (lr_d * tl.sqrt(1.0 - tl.exp2(t * log2_b2)) / (1.0 - tl.exp2(t * log2_b1))).to(ACC)
+    lr = tl.load(lr_ptr).to(tl.float64)    # fp32 (torch's capturable lr) or fp64
     offs = (pid - first) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(ACC)
     m = tl.load(m_ptr + offs, mask=mask, other=0.0).to(ACC)
     v = tl.load(v_ptr + offs, mask=mask, other=0.0).to(ACC)
     p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(ACC)
-    m = b1.to(ACC) * m + (1.0 - b1).to(ACC) * g
-    v = b2.to(ACC) * v + (1.0 - b2).to(ACC) * g * g
-    p = p - lr_t * m / (tl.sqrt(v) + eps.to(ACC))
+    if TORCH_FORM:
+        # aten/src/ATen/native/cuda/fused_adam_utils.cuh (adam_math), operation for operation;
+        # its scalars are fp32 for fp32 tensors, these fp64 rounded once to ACC
+        step_size = (lr / (1.0 - tl.exp2(t * log2_b1))).to(ACC)
+        bc2_sqrt = tl.sqrt(1.0 - tl.exp2(t * log2_b2)).to(ACC)
+        # torch's fma(-b, g, g) is g (1 - b) rounded once: so is (1 - b) * g wherever 1 - b
+        # is exact in ACC (b in [0.5, 1], Sterbenz), and it keeps that where fma is two
+        # roundings (the interpreter's; the product of an unfused g - b g cancels)
+        b1a = b1.to(ACC)
+        b2a = b2.to(ACC)
+        m = tl.fma(b1a, m, (1.0 - b1a) * g)
+        v = tl.fma(b2a, v, (1.0 - b2a) * (g * g))
+        p = p - step_size * m / (tl.sqrt(v) / bc2_sqrt + eps.to(ACC))
+    else:
+        lr_d = lr / (1.0 + decay * (t - 1.0))
+        lr_t = (lr_d * tl.sqrt(1.0 - tl.exp2(t * log2_b2)) / (1.0 - tl.exp2(t * log2_b1))).to(ACC)
+        m = b1.to(ACC) * m + (1.0 - b1).to(ACC) * g
+        v = b2.to(ACC) * v + (1.0 - b2).to(ACC) * g * g
+        p = p - lr_t * m / (tl.sqrt(v) + eps.to(ACC))
     tl.store(m_ptr + offs, m.to(DT), mask=mask)
     tl.store(v_ptr + offs, v.to(DT), mask=mask)
     tl.store(p_ptr + offs, p.to(DT), mask=mask)
@@ -115,7 +131,7 @@ class Table:
             fit = [t for t in self.spares if t.numel() == host.numel()]
             if not fit:
                 raise RuntimeError(
-                    "EpsHatAdam (Triton): the tensors' addresses changed inside this CUDA-graph "
+                    "Adam (Triton): the tensors' addresses changed inside this CUDA-graph "
                     "capture (grads set to None before it?) more often than prepared for: wrap "
                     "the capture in fastgan.engine.optim.capture_tables(launches=N), N the "
                     "optimizer steps it captures, or keep the same grads through it")
@@ -179,7 +195,7 @@ def _rebuild(old: Optional[Table], key: List[int], device: torch.device, capturi
              keep: List[torch.Tensor]) -> Table:
     if capturing and old is None:
         # the arrival counter and the spares must exist before the graph: an eager step's
-        raise RuntimeError("EpsHatAdam: run one step before capturing it (the warm-up builds "
+        raise RuntimeError("Adam (Triton): run one step before capturing it (the warm-up builds "
                            "its state and tables)")
     if old is not None and old.captured:
         keep.append(old.tab)    # a graph reads it: never freed
@@ -189,15 +205,16 @@ def _rebuild(old: Optional[Table], key: List[int], device: torch.device, capturi
     return new
 
 
-def eps_hat_adam_(ps: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
-                  ms: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
-                  steps: Sequence[torch.Tensor], lr: torch.Tensor, hp: torch.Tensor,
-                  table: Optional[Table], keep: List[torch.Tensor]) -> Table:
-    """One update of every (p, g, m, v), all contiguous and of one dtype, in place, in one
-    launch, which also adds 1 to every ``steps`` tensor (0-d float32, on the device); ``t`` is
-    ``steps[0] + 1``. ``lr``: the base rate (0-d float64). ``table``: the cached table of an
-    earlier call for these tensors (None the first time); returns the one to pass next time.
-    ``keep``: where tables a CUDA graph may read are kept alive."""
+def adam_(ps: Sequence[torch.Tensor], gs: Sequence[torch.Tensor], ms: Sequence[torch.Tensor],
+          vs: Sequence[torch.Tensor], steps: Sequence[torch.Tensor], lr: torch.Tensor,
+          hp: torch.Tensor, table: Optional[Table], keep: List[torch.Tensor],
+          torch_form: bool = False) -> Table:
+    """One update of every (p, g, m, v), of one dtype, each four dense with the same strides, in
+    place, in one launch, which also adds 1 to every ``steps`` tensor (0-d float32, on the
+    device); ``t`` is ``steps[0] + 1``. ``lr``: the base rate (0-d float32 or float64).
+    ``table``: the cached table of an earlier call for these tensors (None the first time);
+    returns the one to pass next time. ``keep``: where tables a CUDA graph may read are kept
+    alive. ``torch_form``: torch's update (``hp``'s decay unused), else the eps-hat one."""
     device = ps[0].device
     capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     key = _words(ps, gs, ms, vs, steps)
@@ -214,7 +231,8 @@ def eps_hat_adam_(ps: Sequence[torch.Tensor], gs: Sequence[torch.Tensor],
             table.tab.record_stream(stream)     # freed later: not reused under this launch
             table.stream = stream
     with guard:
-        _eps_hat_adam_kernel[(table.nblocks,)](
-            table.tab, table.T, steps[0], table.cnt, lr, hp, DT=_TL[ps[0].dtype],
+        _adam_kernel[(table.nblocks,)](
+            table.tab, table.T, steps[0], table.cnt, lr, hp, TORCH_FORM=torch_form,
+            DT=_TL[ps[0].dtype],
             ACC=acc_type(ps[0].dtype), BLOCK=BLOCK, SB=STEP_BLOCK)
     return table

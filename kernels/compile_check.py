@@ -292,13 +292,15 @@ def cases() -> List[Case]:
     for dt in ("fp32", "bf16"):
         out.append(Case(f"gan_stats[{dt}]", GS._gan_stats_kernel, dt,
                         dict(ACC=tl.float32, BLOCK=2048), ptr_types={"stats_ptr": "*fp32"}))
-    # the eps-hat Adam: fp32 parameters and state (parameters stay fp32 under bf16 autocast)
+    # Adam, both forms: fp32 parameters and state (parameters stay fp32 under bf16 autocast);
+    # the eps-hat form's lr is fp64, torch's form's fp32 (torch's capturable lr tensor)
     from . import adam as AD
-    pt = dict(tab_ptr="*i64", step_ptr="*fp32", cnt_ptr="*i32", lr_ptr="*fp64", hp_ptr="*fp64")
-    for dt, tdt in (("fp32", tl.float32), ("bf16", tl.bfloat16)):
-        out.append(Case(f"adam.eps_hat[{dt}]", AD._eps_hat_adam_kernel, dt,
-                        dict(DT=tdt, ACC=tl.float32, BLOCK=AD.BLOCK, SB=AD.STEP_BLOCK),
-                        ptr_types=pt))
+    for form, torch_form, lr in (("eps_hat", False, "*fp64"), ("torch", True, "*fp32")):
+        pt = dict(tab_ptr="*i64", step_ptr="*fp32", cnt_ptr="*i32", lr_ptr=lr, hp_ptr="*fp64")
+        for dt, tdt in (("fp32", tl.float32), ("bf16", tl.bfloat16)):
+            out.append(Case(f"adam.{form}[{dt}]", AD._adam_kernel, dt,
+                            dict(TORCH_FORM=torch_form, DT=tdt, ACC=tl.float32, BLOCK=AD.BLOCK,
+                                 SB=AD.STEP_BLOCK), ptr_types=pt))
     # ---- linear_bn_act (issue 20): the matmul with training-mode BN in its epilogue (every
     # row in one tile: BLOCK_P >= N, so wgmma from 64 rows) and its one-launch backward ----
     from . import linear_bn_act as LBA

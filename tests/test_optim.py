@@ -1,7 +1,9 @@
 """The eps-hat Adam (TF1's AdamOptimizer, Keras' Adam): the update formula in float64, no host
 syncs in ``step()`` (so it can be captured), an lr written into its device tensor takes effect,
 state_dict round trips bit for bit through ``torch.load(weights_only=True)``, and on a GPU a
-captured step replays what eager steps compute."""
+captured step replays what eager steps compute. Then torch's form in the same one-launch kernel
+(TorchFormAdam): against torch's formula in float64 and torch.optim.Adam itself, state dicts
+both ways with torch.optim.Adam, and the same capture tests."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from fastgan.engine.iteration import make_optimizer
-from fastgan.engine.optim import EpsHatAdam, eps_hat_adam_reference
+from fastgan.engine.optim import EpsHatAdam, TorchFormAdam, eps_hat_adam_reference
 
 
 def _params(dtype=torch.float64, device="cpu", seed=0):
@@ -45,10 +47,9 @@ def _transcribed(ps0, steps, lr, betas, eps, decay):
 
 
 def _triton_or_skip():
-    try:
-        from fastgan.kernels import adam  # noqa: F401
-    except Exception as e:  # pragma: no cover
-        pytest.skip(f"triton not importable: {e}")
+    """Skipped only where Triton is not installed: a broken kernel module fails."""
+    pytest.importorskip("triton")
+    from fastgan.kernels import adam  # noqa: F401
 
 
 FORMS = [
@@ -197,12 +198,21 @@ def test_state_dict_round_trip_is_bit_exact():
             assert torch.equal(sa[k], sb[k]), k
 
 
+def _eps_hat(decay):
+    return lambda ps: EpsHatAdam(ps, lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=decay)
+
+
+# every optimizer a CUDA graph captures: the eps-hat form with and without decay, torch's form
+CAPTURED = {"eps_hat": _eps_hat(0.0), "eps_hat-decay": _eps_hat(8e-8),
+            "torch": lambda ps: TorchFormAdam(ps, lr=2e-4, betas=(0.5, 0.999), eps=1e-8)}
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("decay", [0.0, 8e-8])
-def test_captured_step_replays_eager_steps(decay):
-    form = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=decay)
+@pytest.mark.parametrize("form", list(CAPTURED))
+def test_captured_step_replays_eager_steps(form):
     eager, graphed = _params(torch.float32, "cuda"), _params(torch.float32, "cuda")
-    oe, og = EpsHatAdam(eager, **form), EpsHatAdam(graphed, **form)
+    oe, og = CAPTURED[form](eager), CAPTURED[form](graphed)
+    assert og.fused == "triton"
     grads = [torch.zeros_like(p) for p in graphed]
     for p, g in zip(graphed, grads):
         p.grad = g
@@ -334,7 +344,7 @@ def test_triton_step_is_one_launch_and_nothing_else(n_tensors):
         p.grad = torch.ones_like(p)
     opt.step()      # builds the state and the tables (a capture's warm-up)
     work = _count_step(opt)
-    assert work["by_op"] == {"triton._eps_hat_adam_kernel": 2} and work["host_syncs"] == 0
+    assert work["by_op"] == {"triton._adam_kernel": 2} and work["host_syncs"] == 0
     assert all(opt.state[p]["step"].item() == 2 for p in ps + extra)
 
 
@@ -443,16 +453,16 @@ def test_triton_beta1_zero():
 
 
 @pytest.mark.gpu
-def test_captured_step_with_grads_allocated_inside_the_capture():
+@pytest.mark.parametrize("form", ["eps_hat-decay", "torch"])
+def test_captured_step_with_grads_allocated_inside_the_capture(form):
     """The engine's capture: grads set to None before it, so the backward inside allocates new
     ones from the graph's pool and the table is rebuilt during the capture; replays must then
     match eager steps, and later eager steps (other addresses) must not disturb the graph."""
     from fastgan.engine.optim import capture_tables
-    form = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-7, decay=8e-8)
     eager, graphed = _bucket(20, torch.float32), _bucket(20, torch.float32)
     eager = [p.detach().cuda().requires_grad_() for p in eager]
     graphed = [p.detach().cuda().requires_grad_() for p in graphed]
-    oe, og = EpsHatAdam(eager, **form), EpsHatAdam(graphed, **form)
+    oe, og = CAPTURED[form](eager), CAPTURED[form](graphed)
     src = [torch.zeros_like(p) for p in graphed]
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
@@ -489,3 +499,358 @@ def test_captured_step_with_grads_allocated_inside_the_capture():
     for p, q in zip(eager, graphed):
         assert torch.equal(p, q)
     assert og.state[graphed[0]]["step"].item() == oe.state[eager[0]]["step"].item() == 6
+
+
+# ---- torch's form (TorchFormAdam): the same kernel, torch.optim.Adam's update and state ----
+
+def _torch_transcribed(p, g, m, v, t: int, lr: float, b1: float, b2: float, eps: float):
+    """torch.optim.Adam's documented update (no weight decay, amsgrad), in float64."""
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * g * g
+    bias_correction1, bias_correction2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+    return p - (lr / bias_correction1) * m / (v.sqrt() / math.sqrt(bias_correction2) + eps), m, v
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, rel: float) -> None:
+    """Equal up to ``rel`` of the tensor's largest magnitude (an update's rounding is relative
+    to the parameter's scale, not to an element that cancels near 0); NaN never passes."""
+    got, want = got.detach().double(), want.detach().double()
+    assert got.shape == want.shape and not torch.isnan(got).any() and not torch.isnan(want).any()
+    if want.numel():
+        err = (got - want).abs().max().item()
+        assert err <= rel * max(want.abs().max().item(), 1e-30), (err, want.abs().max().item())
+
+
+def _groups(dtype, seed=0):
+    """Two groups of odd sizes (1 and 0 elements, across the interpreter's 65536 block)."""
+    return [_bucket(9, dtype, seed), _bucket(3, dtype, seed + 1)]
+
+
+TORCH_HP = dict(betas=(0.5, 0.999), eps=1e-8)
+LRS = (2e-4, 1e-3)
+
+
+def _torch_adam(groups, lr_dtype=torch.float32):
+    """torch.optim.Adam as make_optimizer builds it (fused, lr a tensor; CPU: not capturable)."""
+    return torch.optim.Adam([{"params": g, "lr": torch.tensor(lr, dtype=lr_dtype)}
+                             for g, lr in zip(groups, LRS)], lr=torch.tensor(1.0), fused=True,
+                            **TORCH_HP)
+
+
+def _torch_form(groups, fused="triton"):
+    opt = TorchFormAdam(groups[0], lr=LRS[0], **TORCH_HP, fused=fused)
+    opt.add_param_group({"params": groups[1],
+                         "lr": torch.tensor(LRS[1], dtype=torch.float32)})
+    return opt
+
+
+def _step_both(opts, groups_list, t: int, gen):
+    grads = [(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 10.0 ** -(t % 4))
+             .to(groups_list[0][0][0].dtype) for p in sum(groups_list[0], [])]
+    for groups, opt in zip(groups_list, opts):
+        for p, g in zip(sum(groups, []), grads):
+            p.grad = g.clone()
+        opt.step()
+    return grads
+
+
+@pytest.mark.parametrize("fused", ["triton", "torch"])
+def test_torch_form_matches_torchs_formula_in_float64(fused):
+    """float64, two groups with their own lr, group 1's rate written into its device tensor
+    after step 3 (a schedule's write): every tensor equals the float64 transcription."""
+    if fused == "triton":
+        _triton_or_skip()
+    groups = _groups(torch.float64)
+    opt = _torch_form(groups, fused)
+    ref = [[(p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p)) for p in g]
+           for g in groups]
+    gen = torch.Generator().manual_seed(3)
+    for t in range(1, 8):
+        if t == 4:
+            opt.param_groups[1]["lr"].fill_(5e-3)
+        lrs = [float(g["lr"]) for g in opt.param_groups]    # float32 values, as torch's
+        grads = iter(_step_both([opt], [groups], t, gen))
+        ref = [[_torch_transcribed(p, next(grads), m, v, t, lr, *TORCH_HP["betas"],
+                                   TORCH_HP["eps"]) for p, m, v in g]
+               for g, lr in zip(ref, lrs)]
+    assert lrs[1] == float(torch.tensor(5e-3))
+    for g, rg in zip(groups, ref):
+        for p, (rp, rm, rv) in zip(g, rg):
+            st = opt.state[p]
+            assert st["step"].dtype == torch.float32 and st["step"].item() == 7
+            for got, want in ((p.detach(), rp), (st["exp_avg"], rm), (st["exp_avg_sq"], rv)):
+                _close(got, want, 1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_torch_form_equals_torch_optim_adam(dtype):
+    """Against torch.optim.Adam itself (fused, the CPU kernel) over 8 steps, an lr written
+    into both optimizers' tensors halfway. fp32: torch's CUDA kernel, which this one follows,
+    takes 1 - b2 from b2 in fp32 (fma(-b2, g g, g g)), its CPU kernel in fp64; for 0.999 the
+    two differ by 1.3e-5 relative, and so do the exp_avg_sq, nothing more."""
+    _triton_or_skip()
+    ga, gb = _groups(dtype), _groups(dtype)
+    oa, ob = _torch_form(ga), _torch_adam(gb)
+    gen = torch.Generator().manual_seed(4)
+    for t in range(1, 9):
+        if t == 5:
+            for o in (oa, ob):
+                o.param_groups[0]["lr"].fill_(3e-3)
+        _step_both([oa, ob], [ga, gb], t, gen)
+    rel = 1e-14 if dtype == torch.float64 else 1e-6
+    b2 = TORCH_HP["betas"][1]
+    c2_fp32 = 1.0 - float(torch.tensor(b2, dtype=torch.float32))
+    rel_v = rel if dtype == torch.float64 else abs(c2_fp32 / (1.0 - b2) - 1.0) + rel
+    assert dtype == torch.float64 or 1.2e-5 < rel_v < 1.4e-5
+    for p, q in zip(sum(ga, []), sum(gb, [])):
+        _close(p, q, rel)
+        for k, r in (("exp_avg", rel), ("exp_avg_sq", rel_v), ("step", 0.0)):
+            _close(oa.state[p][k], ob.state[q][k], r)
+
+
+def _torch_kernel_update(p, g, m, v, t_old: float, lr: torch.Tensor, b1, b2, eps):
+    """The kernel's torch form, operation for operation, in numpy (the interpreter's fma is
+    a multiply then an add): bit-equal to what it computes. (1 - b) in the tensors' type: with
+    it exact, (1 - b) g is torch's fma(-b, g, g), one rounding."""
+    import numpy as np
+    acc = np.float64 if p.dtype == torch.float64 else np.float32
+    t = float(np.float32(t_old) + np.float32(1.0))
+    step_size = acc(float(lr) / (1.0 - np.exp2(t * math.log2(b1))))
+    bc2_sqrt = acc(np.sqrt(1.0 - np.exp2(t * math.log2(b2))))
+    g, m, v, p = (x.detach().to(torch.float64 if acc is np.float64 else torch.float32).numpy()
+                  for x in (g, m, v, p))
+    m = acc(b1) * m + (acc(1.0) - acc(b1)) * g
+    v = acc(b2) * v + (acc(1.0) - acc(b2)) * (g * g)
+    p = p - step_size * m / (np.sqrt(v) / bc2_sqrt + acc(eps))
+    return tuple(torch.from_numpy(x) for x in (p, m, v))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16],
+                         ids=["fp64", "fp32", "bf16"])
+@pytest.mark.parametrize("n_tensors", [1, 9, 20])
+def test_torch_form_is_bit_exact_with_its_arithmetic(dtype, n_tensors):
+    """Each step's p, m, v bit-equal to the kernel's arithmetic (torch's fused CUDA kernel's
+    order), a NaN gradient stays in its element, every step count advances once per step."""
+    _triton_or_skip()
+    ps = _bucket(n_tensors, dtype)
+    # (0.9, 0.999): 1 - b in fp32 is not (1 - b) in fp64 rounded to fp32 for either
+    opt = TorchFormAdam(ps, lr=2e-4, betas=(0.9, 0.999), eps=1e-8, fused="triton")
+    gen = torch.Generator().manual_seed(5)
+    for t in range(1, 5):
+        grads = [(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 10.0 ** -t)
+                 .to(dtype) for p in ps]
+        if t == 3:
+            grads[0][0] = float("nan")
+        before = [(p.detach().clone(), opt.state[p]["exp_avg"].clone(),
+                   opt.state[p]["exp_avg_sq"].clone()) if opt.state[p] else
+                  (p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p)) for p in ps]
+        for p, g in zip(ps, grads):
+            p.grad = g
+        opt.step()
+        for i, (p, (p0, m0, v0), g) in enumerate(zip(ps, before, grads)):
+            st = opt.state[p]
+            assert st["step"].item() == t, (i, st["step"])
+            want = _torch_kernel_update(p0, g, m0, v0, t - 1, opt.param_groups[0]["lr"],
+                                        0.9, 0.999, 1e-8)
+            for got, w in zip((p.detach(), st["exp_avg"], st["exp_avg_sq"]), want):
+                assert _same_or_bf16_rounding(got, w), (t, i)
+    nan = torch.isnan(ps[0].detach())
+    assert nan.sum() == 1 and bool(nan[0])
+    assert all(not torch.isnan(p).any() for p in ps[1:])
+
+
+@pytest.mark.parametrize("n_tensors", [1, 9, 20])
+def test_torch_form_step_is_one_launch_per_group_and_nothing_else(n_tensors):
+    """torch.optim.Adam(fused) makes two per group (the steps' _foreach_add_, the kernel)."""
+    _triton_or_skip()
+    groups = [_bucket(n_tensors, torch.float32), _bucket(3, torch.float32, seed=1)]
+    opt = _torch_form(groups)
+    for p in sum(groups, []):
+        p.grad = torch.ones_like(p)
+    opt.step()
+    work = _count_step(opt)
+    assert work["by_op"] == {"triton._adam_kernel": 2} and work["host_syncs"] == 0
+    assert all(opt.state[p]["step"].item() == 2 for p in sum(groups, []))
+
+
+def _save_load(sd):
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)     # checkpoints are loaded this way
+
+
+@pytest.mark.parametrize("direction", ["torch->form", "form->torch"])
+def test_torch_form_state_dict_both_ways_with_torch_optim_adam(direction):
+    """float64: 4 steps in one optimizer, its state dict through torch.load(weights_only),
+    4 more in the other; equal to 8 steps of torch.optim.Adam straight. The layouts are the
+    same (state keys and dtypes, every param_groups key), the loading optimizer keeps its lr
+    tensor (a graph may hold it) with the loaded value."""
+    _triton_or_skip()
+    dtype = torch.float64
+    straight, first, second = _groups(dtype), _groups(dtype), _groups(dtype)
+    ref = _torch_adam(straight)
+    if direction == "torch->form":
+        o1, o2 = _torch_adam(first), _torch_form(second)
+    else:
+        o1, o2 = _torch_form(first), _torch_adam(second)
+    gen = torch.Generator().manual_seed(6)
+    for t in range(1, 5):
+        _step_both([ref, o1], [straight, first], t, gen)
+    sd = _save_load(o1.state_dict())
+    assert set(sd["param_groups"][0]) == set(_torch_adam(_groups(dtype)).param_groups[0])
+    for st in sd["state"].values():
+        assert set(st) == {"step", "exp_avg", "exp_avg_sq"}
+        assert st["step"].dtype == torch.float32 and st["step"].dim() == 0
+    with torch.no_grad():
+        for p, q in zip(sum(second, []), sum(first, [])):
+            p.copy_(q)
+    lr_tensors = [g["lr"] for g in o2.param_groups]
+    if direction == "torch->form":
+        o2.load_state_dict(sd)
+        assert [g["lr"] for g in o2.param_groups] == lr_tensors       # the same tensors
+        assert [float(x) for x in lr_tensors] == [float(g["lr"]) for g in sd["param_groups"]]
+        assert all(g["capturable"] and g["fused"] for g in o2.param_groups)
+    else:
+        o2.load_state_dict(sd)
+    for t in range(5, 9):
+        _step_both([ref, o2], [straight, second], t, gen)
+    for p, q in zip(sum(straight, []), sum(second, [])):
+        _close(q, p, 1e-14)
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            _close(o2.state[q][k], ref.state[p][k], 1e-14)
+
+
+def test_torch_form_loads_a_foreach_checkpoint_and_refuses_what_it_lacks():
+    """A state dict of torch's default (foreach, steps on the host) Adam: the steps go to the
+    parameters' device as float32 and the options stay fused/capturable; weight decay,
+    amsgrad or maximize are refused (the kernel has none of them)."""
+    _triton_or_skip()
+    a, b = _params(), _params()
+    plain = torch.optim.Adam(a, lr=1e-3)
+    for p, g in zip(a, _grads(a, 1)):
+        p.grad = g
+    plain.step()
+    opt = TorchFormAdam(b, lr=1.0, fused="triton")
+    opt.load_state_dict(_save_load(plain.state_dict()))
+    g0 = opt.param_groups[0]
+    assert g0["capturable"] and g0["fused"] and g0["foreach"] is None
+    assert opt.state[b[0]]["step"].dtype == torch.float32
+    for bad in (dict(weight_decay=1e-2), dict(amsgrad=True), dict(maximize=True)):
+        other = torch.optim.Adam(_params(), lr=1e-3, **bad)
+        with pytest.raises(ValueError, match="without weight decay, amsgrad or maximize"):
+            opt.load_state_dict(other.state_dict())
+
+
+def test_torch_form_step_never_reads_back_to_the_host(monkeypatch):
+    _triton_or_skip()
+    ps = _params(torch.float32)
+    opt = TorchFormAdam(ps, lr=2e-4, **TORCH_HP, fused="triton")
+    for p, g in zip(ps, _grads(ps, 0)):
+        p.grad = g
+    opt.step()
+
+    def refuse(*a, **k):
+        raise AssertionError("host sync inside step()")
+    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__",
+                 "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    for _ in range(3):
+        opt.step()
+    monkeypatch.undo()
+    assert opt.state[ps[0]]["step"].item() == 4
+
+
+def test_torch_form_layouts_the_kernel_takes_and_the_rest():
+    """channels_last weights (p, g, m, v with one dense layout) go in the one launch; a
+    non-dense parameter's bucket goes torch's own way; both equal torch.optim.Adam."""
+    _triton_or_skip()
+    from fastgan.engine.optim import _flat_alike
+    cl = torch.channels_last
+
+    def nets():     # a channels_last weight and a strided (non-dense) view, as leaves
+        gen = torch.Generator().manual_seed(7)
+        w = torch.randn(4, 3, 5, 5, generator=gen, dtype=torch.float64).contiguous(
+            memory_format=cl)
+        s = torch.randn(6, 8, generator=gen, dtype=torch.float64)[:, ::2]
+        return w.requires_grad_(), s.requires_grad_()
+    w, s = nets()
+    assert _flat_alike(w, torch.empty_like(w)) and not _flat_alike(w, w.contiguous())
+    assert not _flat_alike(s, torch.empty_like(s), torch.empty_like(s), torch.empty_like(s))
+    for pick, launches in ((1, {"triton._adam_kernel": 1}), (2, None)):
+        a, b = list(nets())[:pick], list(nets())[:pick]
+        oa = TorchFormAdam(a, lr=1e-3, fused="triton")
+        ob = torch.optim.Adam(b, lr=torch.tensor(1e-3), fused=True)
+        gen = torch.Generator().manual_seed(8)
+        for t in range(1, 4):
+            for p, q in zip(a, b):
+                g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+                if p.dim() == 4:
+                    g = g.contiguous(memory_format=cl)
+                p.grad, q.grad = g.clone(memory_format=torch.preserve_format), g.clone(
+                    memory_format=torch.preserve_format)
+            if launches and t == 3:     # the same grads as step 2 (no table rebuild)
+                for p, q in zip(a, b):
+                    p.grad = q.grad = None
+                    q.grad = g_kept[id(p)].clone(memory_format=torch.preserve_format)
+                    p.grad = g_kept[id(p)]
+                assert _count_step(oa)["by_op"] == launches
+            else:
+                oa.step()
+            ob.step()
+            g_kept = {id(p): p.grad for p in a}
+        assert oa.state[a[0]]["exp_avg"].is_contiguous(memory_format=cl)
+        for p, q in zip(a, b):
+            _close(p, q, 1e-14)
+
+
+def test_make_optimizer_keeps_torchs_adam_on_cpu():
+    """The CPU path is unchanged (the step-by-step tests compare it with the seed loops)."""
+    opt = make_optimizer(_params(), 1e-3, (0.9, 0.999), torch.device("cpu"))
+    assert type(opt) is torch.optim.Adam and opt.defaults["fused"]
+
+
+@pytest.mark.gpu
+def test_make_optimizer_on_cuda_is_the_one_launch_torch_form():
+    """On a GPU: TorchFormAdam against torch.optim.Adam(fused, capturable), as it replaces."""
+    a, b = _params(torch.float32, "cuda"), _params(torch.float32, "cuda")
+    oa = make_optimizer(a, 2e-4, (0.5, 0.999), torch.device("cuda"))
+    assert isinstance(oa, TorchFormAdam) and oa.fused == "triton"
+    assert oa.param_groups[0]["lr"].dtype == torch.float32
+    ob = torch.optim.Adam(b, lr=torch.tensor(2e-4, device="cuda"), betas=(0.5, 0.999),
+                          fused=True, capturable=True)
+    for t in range(1, 9):
+        for p, q, g in zip(a, b, _grads(a, t)):
+            p.grad, q.grad = g.clone(), g.clone()
+        oa.step()
+        ob.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-9)
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(oa.state[p][k], ob.state[q][k], rtol=2e-6, atol=0)
+
+
+def test_as_gpu_adam_is_what_a_gpu_runs_over_the_same_state():
+    """For the CPU count of the GPU's kernels: torch.optim.Adam becomes the one-launch torch
+    form over the same tensors (a step of it is torch's step), the eps-hat Adam its kernel."""
+    _triton_or_skip()
+    from fastgan.engine.optim import as_gpu_adam
+    a, b = _params(), _params()
+    lr = float(torch.tensor(1e-3))      # a GPU's lr tensor is float32 (make_optimizer's too)
+    oa = make_optimizer(a, lr, (0.5, 0.999), torch.device("cpu"))
+    ob = make_optimizer(b, lr, (0.5, 0.999), torch.device("cpu"))
+    for t in (1, 2):
+        for p, q, g in zip(a, b, _grads(a, t)):
+            p.grad, q.grad = g, g.clone()
+        oa.step()
+        ob.step()
+        if t == 1:
+            oa = as_gpu_adam(oa)
+            assert isinstance(oa, TorchFormAdam) and oa.state[a[0]]["step"].item() == 1
+    assert _count_step(oa)["by_op"] == {"triton._adam_kernel": 1}
+    ob.step()
+    for p, q in zip(a, b):
+        _close(p, q, 1e-14)
+        assert oa.state[p]["step"].item() == 3
+    e = EpsHatAdam(_params(), fused="torch")
+    assert as_gpu_adam(e) is e and e.fused == "triton"
