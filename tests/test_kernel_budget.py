@@ -35,7 +35,7 @@ def count(name: str, backend: str, batch: int = 0) -> dict:
                         dict(s.tiny_overrides), torch.device("cpu"))
         try:
             r.build()
-            assert gpu_like_optimizers(r.engine.opt_d, r.engine.opt_g)
+            assert gpu_like_optimizers(r.engine)
             r.run(2)   # optimizer state and every cached constant exist from here on
             return count_work(lambda: r.run(1))
         finally:
@@ -142,15 +142,19 @@ def test_triton_custom_ops_count_as_their_launches():
 
 
 def test_the_gpu_adam_is_one_launch_per_network_with_its_table_not_counted():
-    """The eps-hat Adam switched to its GPU kernel: one launch per step, even when fresh grads
+    """Both Adam forms switched to their GPU kernel: one launch per step, even when fresh grads
     make it rebuild its tensor table (host work on CPU tensors, one copy on a GPU)."""
     from fastgan.engine.optim import EpsHatAdam
     ps = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
-    opt = EpsHatAdam(ps, lr=1e-3, eps=1e-7)
-    assert opt.fused == "torch" and gpu_like_optimizers(opt) and opt.fused == "triton"
-    for i in range(3):
-        for p in ps:
-            p.grad = torch.randn_like(p)    # new addresses: the table is rebuilt
-        c = count_work(opt.step)
-        if i:    # the first step makes the state (m, v, step: zero fills)
-            assert c["by_op"] == {"triton._eps_hat_adam_kernel": 1}, c["by_op"]
+    from types import SimpleNamespace
+    eng = SimpleNamespace(opt_d=EpsHatAdam(ps, lr=1e-3, eps=1e-7),
+                          opt_g=torch.optim.Adam(ps, lr=1e-3, fused=True))
+    assert eng.opt_d.fused == "torch" and gpu_like_optimizers(eng)
+    assert eng.opt_d.fused == "triton" and type(eng.opt_g).__name__ == "TorchFormAdam"
+    for opt in (eng.opt_d, eng.opt_g):
+        for i in range(3):
+            for p in ps:
+                p.grad = torch.randn_like(p)    # new addresses: the table is rebuilt
+            c = count_work(opt.step)
+            if i:    # the first step makes the state (m, v, step: zero fills)
+                assert c["by_op"] == {"triton._adam_kernel": 1}, c["by_op"]

@@ -145,17 +145,15 @@ def gpu_like_cpu_kernels():
             os.environ["FASTGAN_CPU_KERNELS"] = old
 
 
-def gpu_like_optimizers(*optimizers) -> bool:
-    """Switch every eps-hat Adam that runs torch's fused CPU kernel (three ops with its step
-    count and lr) to the Triton kernel it runs on a GPU (one launch; the interpreter on a CPU),
-    so that the count is the GPU's. False, and nothing switched, without the interpreter."""
+def gpu_like_optimizers(engine) -> bool:
+    """Swap the engine's optimizers for the Adam a GPU runs (``optim.as_gpu_adam``: one Triton
+    launch per network, the interpreter on a CPU), so that the count is the GPU's. False, and
+    nothing swapped, without the interpreter."""
     import os
     if os.environ.get("TRITON_INTERPRET") != "1":
         return False
-    from fastgan.engine.optim import EpsHatAdam, _triton_kernel
+    from fastgan.engine.optim import _triton_kernel, as_gpu_adam
     if _triton_kernel() is None:
         return False
-    for opt in optimizers:
-        if isinstance(opt, EpsHatAdam) and opt.fused == "torch":
-            opt.fused = "triton"
+    engine.opt_d, engine.opt_g = as_gpu_adam(engine.opt_d), as_gpu_adam(engine.opt_g)
     return True

@@ -321,9 +321,9 @@ def _budget(runner) -> Optional[int]:
     except KeyError:
         return None
     engine = getattr(runner, "engine", None)
-    if engine is not None and any(getattr(o, "fused", "triton") != "triton"
-                                  for o in (engine.opt_d, engine.opt_g) if hasattr(o, "fused")):
-        return None   # the eps-hat Adam on torch's CPU kernel: not the GPU's one launch counted
+    if engine is not None and any(getattr(o, "fused", None) != "triton"
+                                  for o in (engine.opt_d, engine.opt_g)):
+        return None   # Adam on torch's CPU kernel: the budget counts the GPU's one launch
     ov = getattr(runner, "overrides", None) or {}
     if field is None or any(ov.get(k) != v for k, v in s.tiny_overrides.items()):
         return None

@@ -61,7 +61,8 @@ def report() -> str:
     for dev in (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]):
         lines += path_lines(dev)
     lines.append("Adam on cpu  torch's fused kernel, one pass (the eps-hat form: with the step's eps)"
-                 + ("; on cuda: fused, capturable (eps-hat: Triton)" if torch.cuda.is_available()
+                 + ("; on cuda: one Triton launch per network, both forms (torch's fused Adam "
+                    "without Triton)" if torch.cuda.is_available()
                     else ""))
     lines.append(f"quality      {_quality_line()}")
     from fastgan.threads import choose_threads
