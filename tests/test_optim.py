@@ -124,6 +124,18 @@ def test_differs_from_torch_adam_where_the_seeds_say():
     assert max((p - q).abs().max().item() for p, q in zip(a, b)) > 1e-5
 
 
+def _steps_without_host_reads(opt, monkeypatch, steps: int = 3):
+    """``steps`` optimizer steps, every way a tensor reads back to the host refused."""
+    def refuse(*a, **k):
+        raise AssertionError("host sync inside step()")
+    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__",
+                 "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    for _ in range(steps):
+        opt.step()
+    monkeypatch.undo()
+
+
 @pytest.mark.parametrize("fused", [False, "torch", True], ids=["foreach", "torch-cpu", "triton"])
 def test_step_never_reads_back_to_the_host(monkeypatch, fused):
     """Capture-safe: no .item(), float(), bool(), .tolist(), .cpu() on a tensor inside step()
@@ -135,15 +147,7 @@ def test_step_never_reads_back_to_the_host(monkeypatch, fused):
     for p, g in zip(ps, _grads(ps, 0)):
         p.grad = g
     opt.step()   # state creation (a capture warms up eagerly first)
-
-    def refuse(*a, **k):
-        raise AssertionError("host sync inside step()")
-    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__",
-                 "__index__"):
-        monkeypatch.setattr(torch.Tensor, name, refuse)
-    for _ in range(3):
-        opt.step()
-    monkeypatch.undo()
+    _steps_without_host_reads(opt, monkeypatch)
     assert all(torch.isfinite(p).all() for p in ps)
 
 
@@ -280,6 +284,24 @@ def _same_or_bf16_rounding(got: torch.Tensor, want: torch.Tensor) -> bool:
     return bool(((g == w.to(torch.bfloat16)) | (g == rz)).all())
 
 
+def _four_steps(opt, ps, dtype):
+    """Steps 1..4 with gradients shrinking 10x a step (a NaN in the first tensor's first element
+    at step 3): yields (t, each tensor's (p, m, v) before the step, the grads)."""
+    gen = torch.Generator().manual_seed(5)
+    for t in range(1, 5):
+        grads = [(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 10.0 ** -t)
+                 .to(dtype) for p in ps]
+        if t == 3:
+            grads[0][0] = float("nan")
+        before = [(p.detach().clone(), opt.state[p]["exp_avg"].clone(),
+                   opt.state[p]["exp_avg_sq"].clone()) if opt.state[p] else
+                  (p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p)) for p in ps]
+        for p, g in zip(ps, grads):
+            p.grad = g
+        opt.step()
+        yield t, before, grads
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16],
                          ids=["fp64", "fp32", "bf16"])
 @pytest.mark.parametrize("n_tensors", [1, 8, 9, 20])
@@ -294,18 +316,7 @@ def test_triton_bucket_is_bit_exact_with_its_arithmetic(dtype, n_tensors):
     opt = EpsHatAdam(ps, **form, fused=True)
     ref = [(p.detach().double().clone(), torch.zeros_like(p, dtype=torch.float64),
             torch.zeros_like(p, dtype=torch.float64)) for p in ps]
-    gen = torch.Generator().manual_seed(5)
-    for t in range(1, 5):
-        grads = [(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 10.0 ** -t)
-                 .to(dtype) for p in ps]
-        if t == 3:
-            grads[0][0] = float("nan")
-        before = [(p.detach().clone(), opt.state[p]["exp_avg"].clone(),
-                   opt.state[p]["exp_avg_sq"].clone()) if opt.state[p] else
-                  (p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p)) for p in ps]
-        for p, g in zip(ps, grads):
-            p.grad = g
-        opt.step()
+    for t, before, grads in _four_steps(opt, ps, dtype):
         ref = [eps_hat_adam_reference(p, g.double(), m, v, t, form["lr"], *form["betas"],
                                       form["eps"], form["decay"])
                for (p, m, v), g in zip(ref, grads)]
@@ -635,18 +646,7 @@ def test_torch_form_is_bit_exact_with_its_arithmetic(dtype, n_tensors):
     ps = _bucket(n_tensors, dtype)
     # (0.9, 0.999): 1 - b in fp32 is not (1 - b) in fp64 rounded to fp32 for either
     opt = TorchFormAdam(ps, lr=2e-4, betas=(0.9, 0.999), eps=1e-8, fused="triton")
-    gen = torch.Generator().manual_seed(5)
-    for t in range(1, 5):
-        grads = [(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 10.0 ** -t)
-                 .to(dtype) for p in ps]
-        if t == 3:
-            grads[0][0] = float("nan")
-        before = [(p.detach().clone(), opt.state[p]["exp_avg"].clone(),
-                   opt.state[p]["exp_avg_sq"].clone()) if opt.state[p] else
-                  (p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p)) for p in ps]
-        for p, g in zip(ps, grads):
-            p.grad = g
-        opt.step()
+    for t, before, grads in _four_steps(opt, ps, dtype):
         for i, (p, (p0, m0, v0), g) in enumerate(zip(ps, before, grads)):
             st = opt.state[p]
             assert st["step"].item() == t, (i, st["step"])
@@ -749,15 +749,7 @@ def test_torch_form_step_never_reads_back_to_the_host(monkeypatch):
     for p, g in zip(ps, _grads(ps, 0)):
         p.grad = g
     opt.step()
-
-    def refuse(*a, **k):
-        raise AssertionError("host sync inside step()")
-    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__",
-                 "__index__"):
-        monkeypatch.setattr(torch.Tensor, name, refuse)
-    for _ in range(3):
-        opt.step()
-    monkeypatch.undo()
+    _steps_without_host_reads(opt, monkeypatch)
     assert opt.state[ps[0]]["step"].item() == 4
 
 
