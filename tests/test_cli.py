@@ -82,6 +82,15 @@ def test_bad_input_one_line_exit_2_nothing_written(data_dir, tmp_path, capsys, e
     assert not out.exists()
 
 
+def test_bad_adam_kernel_env_is_one_line(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FASTGAN_ADAM_KERNEL", "cuda")
+    out = tmp_path / "run"
+    rc, _, err = run_cli(train_args(data_dir, out), capsys)
+    assert rc == 2
+    assert "FASTGAN_ADAM_KERNEL='cuda': unset it (auto) or set it to torch" in one_error_line(err)
+    assert not out.exists()
+
+
 def test_missing_dataset(tmp_path, capsys):
     rc, _, err = run_cli(train_args(str(tmp_path / "nowhere"), tmp_path / "run"), capsys)
     assert rc == 2

@@ -846,3 +846,23 @@ def test_as_gpu_adam_is_what_a_gpu_runs_over_the_same_state():
         assert oa.state[p]["step"].item() == 3
     e = EpsHatAdam(_params(), fused="torch")
     assert as_gpu_adam(e) is e and e.fused == "triton"
+
+
+def test_adam_kernel_choice_and_its_escape_hatch(monkeypatch):
+    """The Triton kernel by default on CUDA only; FASTGAN_ADAM_KERNEL=torch turns it off (torch's
+    own kernels); any other value is a clear error."""
+    from fastgan.engine import optim
+    monkeypatch.setattr(optim, "_triton_kernel", lambda: object())
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.delenv("FASTGAN_ADAM_KERNEL", raising=False)
+    assert optim.triton_adam(cuda) and not optim.triton_adam(cpu)
+    monkeypatch.setenv("FASTGAN_ADAM_KERNEL", " Torch ")
+    assert not optim.triton_adam(cuda)
+    # on CPU tensors the defaults stay torch's CPU kernels either way
+    assert EpsHatAdam(_params(torch.float32), lr=1e-3).fused == "torch"
+    monkeypatch.setenv("FASTGAN_ADAM_KERNEL", "triton")
+    with pytest.raises(ValueError, match="FASTGAN_ADAM_KERNEL='triton': unset it"):
+        optim.triton_adam(cuda)
+    monkeypatch.setattr(optim, "_triton_kernel", lambda: None)
+    monkeypatch.delenv("FASTGAN_ADAM_KERNEL")
+    assert not optim.triton_adam(cuda)

@@ -22,14 +22,14 @@ once and advances the step counts (kernels/adam.py); a capture in which the grad
 (set to None before it) runs inside ``capture_tables()``. On CPU it is torch's own fused Adam
 kernel (one pass, vectorised) given the time-varying eps above, which needs the step count as a
 host number: it is mirrored on the host (read once after construction or a load), so a step
-reads nothing back there either. Otherwise, and for non-contiguous tensors, multi-tensor
-``torch._foreach_*`` ops. TorchFormAdam is the same machinery with torch's update, its state and
-param_groups.
+reads nothing back there either. Otherwise multi-tensor ``torch._foreach_*`` ops. TorchFormAdam:
+the same machinery with torch's update, state and param_groups (FASTGAN_ADAM_KERNEL=torch: torch's).
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple
 
 import torch
@@ -134,7 +134,7 @@ class EpsHatAdam(_OneLaunchAdam):
         params = list(params)
         device = _lr_device(params, device)
         if fused is None:   # the Triton kernel on GPUs; the interpreter on CPU is for tests
-            fused = ("triton" if device.type == "cuda" and _triton_kernel() is not None else
+            fused = ("triton" if triton_adam(device) else
                      "torch" if device.type == "cpu" and hasattr(torch, "_fused_adam_") else "")
         fused = "triton" if fused is True else (fused or "")
         if fused not in ("", "triton", "torch"):
@@ -186,7 +186,7 @@ class TorchFormAdam(_OneLaunchAdam):
         params = list(params)
         device = _lr_device(params, device)
         if fused is None:
-            fused = "triton" if device.type == "cuda" and _triton_kernel() is not None else "torch"
+            fused = "triton" if triton_adam(device) else "torch"
         fused = "triton" if fused is True else fused
         if fused not in ("triton", "torch"):
             raise ValueError(f"TorchFormAdam(fused={fused!r}): use 'triton' or 'torch'")
@@ -294,6 +294,15 @@ def _torch_fused_step(group, ps, gs, ms, vs, steps, t: int) -> None:
                                           maximize=False)
 
 
+def triton_adam(device: torch.device) -> bool:
+    """The Triton kernel by default on ``device``: on CUDA where Triton is, unless
+    FASTGAN_ADAM_KERNEL=torch (torch's own kernels: the way around a Triton problem)."""
+    choice = os.environ.get("FASTGAN_ADAM_KERNEL", "auto").strip().lower()
+    if choice not in ("auto", "torch"):
+        raise ValueError(f"FASTGAN_ADAM_KERNEL={choice!r}: unset it (auto) or set it to torch")
+    return device.type == "cuda" and choice == "auto" and _triton_kernel() is not None
+
+
 def _triton_kernel():
     """fastgan.kernels.adam, or None without Triton."""
     try:
@@ -350,7 +359,7 @@ def make_optimizer(params: List[nn.Parameter], lr: float, betas, device: torch.d
     if decay:
         raise ValueError("lr_decay is Keras' Adam decay: use it with adam='eps_hat'")
     if device.type == "cuda" and capturable:
-        if _triton_kernel() is not None:    # one launch per network, the steps advanced in it
+        if triton_adam(device):    # one launch per network, the steps advanced in it
             return TorchFormAdam(params, lr=lr, betas=betas, eps=eps, device=device)
         return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas,
                                 eps=eps, fused=True, capturable=True)

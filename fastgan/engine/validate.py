@@ -64,6 +64,9 @@ def check_settings(cfg: TrainConfig, h) -> None:
     need(cfg.n_samples >= 1, f"--n-samples must be at least 1, not {cfg.n_samples}")
     need(cfg.dist_timeout > 0, f"--dist-timeout must be a positive number of seconds, "
          f"not {cfg.dist_timeout}")
+    adam = os.environ.get("FASTGAN_ADAM_KERNEL", "auto").strip().lower()
+    need(adam in ("auto", "torch"), f"FASTGAN_ADAM_KERNEL={adam!r}: unset it (auto) or set it "
+         "to torch")
 
 
 def check_batch_statistics(variant, nets, cfg: TrainConfig, world: int) -> None:
