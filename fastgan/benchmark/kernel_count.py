@@ -91,7 +91,7 @@ def _count_triton(counter: Counter, mode: _Counter):
                 mode.paused -= 1
 
         cls.run = run
-        patched.append((cls, orig))
+        patched.append((cls, "run", orig))
     # The Triton Adam's tensor table is host work on CPU tensors (on a GPU one copy to the
     # device when an address changed, none in a CUDA graph): not counted.
     try:
@@ -109,15 +109,12 @@ def _count_triton(counter: Counter, mode: _Counter):
                 mode.paused -= 1
 
         adam._host_table = host_table
-        patched.append((adam, ("_host_table", host)))
+        patched.append((adam, "_host_table", host))
     try:
         yield
     finally:
-        for cls, orig in patched:
-            if isinstance(orig, tuple):
-                setattr(cls, *orig)
-            else:
-                cls.run = orig
+        for owner, name, orig in patched:
+            setattr(owner, name, orig)
 
 
 def count_work(fn: Callable[[], None]) -> Dict[str, object]:

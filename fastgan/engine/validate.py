@@ -26,6 +26,7 @@ from .graphs import CudaGraphsUnavailable, check_capture
 from .host_loader import fits_on_device
 from .iteration import Engine, EngineOptions
 from .loop import evaluation
+from .optim import triton_adam
 from fastgan.variants.sampling import fixed_noise
 
 
@@ -48,8 +49,7 @@ def check_settings(cfg: TrainConfig, h) -> None:
         if not ok:
             raise UserError(what)
     need(h.batch_size >= 1, f"--batch-size must be at least 1, not {h.batch_size}")
-    need(h.d_steps >= 1, f"--d-steps must be at least 1 (D updates per G update), "
-         f"not {h.d_steps}")
+    need(h.d_steps >= 1, f"--d-steps must be at least 1 (D updates per G update), not {h.d_steps}")
     need(0.0 <= h.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1) (the real "
          f"target is 1 - it), not {h.label_smoothing}")
     for opt, lr in (("--lr-d", h.lr_d), ("--lr-g", h.lr_g)):
@@ -64,9 +64,10 @@ def check_settings(cfg: TrainConfig, h) -> None:
     need(cfg.n_samples >= 1, f"--n-samples must be at least 1, not {cfg.n_samples}")
     need(cfg.dist_timeout > 0, f"--dist-timeout must be a positive number of seconds, "
          f"not {cfg.dist_timeout}")
-    adam = os.environ.get("FASTGAN_ADAM_KERNEL", "auto").strip().lower()
-    need(adam in ("auto", "torch"), f"FASTGAN_ADAM_KERNEL={adam!r}: unset it (auto) or set it "
-         "to torch")
+    try:
+        triton_adam(torch.device("cpu"))    # reads FASTGAN_ADAM_KERNEL: a bad value raises
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def check_batch_statistics(variant, nets, cfg: TrainConfig, world: int) -> None:

@@ -108,14 +108,19 @@ def _bn_call(x, weight, bias, code, slope, bn_eval):
     return linear_act_bn_eval_op(x, weight, bias, code, slope, mean, var, w, b, float(eps))
 
 
+def _checked(x: Tensor, weight: Tensor, slope) -> Tuple[int, float]:
+    """The activation's (code, slope) after the checks both entries make."""
+    check_float("linear_act", x)
+    if x.dtype != weight.dtype:
+        raise TypeError(f"linear_act: x is {x.dtype} but weight is {weight.dtype}")
+    return act_code(slope)
+
+
 def linear_act(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                slope: Union[None, float, str] = None, bn_eval=None) -> Tensor:
     """Registry entry: act(x @ weight.T + bias) for x of shape [..., K], then the optional
     inference-mode batch norm ``bn_eval`` = (mean, var, weight, bias, eps)."""
-    check_float("linear_act", x)
-    if x.dtype != weight.dtype:
-        raise TypeError(f"linear_act: x is {x.dtype} but weight is {weight.dtype}")
-    code, s = act_code(slope)
+    code, s = _checked(x, weight, slope)
     call = _call if bn_eval is None else (lambda *a: _bn_call(*a, bn_eval))
     if x.dim() == 2:
         return call(x, weight, bias, code, s)
@@ -132,10 +137,7 @@ def linear_act_into(x: Tensor, weight: Tensor, bias: Optional[Tensor],
     """Registry entry: linear_act(..., out=) (no grad; checked by fastgan.ops), the epilogue
     writing into ``out`` itself (2-D, x's dtype; otherwise, and under torch.compile, where a
     custom op's result is a new tensor, computed, then copied)."""
-    check_float("linear_act", x)
-    if x.dtype != weight.dtype:
-        raise TypeError(f"linear_act: x is {x.dtype} but weight is {weight.dtype}")
-    code, s = act_code(slope)
+    code, s = _checked(x, weight, slope)
     if use_custom_op() or x.dim() != 2 or out.dtype != x.dtype:   # (autocast: bf16 into fp32)
         return out.copy_(linear_act(x, weight, bias, slope))
     linear_act_forward(x, weight, bias, code, s, out=out)
