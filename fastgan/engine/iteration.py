@@ -162,7 +162,15 @@ class Engine:
         if self.channels_last:
             self.d_input = self.d_input.contiguous(memory_format=torch.channels_last)
         self.real, self.fake_out = self.d_input[:n_local], self.d_input[n_local:]
-        self.z = torch.zeros(variant.noise_shape(n_noise), device=device)
+        # Unconditional noise for both steps in one buffer, drawn by one kernel (draw()): the
+        # G step's rows right after the D step's.
+        n_g = 0 if variant.g_reuses_fake else variant.g_batch_size(opts.batch_size)
+        self._z_both = None
+        if n_g and not variant.needs_labels:
+            self._z_both = torch.zeros(variant.noise_shape(n_noise + n_g), device=device)
+            self.z = self._z_both[:n_noise]
+        else:
+            self.z = torch.zeros(variant.noise_shape(n_noise), device=device)
         self.batch_labels = self.mis_idx = self.mis_labels = None
         if variant.needs_labels:
             self.batch_labels = torch.zeros(n_real, dtype=torch.long, device=device)
@@ -172,9 +180,9 @@ class Engine:
         self.labels_local = None if self.batch_labels is None else self.batch_labels[sl_real]
         self.mis_local = None if self.mis_labels is None else self.mis_labels[sl_real]
         self.z_g = self.z_g_local = None
-        if not variant.g_reuses_fake:
-            n_g = variant.g_batch_size(opts.batch_size)
-            self.z_g = torch.zeros(variant.noise_shape(n_g), device=device)
+        if n_g:
+            self.z_g = (self._z_both[n_noise:] if self._z_both is not None
+                        else torch.zeros(variant.noise_shape(n_g), device=device))
             self.z_g_local = self.z_g[_shard(n_g, R, W)]
         # Scalars that may change during training live on the device (capture-safe).
         self.real_target = torch.tensor(1.0 - opts.label_smoothing, device=device)
@@ -233,11 +241,15 @@ class Engine:
             # Mismatched labels: the labels of another random batch (as the seed does).
             self.mis_idx.random_(0, self.n_images, generator=self.gen)
             torch.index_select(self.labels_all, 0, self.mis_idx, out=self.mis_labels)
-        self.variant.fill_train_noise(self.z, self.batch_labels, self.gen)
+        both = self._z_both is not None
+        self.variant.fill_train_noise(self._z_both if both else self.z, self.batch_labels,
+                                      self.gen)
 
     def draw_g_noise(self) -> None:
-        """The G step's own noise, for the D step's labels (conditional G, as seed 002)."""
-        self.variant.fill_train_noise(self.z_g, self.batch_labels, self.gen)
+        """The G step's own noise, for the D step's labels (conditional G, as seed 002); drawn
+        by draw() already where the noise is unconditional."""
+        if self._z_both is None:
+            self.variant.fill_train_noise(self.z_g, self.batch_labels, self.gen)
 
     def batch(self) -> Batch:
         return Batch(real=self.real, z=self.z_local, labels=self.labels_local,
