@@ -187,6 +187,32 @@ def test_linear_bn_act(benchmark, case, backend, mode):
            (x, w, b, gam, bet), g, dict(case=name, shape=(N, K, M), slope_pre=sp, slope_post=sq))
 
 
+# ---- linear_act_head (issue 20): a discriminator's last hidden layer and its logit ----
+# (id, N, K, M, slope): mlp's D2 + D3 (batch 64: the D step's [real; fake], and 4096), bigan's D,
+# gancls's fc + out
+LINEAR_HEAD = [
+    ("mlp.D23", 64, 1024, 256, 0.2), ("mlp.D23@4096", 4096, 1024, 256, 0.2),
+    ("bigan.D", 32, 848, 128, 0.0), ("gancls.D", 20, 6272, 1024, 0.01),
+]
+if TINY:
+    LINEAR_HEAD = [("tiny.head", 16, 32, 24, 0.2)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", LINEAR_HEAD, ids=lambda c: c[0])
+def test_linear_act_head(benchmark, case, backend, mode):
+    name, N, K, M, slope = case
+    x = _req(torch.randn(N, K, device=DEVICE), mode)
+    w = _req(torch.randn(M, K, device=DEVICE) * (2.0 / K) ** 0.5, mode)
+    b = _req(torch.randn(M, device=DEVICE) * 0.1, mode)
+    hw = _req(torch.randn(1, M, device=DEVICE) * (1.0 / M) ** 0.5, mode)
+    hb = _req(torch.zeros(1, device=DEVICE), mode)
+    g = torch.randn(N, 1, device=DEVICE) if mode == "fwd_bwd" else None
+    _bench(benchmark, backend, lambda: ops.linear_act_head(x, w, b, slope, hw, hb),
+           (x, w, b, hw, hb), g, dict(case=name, shape=(N, K, M), slope=slope))
+
+
 # The iteration's own ops (forward only): the batch gather with its uint8 scaling (MNIST 28x28,
 # dcgan's 64x64 RGB) and the metrics of one iteration.
 GATHER = [("mnist.64", 64, (1, 28, 28), 2.0 / 255, -1.0), ("dcgan.128", 128, (3, 64, 64),

@@ -12,6 +12,8 @@ the working directory the folder is importable a second time as plain ``kernels`
   the backward's pair (dX tiles and dW tiles + db, the activation mask applied to the dY tiles
   as they load) in one launch.
 * :mod:`.gemv` — the matrix-vector kernels of the 1-logit layer (forward; backward in one pass).
+* :mod:`.linear_act_head` — a hidden linear_act and its 1-logit head: the backward of both in
+  one matmul launch whose dY is the rank-1 ``g w``, read, never stored.
 * :mod:`.linear_bn_act` — the matmul with training-mode BN in its epilogue when the batch fits one
   tile; its backward (dX, dW, db, dgamma, dbeta) in one launch.
 * :mod:`.bias_act` — ``act(x + b[c])`` (conv epilogue); backward writes dX and reduces db in one

@@ -167,13 +167,13 @@ def cases() -> List[Case]:
     # (label, constexprs describing the launch, as the launcher specialises it: strides equal to
     # 1 become constexpr 1; contiguous x [N, K], W [M, K], y [N, M])
     modes = [
-        ("fwd", dict(ACT=2, BIAS_MODE=1, GRAD=0, DB=False, BN=0, s_ak=1, s_bk=1, s_cq=1)),
-        ("fwd_swapped", dict(ACT=2, BIAS_MODE=2, GRAD=0, DB=False, BN=0, s_ak=1, s_bk=1, s_cp=1)),
-        ("dx", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=1, DB=False, s_ak=1, s_bq=1, s_cq=1, s_y1=1)),
-        ("dx_swapped", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=2, DB=False, s_ap=1, s_bk=1, s_cp=1,
+        ("fwd", dict(ACT=2, HEAD=0, BIAS_MODE=1, GRAD=0, DB=False, BN=0, s_ak=1, s_bk=1, s_cq=1)),
+        ("fwd_swapped", dict(ACT=2, HEAD=0, BIAS_MODE=2, GRAD=0, DB=False, BN=0, s_ak=1, s_bk=1, s_cp=1)),
+        ("dx", dict(ACT=2, HEAD=0, BIAS_MODE=0, BN=0, GRAD=1, DB=False, s_ak=1, s_bq=1, s_cq=1, s_y1=1)),
+        ("dx_swapped", dict(ACT=2, HEAD=0, BIAS_MODE=0, BN=0, GRAD=2, DB=False, s_ap=1, s_bk=1, s_cp=1,
                             s_y0=1)),
-        ("dw_db", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=1, DB=True, s_ap=1, s_bq=1, s_cq=1, s_y0=1)),
-        ("dw_db_swapped", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=2, DB=True, s_ap=1, s_bq=1, s_cp=1,
+        ("dw_db", dict(ACT=2, HEAD=0, BIAS_MODE=0, BN=0, GRAD=1, DB=True, s_ap=1, s_bq=1, s_cq=1, s_y0=1)),
+        ("dw_db_swapped", dict(ACT=2, HEAD=0, BIAS_MODE=0, BN=0, GRAD=2, DB=True, s_ap=1, s_bq=1, s_cp=1,
                                s_y1=1)),
     ]
     for cfg in MM.MM_CONFIGS:
@@ -200,6 +200,15 @@ def cases() -> List[Case]:
                               **dict(flags, BN=int(flags["BIAS_MODE"])))
                     out.append(Case(f"linear_act.mm[{label},bn_eval,{dt},{tag}]", mm, dt, ce,
                                     cfg.num_warps, cfg.num_stages, expect_wgmma=True))
+            # linear_act_head's dX alone (the G step: D frozen), g read through a zero stride
+            for label, flags in (("dx", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=1, DB=False,
+                                             s_ap=1, s_bq=1, s_cq=1, s_y1=1, s_f1=1)),
+                                 ("dx_swapped", dict(ACT=2, BIAS_MODE=0, BN=0, GRAD=2, DB=False,
+                                                     s_ap=1, s_bq=1, s_cp=1, s_y0=1, s_f0=1))):
+                ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8, HEAD=1,
+                          **flags)
+                out.append(Case(f"linear_act_head.mm[{label},{dt},{tag}]", mm, dt, ce,
+                                cfg.num_warps, cfg.num_stages, expect_wgmma=True))
         # the backward's dX and dW (+ db) in one launch, every pairing of their orientations
         for (xl, xf), (wl, wf) in ((x, w) for x in modes[2:4] for w in modes[4:6]):
             pair = {"sx_" + k[2:]: v for k, v in xf.items() if k.startswith("s_")}
@@ -210,9 +219,21 @@ def cases() -> List[Case]:
                                      and xl == "dx" and wl == "dw_db") else (2,)
                 for act in acts:
                     ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8, ACT=act,
-                              GRAD_X=xf["GRAD"], GRAD_W=wf["GRAD"], DB=True, **pair)
+                              GRAD_X=xf["GRAD"], GRAD_W=wf["GRAD"], DB=True, HEAD=0, **pair)
                     sfx = "" if act == 2 else f",act{act}"
                     out.append(Case(f"linear_act.mm_pair[{tag2}{sfx},{dt},{tag}]", pair_fn, dt,
+                                    ce, cfg.num_warps, cfg.num_stages, expect_wgmma=True))
+                # linear_act_head's backward: dY = g w read through zero strides (the head's
+                # gradients from the dW programs); the natural pairing, every config
+                if xl == "dx" and wl == "dw_db":
+                    # g [N, 1] read as dY [N, M]: unit stride along the rows, zero along the
+                    # features (an i32 argument, not a constexpr), the head's weight the other
+                    # way round (sx_f1, sw_f0 = 1)
+                    hp = {k: v for k, v in pair.items() if k not in ("sx_ak", "sw_ap")}
+                    hp.update(sx_ap=1, sw_ak=1, sx_f1=1, sw_f0=1)
+                    ce = dict(kw, PREC=prec, UPCAST=False, ACC=tl.float32, GROUP_P=8, ACT=2,
+                              GRAD_X=1, GRAD_W=1, DB=True, HEAD=2, **hp)
+                    out.append(Case(f"linear_act_head.mm_pair[{tag2},{dt},{tag}]", pair_fn, dt,
                                     ce, cfg.num_warps, cfg.num_stages, expect_wgmma=True))
     for dt in ("fp32", "bf16"):
         # tiny-M (1-logit layer) kernels: reductions, no tensor cores

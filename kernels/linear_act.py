@@ -78,25 +78,31 @@ def _t(st: Tuple[int, int]) -> Tuple[int, int]:
     return st[1], st[0]
 
 
-def _dx_problem(grad: Tensor, weight: Tensor, y: Tensor, dx: Tensor) -> Problem:
+def _dx_problem(grad: Tensor, weight: Tensor, y: Tensor, dx: Tensor,
+                f: Optional[Tensor] = None) -> Problem:
+    """dX; ``f``: an [N, M] view (zero strides) of a head's weight, dY's factor (sf)."""
     N, K = dx.shape
     M = weight.shape[0]
     sg, sy, sw, sd = grad.stride(), y.stride(), weight.stride(), dx.stride()
+    sf = f.stride() if f is not None else (0, 0)
     if _swap(N, K):  # dX.T[K, N] = W.T[K, M] @ dY'.T[M, N]
-        return Problem(weight, grad, dx, K, N, M, _t(sw), _t(sg), _t(sd), _t(sy), 2)
+        return Problem(weight, grad, dx, K, N, M, _t(sw), _t(sg), _t(sd), _t(sy), 2, _t(sf))
     # dX[N, K] = dY'[N, M] @ W[M, K]
-    return Problem(grad, weight, dx, N, K, M, sg, sw, sd, sy, 1)
+    return Problem(grad, weight, dx, N, K, M, sg, sw, sd, sy, 1, sf)
 
 
-def _dw_problem(grad: Tensor, x: Tensor, y: Tensor, dw: Tensor) -> Problem:
-    """dW, with db from dY's operand (the B operand when swapped, else A)."""
+def _dw_problem(grad: Tensor, x: Tensor, y: Tensor, dw: Tensor,
+                f: Optional[Tensor] = None) -> Problem:
+    """dW, with db from dY's operand (the B operand when swapped, else A); ``f`` as
+    :func:`_dx_problem`'s."""
     N, K = x.shape
     M = dw.shape[0]
     sg, sy, sx, sd = grad.stride(), y.stride(), x.stride(), dw.stride()
+    sf = f.stride() if f is not None else (0, 0)
     if _swap(M, K):  # dW.T[K, M] = x.T[K, N] @ dY'[N, M]
-        return Problem(x, grad, dw, K, M, N, _t(sx), sg, _t(sd), sy, 2)
+        return Problem(x, grad, dw, K, M, N, _t(sx), sg, _t(sd), sy, 2, sf)
     # dW[M, K] = dY'.T[M, N] @ x[N, K]
-    return Problem(grad, x, dw, M, K, N, _t(sg), sx, sd, _t(sy), 1)
+    return Problem(grad, x, dw, M, K, N, _t(sg), sx, sd, _t(sy), 1, _t(sf))
 
 
 def linear_act_backward(grad: Tensor, x: Tensor, weight: Tensor, y: Optional[Tensor],

@@ -101,12 +101,29 @@ def _masked_dy(v, y_ptr, offs_0, offs_1, m0, m1, s_y0, s_y1, slope, ACT: tl.cons
 
 
 @triton.jit
+def _head_dy(v, f_ptr, y_ptr, offs_0, offs_1, m0, m1, s_f0, s_f1, s_y0, s_y1, slope,
+             ACT: tl.constexpr, ACC: tl.constexpr):
+    """The rank-1 dY of a layer under a 1-output head: ``v`` is the head's gradient g read
+    broadcast (a zero stride), f the head's weight w (likewise), so dY = g w, times act'(y).
+    Also returns g * y, whose sum over the rows is the head weight's gradient."""
+    m = m0[:, None] & m1[None, :]
+    g = v.to(ACC)
+    fv = tl.load(f_ptr + offs_0[:, None] * s_f0 + offs_1[None, :] * s_f1, mask=m, other=0.0)
+    yv = tl.load(y_ptr + offs_0[:, None] * s_y0 + offs_1[None, :] * s_y1, mask=m, other=0.0)
+    dy = g * fv.to(ACC)
+    if ACT != 0:
+        dy = act_grad(dy, yv, slope, ACT)
+    return dy, g * yv.to(ACC)
+
+
+@triton.jit
 def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
              P, Q, K,
              s_ap, s_ak, s_bk, s_bq, s_cp, s_cq, s_y0, s_y1,
              slope, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps,
+             f_ptr, s_f0, s_f1, hw_ptr, hb_ptr,
              ACT: tl.constexpr, BIAS_MODE: tl.constexpr, GRAD: tl.constexpr, DB: tl.constexpr,
-             BN: tl.constexpr,
+             BN: tl.constexpr, HEAD: tl.constexpr,
              PREC: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr,
              BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
              GROUP_P: tl.constexpr):
@@ -118,6 +135,10 @@ def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
     DB: also write the sum over k of the (masked) dY operand, i.e. db, from the programs of the
     first block of the other axis. BN (forward only): an inference-mode batch norm after the
     activation, per column q (1) or per row p (2): (v - mean) / sqrt(var + eps) * w + b.
+    HEAD (backward): the layer feeds a 1-output linear head and dY is never stored: the dY
+    operand's pointer and strides read the head's gradient g broadcast, f (strides s_f0, s_f1
+    along the operand) its weight w, dY = g w (:func:`_head_dy`); 2 also writes the head's
+    gradients from the db programs: hw = sum over k of g * y (dw of the head), hb = sum g.
     """
     num_p = (P + BLOCK_P - 1) // BLOCK_P
     num_q = (Q + BLOCK_Q - 1) // BLOCK_Q
@@ -139,6 +160,13 @@ def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
             dbacc = tl.full((BLOCK_P,), 0.0, ACC)
         else:
             dbacc = tl.full((BLOCK_Q,), 0.0, ACC)
+    if HEAD == 2:
+        if GRAD == 1:
+            hwacc = tl.full((BLOCK_P,), 0.0, ACC)
+            hbacc = tl.full((BLOCK_P,), 0.0, ACC)
+        else:
+            hwacc = tl.full((BLOCK_Q,), 0.0, ACC)
+            hbacc = tl.full((BLOCK_Q,), 0.0, ACC)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
         mk = kk < K
@@ -147,14 +175,28 @@ def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
         b = tl.load(b_ptr + kk[:, None] * s_bk + offs_q[None, :] * s_bq,
                     mask=mk[:, None] & mq[None, :], other=0.0)
         if GRAD == 1:
-            af = _masked_dy(a, y_ptr, offs_p, kk, mp, mk, s_y0, s_y1, slope, ACT, ACC)
-            if ACT != 0:
+            if HEAD != 0:
+                af, gy = _head_dy(a, f_ptr, y_ptr, offs_p, kk, mp, mk, s_f0, s_f1, s_y0, s_y1,
+                                  slope, ACT, ACC)
+                if HEAD == 2:
+                    hwacc += tl.sum(gy, axis=1)
+                    hbacc += tl.sum(a.to(ACC), axis=1)
+            else:
+                af = _masked_dy(a, y_ptr, offs_p, kk, mp, mk, s_y0, s_y1, slope, ACT, ACC)
+            if ACT != 0 or HEAD != 0:
                 a = af.to(a_ptr.dtype.element_ty)
             if DB:
                 dbacc += tl.sum(af, axis=1)
         if GRAD == 2:
-            bf = _masked_dy(b, y_ptr, kk, offs_q, mk, mq, s_y0, s_y1, slope, ACT, ACC)
-            if ACT != 0:
+            if HEAD != 0:
+                bf, gy = _head_dy(b, f_ptr, y_ptr, kk, offs_q, mk, mq, s_f0, s_f1, s_y0, s_y1,
+                                  slope, ACT, ACC)
+                if HEAD == 2:
+                    hwacc += tl.sum(gy, axis=0)
+                    hbacc += tl.sum(b.to(ACC), axis=0)
+            else:
+                bf = _masked_dy(b, y_ptr, kk, offs_q, mk, mq, s_y0, s_y1, slope, ACT, ACC)
+            if ACT != 0 or HEAD != 0:
                 b = bf.to(b_ptr.dtype.element_ty)
             if DB:
                 dbacc += tl.sum(bf, axis=0)
@@ -182,6 +224,19 @@ def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
         else:
             if pid_p == 0:
                 tl.store(db_ptr + offs_q, dbacc.to(db_ptr.dtype.element_ty), mask=mq)
+    if HEAD == 2:   # every row of hbacc holds sum g: the first program stores one
+        if GRAD == 1:
+            if pid_q == 0:
+                tl.store(hw_ptr + offs_p, hwacc.to(hw_ptr.dtype.element_ty), mask=mp)
+                if pid_p == 0:
+                    tl.store(hb_ptr + offs_p, hbacc.to(hb_ptr.dtype.element_ty),
+                             mask=offs_p == 0)
+        else:
+            if pid_p == 0:
+                tl.store(hw_ptr + offs_q, hwacc.to(hw_ptr.dtype.element_ty), mask=mq)
+                if pid_q == 0:
+                    tl.store(hb_ptr + offs_q, hbacc.to(hb_ptr.dtype.element_ty),
+                             mask=offs_q == 0)
 
 
 @triton.jit
@@ -189,16 +244,18 @@ def _mm_kernel(a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
                P, Q, K,
                s_ap, s_ak, s_bk, s_bq, s_cp, s_cq, s_y0, s_y1,
                slope, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps,
+               f_ptr, s_f0, s_f1, hw_ptr, hb_ptr,
                ACT: tl.constexpr, BIAS_MODE: tl.constexpr, GRAD: tl.constexpr, DB: tl.constexpr,
-               BN: tl.constexpr,
+               BN: tl.constexpr, HEAD: tl.constexpr,
                PREC: tl.constexpr, UPCAST: tl.constexpr, ACC: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
                GROUP_P: tl.constexpr = 8):
     """One problem: the tiles of C[P, Q], see :func:`_mm_tile`."""
     _mm_tile(tl.program_id(0), a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr, P, Q, K,
              s_ap, s_ak, s_bk, s_bq, s_cp, s_cq, s_y0, s_y1,
-             slope, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps,
-             ACT, BIAS_MODE, GRAD, DB, BN, PREC, UPCAST, ACC, BLOCK_P, BLOCK_Q, BLOCK_K, GROUP_P)
+             slope, bnm_ptr, bnv_ptr, bnw_ptr, bnb_ptr, bn_eps, f_ptr, s_f0, s_f1, hw_ptr, hb_ptr,
+             ACT, BIAS_MODE, GRAD, DB, BN, HEAD, PREC, UPCAST, ACC, BLOCK_P, BLOCK_Q, BLOCK_K,
+             GROUP_P)
 
 
 @triton.jit
@@ -206,46 +263,51 @@ def _mm_pair_kernel(a_x_ptr, b_x_ptr, c_x_ptr, a_w_ptr, b_w_ptr, c_w_ptr, y_ptr,
                     P_x, Q_x, K_x, P_w, Q_w, K_w,
                     sx_ap, sx_ak, sx_bk, sx_bq, sx_cp, sx_cq, sx_y0, sx_y1,
                     sw_ap, sw_ak, sw_bk, sw_bq, sw_cp, sw_cq, sw_y0, sw_y1,
-                    slope,
+                    slope, f_ptr, sx_f0, sx_f1, sw_f0, sw_f1, hw_ptr, hb_ptr,
                     ACT: tl.constexpr, GRAD_X: tl.constexpr, GRAD_W: tl.constexpr,
-                    DB: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+                    DB: tl.constexpr, HEAD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
                     ACC: tl.constexpr,
                     BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
                     GROUP_P: tl.constexpr = 8):
     """A linear layer's backward in one grid: programs [0, tiles of dX) compute dX (problem
     ``_x``, dY operand mode GRAD_X), the rest dW (problem ``_w``, GRAD_W) and, if DB, db.
-    Both read the same dY and y; a problem's strides are those of :func:`_mm_tile`."""
+    Both read the same dY and y; a problem's strides are those of :func:`_mm_tile`. HEAD: dY is
+    a head's rank-1 gradient (:func:`_mm_tile`), its weight's and bias's gradients from the dW
+    problem when 2."""
     pid = tl.program_id(0)
     tiles_x = ((P_x + BLOCK_P - 1) // BLOCK_P) * ((Q_x + BLOCK_Q - 1) // BLOCK_Q)
     if pid < tiles_x:
         _mm_tile(pid, a_x_ptr, b_x_ptr, c_x_ptr, y_ptr, c_x_ptr, c_x_ptr, P_x, Q_x, K_x,
                  sx_ap, sx_ak, sx_bk, sx_bq, sx_cp, sx_cq, sx_y0, sx_y1,
-                 slope, c_x_ptr, c_x_ptr, c_x_ptr, c_x_ptr, 0.0,
-                 ACT, 0, GRAD_X, False, 0, PREC, UPCAST, ACC, BLOCK_P, BLOCK_Q, BLOCK_K, GROUP_P)
+                 slope, c_x_ptr, c_x_ptr, c_x_ptr, c_x_ptr, 0.0, f_ptr, sx_f0, sx_f1, c_x_ptr,
+                 c_x_ptr, ACT, 0, GRAD_X, False, 0, HEAD != 0, PREC, UPCAST, ACC,
+                 BLOCK_P, BLOCK_Q, BLOCK_K, GROUP_P)
     else:
         _mm_tile(pid - tiles_x, a_w_ptr, b_w_ptr, c_w_ptr, y_ptr, c_w_ptr, db_ptr, P_w, Q_w, K_w,
                  sw_ap, sw_ak, sw_bk, sw_bq, sw_cp, sw_cq, sw_y0, sw_y1,
-                 slope, c_w_ptr, c_w_ptr, c_w_ptr, c_w_ptr, 0.0,
-                 ACT, 0, GRAD_W, DB, 0, PREC, UPCAST, ACC, BLOCK_P, BLOCK_Q, BLOCK_K, GROUP_P)
+                 slope, c_w_ptr, c_w_ptr, c_w_ptr, c_w_ptr, 0.0, f_ptr, sw_f0, sw_f1, hw_ptr,
+                 hb_ptr, ACT, 0, GRAD_W, DB, 0, HEAD, PREC, UPCAST, ACC, BLOCK_P, BLOCK_Q,
+                 BLOCK_K, GROUP_P)
 
 
 mm_kernel = triton.autotune(
     configs=_ACTIVE_MM_CONFIGS,
-    key=["P", "Q", "K", "ACT", "BIAS_MODE", "GRAD", "DB", "BN"],
+    key=["P", "Q", "K", "ACT", "BIAS_MODE", "GRAD", "DB", "BN", "HEAD"],
     prune_configs_by={"early_config_prune": _prune},
 )(_mm_kernel)
 # Launched without the autotuner under the interpreter (the tile is picked per call, so no
 # cache outlives a change of config.INTERPRET_BIG_WORK).
 mm_pair_kernel = triton.autotune(
     configs=MM_CONFIGS,
-    key=["P_x", "Q_x", "K_x", "P_w", "Q_w", "K_w", "ACT", "GRAD_X", "GRAD_W", "DB"],
+    key=["P_x", "Q_x", "K_x", "P_w", "Q_w", "K_w", "ACT", "GRAD_X", "GRAD_W", "DB", "HEAD"],
     prune_configs_by={"early_config_prune": _prune_pair},
 )(_mm_pair_kernel)
 
 
 class Problem(NamedTuple):
     """C[P, Q] = A[P, K] @ B[K, Q] with (row, column) strides of A, B, C and of y as laid out
-    along dY's operand; ``grad``: which operand is dY (1: A, 2: B), as :func:`_mm_tile`'s GRAD."""
+    along dY's operand; ``grad``: which operand is dY (1: A, 2: B), as :func:`_mm_tile`'s GRAD;
+    ``sf``: the strides of a head's weight read as dY's factor (HEAD)."""
     a: Tensor
     b: Tensor
     c: Tensor
@@ -257,6 +319,7 @@ class Problem(NamedTuple):
     sc: Tuple[int, int]
     sy: Tuple[int, int]
     grad: int
+    sf: Tuple[int, int] = (0, 0)   # a head's weight along dY's operand, as sy (HEAD only)
 
 
 def _tiles(P: int, Q: int, meta) -> int:
@@ -264,38 +327,52 @@ def _tiles(P: int, Q: int, meta) -> int:
 
 
 def mm(a, b, c, P, Q, K, sa, sb, sc, *, y=None, sy=(0, 0), bias=None, db=None, act=0,
-       slope=0.0, bias_mode=0, grad=0, dtype=torch.float32, bn=None, bn_mode=0) -> None:
-    """One problem C = epilogue(A' @ B') (see :func:`_mm_tile` for the modes)."""
+       slope=0.0, bias_mode=0, grad=0, dtype=torch.float32, bn=None, bn_mode=0,
+       head=None) -> None:
+    """One problem C = epilogue(A' @ B') (see :func:`_mm_tile` for the modes); ``head`` =
+    (f, sf, hw, hb): a head's weight read as dY's factor with strides sf, and where hw is given
+    its weight's and bias's gradients written to hw, hb (HEAD 1 or 2)."""
     grid = lambda meta: (_tiles(P, Q, meta),)  # noqa: E731
     dummy = c
     bm, bv, bw, bb, eps = bn if bn is not None else (dummy, dummy, dummy, dummy, 0.0)
+    f, sf, hw, hb = head if head is not None else (dummy, (0, 0), None, None)
     mm_kernel[grid](a, b, c, y if y is not None else dummy, bias if bias is not None else dummy,
                     db if db is not None else dummy, P, Q, K,
                     sa[0], sa[1], sb[0], sb[1], sc[0], sc[1], sy[0], sy[1], slope,
-                    bm, bv, bw, bb, eps,
+                    bm, bv, bw, bb, eps, f, sf[0], sf[1],
+                    hw if hw is not None else dummy, hb if hb is not None else dummy,
                     ACT=act, BIAS_MODE=bias_mode, GRAD=grad, DB=db is not None, BN=bn_mode,
+                    HEAD=0 if head is None else 1 if hw is None else 2,
                     PREC=config.dot_precision(dtype), UPCAST=config.dot_upcast(dtype),
                     ACC=acc_type(dtype))
 
 
-def mm_grad(p: Problem, y: Tensor, db, act: int, slope: float, dtype) -> None:
-    """One backward problem (dX, or dW with db when ``db`` is given)."""
+def mm_grad(p: Problem, y: Tensor, db, act: int, slope: float, dtype, head=None) -> None:
+    """One backward problem (dX, or dW with db when ``db`` is given); ``head`` = (f, hw, hb):
+    dY is a head's rank-1 gradient (``p``'s dY operand reads g broadcast, f is the head's
+    weight, read with ``p.sf``), hw and hb (or None) its weight's and bias's gradients."""
     mm(p.a, p.b, p.c, p.P, p.Q, p.K, p.sa, p.sb, p.sc, y=y, sy=p.sy, db=db, act=act,
-       slope=slope, grad=p.grad, dtype=dtype)
+       slope=slope, grad=p.grad, dtype=dtype,
+       head=None if head is None else (head[0], p.sf, head[1], head[2]))
 
 
 def mm_grad_pair(px: Problem, pw: Problem, y: Tensor, db, act: int, slope: float,
-                 dtype) -> None:
-    """dX (``px``) and dW (``pw``, with db when given) in one launch."""
+                 dtype, head=None) -> None:
+    """dX (``px``) and dW (``pw``, with db when given) in one launch; ``head`` as
+    :func:`mm_grad`'s (its gradients from the dW problem)."""
     grid = lambda meta: (_tiles(px.P, px.Q, meta) + _tiles(pw.P, pw.Q, meta),)  # noqa: E731
     kernel, tile = mm_pair_kernel, {}
     if config.INTERPRET:
         big = max(px.P * px.Q * px.K, pw.P * pw.Q * pw.K) > config.INTERPRET_BIG_WORK
         bp, bq, bk, _, _ = _interp_config(max(px.P, pw.P), max(px.Q, pw.Q), max(px.K, pw.K), big)
         kernel, tile = _mm_pair_kernel, dict(BLOCK_P=bp, BLOCK_Q=bq, BLOCK_K=bk)
+    f, hw, hb = head if head is not None else (pw.c, None, None)
     kernel[grid](px.a, px.b, px.c, pw.a, pw.b, pw.c, y, db if db is not None else pw.c,
                  px.P, px.Q, px.K, pw.P, pw.Q, pw.K,
                  *px.sa, *px.sb, *px.sc, *px.sy, *pw.sa, *pw.sb, *pw.sc, *pw.sy, slope,
+                 f, *px.sf, *pw.sf, hw if hw is not None else pw.c,
+                 hb if hb is not None else pw.c,
                  ACT=act, GRAD_X=px.grad, GRAD_W=pw.grad, DB=db is not None,
+                 HEAD=0 if head is None else 1 if hw is None else 2,
                  PREC=config.dot_precision(dtype), UPCAST=config.dot_upcast(dtype),
                  ACC=acc_type(dtype), **tile)

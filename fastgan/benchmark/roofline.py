@@ -139,14 +139,17 @@ def _hook_layers(nets: Dict[str, nn.Module], parts: Dict[str, int], act_bytes: i
 def _unfused_linear_bn():
     """(FusedLinearAct, BatchNormAct) pairs as two module calls, so the layer hooks see both:
     the fused op (nn.batchnorm.linear_bn_act) moves the same bytes (it writes the pre-BN
-    activation for its backward and the output) and runs the same matmul."""
-    from fastgan.nn import batchnorm
-    fusable = batchnorm._fusable
+    activation for its backward and the output) and runs the same matmul. Likewise a hidden
+    layer and its head (nn.linear.LinearHeadSequential), whose fused backward moves fewer
+    bytes (dY is never written): the count stays the unfused one, an upper bound."""
+    from fastgan.nn import batchnorm, linear
+    fusable, head = batchnorm._fusable, linear._head_fusable
     batchnorm._fusable = lambda lin, bn: False
+    linear._head_fusable = lambda hidden, head: False
     try:
         yield
     finally:
-        batchnorm._fusable = fusable
+        batchnorm._fusable, linear._head_fusable = fusable, head
 
 
 def count_iteration(variant: str, batch_size: int, precision: str = "fp32",

@@ -41,3 +41,37 @@ class FusedLinearAct(nn.Linear):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", slope={self.slope!r}"
+
+
+# ---- a hidden layer and a 1-output head as one op (issue 20) ----
+
+def _head_fusable(hidden: nn.Module, head: nn.Module) -> bool:
+    # exactly two FusedLinearAct: a hidden layer, then a linear 1-output head after it
+    return (type(hidden) is FusedLinearAct and type(head) is FusedLinearAct
+            and head.slope is None and head.out_features == 1
+            and head.in_features == hidden.out_features)
+
+
+def linear_head(hidden: nn.Module, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``head(hidden(x))`` as one :func:`fastgan.ops.linear_act_head` when ``hidden`` is a
+    FusedLinearAct and ``head`` a linear 1-output FusedLinearAct after it; else the two layers
+    in turn. The modules keep their parameters, so state dicts are unchanged."""
+    if not _head_fusable(hidden, head):
+        return head(hidden(x))
+    dt = _autocast_dtype(x)
+    return ops.linear_act_head(_cast(x, dt), _cast(hidden.weight, dt), _cast(hidden.bias, dt),
+                               hidden.slope, _cast(head.weight, dt), _cast(head.bias, dt))
+
+
+class LinearHeadSequential(nn.Sequential):
+    """nn.Sequential (same state dict keys) whose last two layers, a FusedLinearAct and a
+    1-output linear FusedLinearAct head, run as one :func:`fastgan.ops.linear_act_head` (the
+    backend may then run both backwards as one)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mods = list(self)
+        if len(mods) < 2:
+            return super().forward(x)
+        for m in mods[:-2]:
+            x = m(x)
+        return linear_head(mods[-2], mods[-1], x)

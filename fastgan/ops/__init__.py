@@ -16,6 +16,9 @@
     linear_bn_act(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, training,
                   momentum, eps, slope_pre, slope_post, unbiased_running_var)
                                                 bn_act(linear_act(...)) as one op (optional)
+    linear_act_head(x, weight, bias, slope, head_weight, head_bias)
+                                                linear_act(linear_act(x, weight, bias, slope),
+                                                head_weight, head_bias) as one op (optional)
 
 ``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope) (:func:`act`); linear_act
 and bias_act also take "tanh" and "sigmoid". linear_act's optional ``bn_eval`` = (running_mean,
@@ -68,6 +71,19 @@ def linear_act(x, weight, bias=None, slope=None, bn_eval=None, out=None):
                          f"{tuple(x.shape[:-1] + weight.shape[:1])} on {x.device}, got "
                          f"{out.dtype} {tuple(out.shape)} on {out.device}")
     return lookup("linear_act_into", _device_type(x))(x, weight, bias, slope, out)
+
+
+def linear_act_head(x, weight, bias, slope, head_weight, head_bias=None):
+    """``linear_act(linear_act(x, weight, bias, slope), head_weight, head_bias)``: a hidden
+    layer and the linear head after it (a discriminator's logits) as one op, so that a backend
+    can run the two backwards as one. An optional op."""
+    if weight.dim() != 2 or head_weight.dim() != 2 or head_weight.shape[1] != weight.shape[0] \
+            or x.shape[-1:] != weight.shape[1:]:
+        raise ValueError(f"linear_act_head: x [..., K], weight [M, K] and head_weight [H, M] "
+                         f"do not fit: {tuple(x.shape)}, {tuple(weight.shape)}, "
+                         f"{tuple(head_weight.shape)}")
+    return lookup("linear_act_head", _device_type(x))(x, weight, bias, slope, head_weight,
+                                                      head_bias)
 
 
 def bias_act(x, bias=None, slope=None, dim=1):
@@ -136,6 +152,6 @@ __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "regis
            "use_backend", "set_backend", "active_backend", "available_backends", "auto_backend",
            "resolve_backend", "BACKENDS", "OPS", "OPTIONAL_OPS", "BackendUnavailable",
            "has_impl", "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
-           "known_backends", "gather_scale", "gan_stats", "unit_grad", "is_unit_grad",
+           "known_backends", "gather_scale", "gan_stats", "linear_act_head", "unit_grad", "is_unit_grad",
            "on_new_unit",
            "linear_bn_act"]

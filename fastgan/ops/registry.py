@@ -31,6 +31,9 @@ OPTIONAL_OPS += ("linear_bn_act",)
 # linear_act_into: linear_act(..., out=); its reference is the active backend's linear_act
 # without the activation, then the activation written into out (the fusion is all it adds).
 OPTIONAL_OPS += ("linear_act_into",)
+# linear_act_head: a hidden linear_act and a linear head after it; its reference is the active
+# backend's linear_act twice.
+OPTIONAL_OPS += ("linear_act_head",)
 CATALOG = "fastgan.backends"   # the plug-in seam: names, modules and auto order of the backends
 
 _impls: Dict[Tuple[str, str, str], Callable] = {}

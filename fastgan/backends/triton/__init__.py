@@ -21,7 +21,8 @@ from .gan_loss import gan_loss
 from .gan_stats import gan_stats
 from .gather_scale import gather_scale
 from .linear_act import linear_act
+from .linear_act_head import linear_act_head
 from .linear_bn_act import linear_bn_act
 
 __all__ = ["DEVICE_TYPES", "linear_act", "bias_act", "bn_act", "gan_loss", "gather_scale", "gan_stats",
-           "linear_bn_act"]
+           "linear_bn_act", "linear_act_head"]
