@@ -53,22 +53,21 @@ def linear_act_head_backward(grad: Tensor, x: Tensor, weight: Tensor, h: Tensor,
     hb = torch.empty((1,), device=dev, dtype=head_weight.dtype) if need_hb else empty()
     g = grad.expand(N, M)                   # dY = g w, never stored
     f = head_weight.expand(N, M)
-    head_grads = need_hw or need_hb
+    # the head's gradients from the dW problem (scratch for the one not asked for)
+    head = (head_weight, None, None)
+    if need_hw or need_hb:
+        head = (head_weight,
+                hw if need_hw else torch.empty((1, M), device=dev, dtype=head_weight.dtype),
+                hb if need_hb else torch.empty((1,), device=dev, dtype=head_weight.dtype))
     pw = None
-    if need_dw or need_db or head_grads:    # scratch for what is not asked for
+    if need_dw or need_db or head[1] is not None:   # scratch dW when only db or the head's
         dw_out = dw if need_dw else torch.empty((M, K), device=dev, dtype=weight.dtype)
         pw = _dw_problem(g, x, h, dw_out, f)
-        head_w = (head_weight,
-                  hw if need_hw else torch.empty((1, M), device=dev, dtype=head_weight.dtype),
-                  hb if need_hb else torch.empty((1,), device=dev, dtype=head_weight.dtype))
     db_out = db if need_db else None
     if need_dx and pw is not None:
-        mm_grad_pair(_dx_problem(g, weight, h, dx, f), pw, h, db_out, code, s, dt,
-                     head=head_w if head_grads else (head_weight, None, None))
+        mm_grad_pair(_dx_problem(g, weight, h, dx, f), pw, h, db_out, code, s, dt, head=head)
     elif need_dx:
-        mm_grad(_dx_problem(g, weight, h, dx, f), h, None, code, s, dt,
-                head=(head_weight, None, None))
+        mm_grad(_dx_problem(g, weight, h, dx, f), h, None, code, s, dt, head=head)
     elif pw is not None:
-        mm_grad(pw, h, db_out, code, s, dt,
-                head=head_w if head_grads else (head_weight, None, None))
+        mm_grad(pw, h, db_out, code, s, dt, head=head)
     return dx, dw, db, hw, hb
