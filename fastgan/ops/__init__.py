@@ -152,6 +152,7 @@ __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "regis
            "use_backend", "set_backend", "active_backend", "available_backends", "auto_backend",
            "resolve_backend", "BACKENDS", "OPS", "OPTIONAL_OPS", "BackendUnavailable",
            "has_impl", "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
-           "known_backends", "gather_scale", "gan_stats", "linear_act_head", "unit_grad", "is_unit_grad",
+           "known_backends", "gather_scale", "gan_stats", "linear_act_head", "unit_grad",
+           "is_unit_grad",
            "on_new_unit",
            "linear_bn_act"]

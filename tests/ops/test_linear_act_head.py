@@ -51,7 +51,8 @@ def case(backend, device, dtype, N, K, M, H, slope, seed, need=(True,) * 5, bias
         tol *= 2
     h = R.linear_act(x0.double(), w0.double(), b0.double(), slope).abs()
     # the logits held relative to the size of their terms (one logit can cancel to near zero)
-    check("y", y, ref, tol, seed, scale=(h @ hw0.double().abs().t() + hb0.double().abs()).norm().item())
+    terms = h @ hw0.double().abs().t() + hb0.double().abs()
+    check("y", y, ref, tol, seed, scale=terms.norm().item())
     if not any(t is not None and t.requires_grad for t in ts):
         return
     g = torch.randn(N, H, device=device).to(dtype)
@@ -181,4 +182,5 @@ def test_custom_op_path(backend, device, seed, monkeypatch):
     opcheck(torch.ops.fastgan_triton.linear_act_head.default, (x, w, None, 3, 0.0, hw, None),
             test_utils=tests)
     case(backend, device, torch.float32, 70, 33, 65, 1, 0.2, seed)
-    case(backend, device, torch.float32, 7, 33, 65, 1, "tanh", seed, need=(False,) * 3 + (True,) * 2)
+    case(backend, device, torch.float32, 7, 33, 65, 1, "tanh", seed,
+         need=(False,) * 3 + (True,) * 2)
