@@ -243,3 +243,19 @@ def test_gan_stats(benchmark, case, backend):
     logits = torch.randn(2 * n, 1, device=DEVICE)
     _bench(benchmark, backend, lambda: ops.gan_stats(stats, ld, lg, logits[:n], logits[n:]), (),
            None, dict(case=name, shape=(n,), mode="fwd"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", STATS, ids=lambda c: c[0])
+def test_gan_loss_stats(benchmark, case, backend, mode):
+    """The G step's loss with the iteration's metrics (D's 2n logits of the D step)."""
+    name, n = case
+    z = _req(torch.randn(n, 1, device=DEVICE) * 3, mode)
+    stats, ld = torch.zeros(5, device=DEVICE), torch.rand((), device=DEVICE)
+    logits = torch.randn(2 * n, 1, device=DEVICE)
+    g = torch.ones((), device=DEVICE) if mode == "fwd_bwd" else None
+    _bench(benchmark, backend,
+           lambda: ops.gan_loss_stats(z, 1.0, "bce", "mean", 1.0, stats, ld, logits[:n],
+                                      logits[n:]),
+           (z,), g, dict(case=name, shape=(n,), kind="bce", reduction="mean"))

@@ -20,12 +20,14 @@ the working directory the folder is importable a second time as plain ``kernels`
   pass.
 * :mod:`.bn_act` — training-mode BatchNorm + activation with the running-stat update; fused
   backward (dX, dgamma, dbeta). NCHW and channels_last.
-* :mod:`.gan_loss` — BCE-with-logits / LSGAN loss and its gradient in one kernel.
+* :mod:`.gan_loss` — BCE-with-logits / LSGAN loss and its gradient in one kernel (and, for
+  gan_loss_stats, the iteration's metrics of :mod:`.gan_stats` in the same program).
 * :mod:`.adam` — the eps-hat Adam step over many tensors in one launch.
 
 :mod:`.config` holds the precision setting of fp32 matmuls (``DOT_PRECISION``: "tf32" by default
 on CUDA, "ieee" under ``TRITON_INTERPRET=1``; environment ``FASTGAN_TRITON_DOT_PRECISION``).
-:mod:`.compile_check` compiles every kernel for sm_90 on any machine.
+:mod:`.compile_check` compiles every kernel for sm_90 on any machine (the cases:
+:mod:`.compile_cases`).
 
 Notes: the matmul kernel is autotuned on first use per shape, so run one step before capturing a
 CUDA graph (the trainers' warm-up does). Reductions are two-level with a fixed order, never

@@ -270,3 +270,48 @@ def test_engine_refuses_a_batch_that_does_not_split():
     with pytest.raises(ValueError, match="does not split over 2 ranks.*use --batch-size 12"):
         Engine(v, v.build({}), imgs, labels, EngineOptions(batch_size=10, world=2),
                torch.device("cpu"))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton", "cuda"])
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_metrics_ride_on_the_g_loss(name, backend, monkeypatch):
+    """Variant.g_loss_single: the G loss adds the iteration's metrics (ops.gan_loss_stats, in
+    the loss kernel on triton); training and metrics are bit for bit those of the gan_stats op
+    after the step, on every backend."""
+    from fastgan import ops
+    if backend not in ops.available_backends("cpu") or (backend == "triton" and name == "dcgan"):
+        pytest.skip(f"{backend} on CPU: not here (dcgan: too slow in the interpreter)")
+    out = []
+    for single in (True, False):
+        v = _variant(name, channels=1) if name == "dcgan" else _variant(name)
+        assert v.g_loss_single
+        monkeypatch.setattr(type(v), "g_loss_single", single)
+        imgs, labels = _fake_data(v)
+        torch.manual_seed(0)
+        with ops.use_backend(backend):
+            e = Engine(v, v.build({}), imgs, labels, EngineOptions(batch_size=v.hyper.batch_size),
+                       torch.device("cpu"))
+            for _ in range(2):
+                e.step()
+        out.append([t.detach().clone() for t in e.state_tensors()])
+    assert torch.isfinite(out[0][-1]).all() and out[0][-1][-1] == 2      # stats, 2 iterations
+    for a, b in zip(*out):
+        assert torch.equal(a, b)
+
+
+def test_a_g_loss_that_is_not_its_one_call_is_refused(monkeypatch):
+    v = _variant("mlp")
+    orig = type(v).g_loss
+
+    def two_terms(self, nets, batch, gen):
+        loss, fake = orig(self, nets, batch, gen)
+        return loss + 0.0, fake
+    monkeypatch.setattr(type(v), "g_loss", two_terms)
+    imgs, labels = _fake_data(v)
+    e = Engine(v, v.build({}), imgs, labels, EngineOptions(batch_size=16), torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="g_loss_single = False"):
+        e.step()
+    monkeypatch.setattr(type(v), "g_loss_single", False)
+    e.stats.zero_()
+    e.step()
+    assert e.stats[-1] == 1 and torch.isfinite(e.stats).all()

@@ -320,9 +320,11 @@ class Engine:
         # The G step differentiates with respect to G's parameters only (``inputs=``): D is
         # frozen without toggling requires_grad, and which gradients exist is fixed at capture.
         self.opt_g.zero_grad(set_to_none=True)
+        # [d_loss, g_loss, D(x), D(G(z)), 1] into stats: by the G loss's kernel where it can
+        sink = losses.StatsSink(self.stats, loss_d, d_real, d_fake, v.g_loss_single)
         with self._autocast(), _frozen(self.d_params):
             gen = extras.augment_g(self, gen)
-            with losses.override(self.opts.loss, generator=True):
+            with losses.override(self.opts.loss, generator=True), losses.stats_into(sink):
                 loss_g, _ = v.g_loss(nets, batch, gen)
         loss_g.backward(self._grad_seed(loss_g), inputs=self.g_params)
         if self.dist is not None:
@@ -330,10 +332,7 @@ class Engine:
         self.opt_g.step()
         if self.ema is not None:    # inside the captured iteration: no host work
             self.ema.update()
-
-        with torch.no_grad():   # [d_loss, g_loss, D(x), D(G(z)), 1] added in one kernel
-            ops.gan_stats(self.stats, loss_d.detach(), loss_g.detach(), d_real.detach(),
-                          d_fake.detach())
+        sink.close(loss_g)   # else the one gan_stats kernel
 
     def _grad_seed(self, loss: torch.Tensor) -> Optional[torch.Tensor]:
         """d(loss)/d(loss) = 1 from a constant, not a fill kernel per backward."""

@@ -3,6 +3,7 @@ LSGAN is on probabilities sigmoid(logit), as the seeds define it. hinge is on ra
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterator, Optional, Union
 
 import torch
@@ -32,6 +33,51 @@ def override(loss: str, generator: bool) -> Iterator[None]:
         _OVERRIDE = old
 
 
+@dataclass
+class StatsSink:
+    """The iteration's metrics, ``stats += [loss_d, loss_g, D(x), D(G(z)), 1]``, added by the G
+    step's loss (``ops.gan_loss_stats``: in the loss's own kernel where the backend can) when the
+    variant's G loss is that one call (``enabled``: Variant.g_loss_single), else by ``close``."""
+    stats: torch.Tensor
+    loss_d: torch.Tensor
+    real: torch.Tensor
+    fake: torch.Tensor
+    enabled: bool = True
+    loss: Optional[torch.Tensor] = None     # the loss that added the metrics
+
+    def close(self, loss_g: torch.Tensor) -> None:
+        if self.loss is None:
+            with torch.no_grad():
+                ops.gan_stats(self.stats, self.loss_d.detach(), loss_g.detach(),
+                              self.real.detach(), self.fake.detach())
+        elif self.loss is not loss_g:
+            raise RuntimeError("the variant's G loss is not its one loss call, but the metrics "
+                               "were added with that call: set g_loss_single = False")
+
+
+_SINK: Optional[StatsSink] = None
+
+
+@contextlib.contextmanager
+def stats_into(sink: Optional[StatsSink]) -> Iterator[None]:
+    """Inside, the first bce / lsgan / hinge call adds the metrics of ``sink`` with its loss."""
+    global _SINK
+    old, _SINK = _SINK, sink if sink is not None and sink.enabled else None
+    try:
+        yield
+    finally:
+        _SINK = old
+
+
+def _loss(logits: torch.Tensor, target, kind: str, reduction: str, weight: float):
+    sink, logits = _SINK, _fp32(logits)
+    if sink is None or sink.loss is not None:
+        return ops.gan_loss(logits, target, kind, reduction, weight)
+    sink.loss = ops.gan_loss_stats(logits, target, kind, reduction, weight, sink.stats,
+                                   sink.loss_d.detach(), sink.real.detach(), sink.fake.detach())
+    return sink.loss
+
+
 def _fp32(logits: torch.Tensor) -> torch.Tensor:
     # Losses are computed in fp32 at least, whatever the logits' dtype (as autocast does for BCE).
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
@@ -43,12 +89,12 @@ def _fp32(logits: torch.Tensor) -> torch.Tensor:
 
 def bce(logits: torch.Tensor, target: Target, reduction: str = "mean",
         weight: float = 1.0) -> torch.Tensor:
-    return ops.gan_loss(_fp32(logits), target, _OVERRIDE or "bce", reduction, weight)
+    return _loss(logits, target, _OVERRIDE or "bce", reduction, weight)
 
 
 def lsgan(logits: torch.Tensor, target: Target, reduction: str = "sum",
           weight: float = 1.0) -> torch.Tensor:
-    return ops.gan_loss(_fp32(logits), target, _OVERRIDE or "lsgan", reduction, weight)
+    return _loss(logits, target, _OVERRIDE or "lsgan", reduction, weight)
 
 
 def hinge(logits: torch.Tensor, target: Target, reduction: str = "mean",
@@ -57,5 +103,4 @@ def hinge(logits: torch.Tensor, target: Target, reduction: str = "mean",
     gives relu(1 - l), 0 (fake) relu(1 + l), a per-element target picks per row. G's side
     (generator True, called with target 1 as the G step of bce is): -l, i.e. the op's kind
     'linear', (1 - 2 t) l, so the target keeps its meaning and no argument is ignored."""
-    return ops.gan_loss(_fp32(logits), target, "linear" if generator else "hinge", reduction,
-                        weight)
+    return _loss(logits, target, "linear" if generator else "hinge", reduction, weight)

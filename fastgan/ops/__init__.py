@@ -19,6 +19,11 @@
     linear_act_head(x, weight, bias, slope, head_weight, head_bias)
                                                 linear_act(linear_act(x, weight, bias, slope),
                                                 head_weight, head_bias) as one op (optional)
+    gan_loss_stats(logits, target, kind, reduction, weight, stats, loss_d, real_logits,
+                   fake_logits)             gan_loss(...) with gan_stats(stats, loss_d, that
+                                                loss, real_logits, fake_logits) after it, as
+                                                one op (optional): the G step's loss and the
+                                                iteration's metrics
 
 ``slope`` None = identity, 0.0 = ReLU, otherwise LeakyReLU(slope) (:func:`act`); linear_act
 and bias_act also take "tanh" and "sigmoid". linear_act's optional ``bn_eval`` = (running_mean,
@@ -100,6 +105,17 @@ def gan_loss(logits, target, kind="bce", reduction="mean", weight=1.0):
     return lookup("gan_loss", _device_type(logits))(logits, target, kind, reduction, weight)
 
 
+def gan_loss_stats(logits, target, kind, reduction, weight, stats, loss_d, real_logits,
+                   fake_logits):
+    """``loss = gan_loss(logits, target, kind, reduction, weight)``, then ``gan_stats(stats,
+    loss_d, loss, real_logits, fake_logits)`` (in place, no grad): the G step's loss and the
+    iteration's metrics as one op, so that a backend can add the metrics in the loss's own
+    kernel. Returns the loss. An optional op."""
+    return lookup("gan_loss_stats", _device_type(logits))(logits, target, kind, reduction,
+                                                         weight, stats, loss_d, real_logits,
+                                                         fake_logits)
+
+
 def sync_bn_act(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5, slope=None,
                 group=None, unbiased_running_var=True):
     return lookup("sync_bn_act", _device_type(x))(x, weight, bias, running_mean, running_var,
@@ -152,7 +168,8 @@ __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "regis
            "use_backend", "set_backend", "active_backend", "available_backends", "auto_backend",
            "resolve_backend", "BACKENDS", "OPS", "OPTIONAL_OPS", "BackendUnavailable",
            "has_impl", "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
-           "known_backends", "gather_scale", "gan_stats", "linear_act_head", "unit_grad",
+           "known_backends", "gather_scale", "gan_stats", "linear_act_head", "gan_loss_stats",
+           "unit_grad",
            "is_unit_grad",
            "on_new_unit",
            "linear_bn_act"]

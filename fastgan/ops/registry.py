@@ -34,6 +34,9 @@ OPTIONAL_OPS += ("linear_act_into",)
 # linear_act_head: a hidden linear_act and a linear head after it; its reference is the active
 # backend's linear_act twice.
 OPTIONAL_OPS += ("linear_act_head",)
+# gan_loss_stats: the G step's gan_loss with gan_stats after it; its reference is the active
+# backend's two ops.
+OPTIONAL_OPS += ("gan_loss_stats",)
 CATALOG = "fastgan.backends"   # the plug-in seam: names, modules and auto order of the backends
 
 _impls: Dict[Tuple[str, str, str], Callable] = {}

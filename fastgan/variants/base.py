@@ -113,6 +113,9 @@ class Variant:
     # statistics, which it leaves alone), as Keras' ``generator.predict`` makes them; the G step
     # still runs G in training mode. Only with ``g_reuses_fake`` False.
     d_fakes_from_eval_g: bool = False
+    # True: g_loss returns one bce / lsgan / hinge call's loss as it is, so the iteration's
+    # metrics are added by that call (ops.gan_loss_stats: one kernel less on triton).
+    g_loss_single: bool = False
     # How the D step's real images are drawn: "random" (independent indices, with replacement)
     # or "slice" (a contiguous run of the data set at a random offset, as seed 001 does).
     real_draw: str = "random"

@@ -11,6 +11,7 @@ from ._devices import ALL_DEVICES
 from .bias_act import bias_act
 from .bn_act import bn_act
 from .gan_loss import gan_loss
+from .gan_loss_stats import gan_loss_stats
 from .gan_stats import gan_stats
 from .gather_scale import gather_scale
 from .linear_act import linear_act
@@ -19,4 +20,4 @@ from .linear_bn_act import linear_bn_act
 from .sync_bn_act import sync_bn_act
 
 __all__ = ["ALL_DEVICES", "linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "gather_scale", "gan_stats",
-           "linear_bn_act", "linear_act_head"]
+           "linear_bn_act", "linear_act_head", "gan_loss_stats"]

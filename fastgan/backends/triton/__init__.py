@@ -18,6 +18,7 @@ from ._policy import DEVICE_TYPES
 from .bias_act import bias_act
 from .bn_act import bn_act
 from .gan_loss import gan_loss
+from .gan_loss_stats import gan_loss_stats
 from .gan_stats import gan_stats
 from .gather_scale import gather_scale
 from .linear_act import linear_act
@@ -25,4 +26,4 @@ from .linear_act_head import linear_act_head
 from .linear_bn_act import linear_bn_act
 
 __all__ = ["DEVICE_TYPES", "linear_act", "bias_act", "bn_act", "gan_loss", "gather_scale", "gan_stats",
-           "linear_bn_act", "linear_act_head"]
+           "linear_bn_act", "linear_act_head", "gan_loss_stats"]

@@ -57,6 +57,14 @@ class _GanLossFn(torch.autograd.Function):
     backward = staticmethod(_backward)
 
 
+def target_args(logits: Tensor, target: Union[float, Tensor]) -> Tuple[Optional[Tensor], float]:
+    """(target tensor or None, target value): the launcher's two forms of a target."""
+    if isinstance(target, Tensor):
+        target = target.detach()
+        return (target if target.device == logits.device else target.to(logits.device)), 0.0
+    return None, float(target)
+
+
 def gan_loss(logits: Tensor, target: Union[float, Tensor], kind: str = "bce",
              reduction: str = "mean", weight: float = 1.0) -> Tensor:
     """Registry entry: ``weight`` times the mean/sum of BCE-with-logits, LSGAN, hinge or linear
@@ -65,13 +73,7 @@ def gan_loss(logits: Tensor, target: Union[float, Tensor], kind: str = "bce",
     gan_loss_args(kind, reduction)
     need_grad = logits.requires_grad and torch.is_grad_enabled()
     fn = gan_loss_op if use_custom_op() else _GanLossFn.apply
-    if isinstance(target, Tensor):
-        target = target.detach()
-        if target.device != logits.device:
-            target = target.to(logits.device)
-        loss, _ = fn(logits, target, 0.0, kind, reduction, need_grad, float(weight))
-    else:
-        loss, _ = fn(logits, None, float(target), kind, reduction, need_grad, float(weight))
+    loss, _ = fn(logits, *target_args(logits, target), kind, reduction, need_grad, float(weight))
     return loss
 
 
