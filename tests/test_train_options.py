@@ -312,11 +312,15 @@ def test_graph_replay_matches_eager_with_option(name, option, backend):
 
 @pytest.mark.parametrize("variant, extra, tol", [
     ("bigan", ["--ema", "500", "--augment", "translation,cutout,color", "--loss", "hinge",
-               "--spectral-norm"], 1e-4),
+               "--spectral-norm"], 1e-3),   # see below
     ("mlp", ["--r1", "1", "--r1-every", "2", "--sync-bn"], 3e-3),   # BN in G: synced
 ])
 def test_torchrun_two_ranks_equal_one_process_with_options(tiny_mnist, tmp_path, variant, extra,
                                                            tol):
+    """bigan's 1e-3: the two ranks sum their half-batch gradients in another order than one
+    process, and Adam turns a rounding difference in a near-zero gradient (a bias) into a step
+    of up to lr (2.2e-4 on D.net.0.bias, every run on a 2-core machine in 2026-12, the commit
+    before gan_loss_stats too)."""
     from test_distributed import one_process_train, torchrun_train, worst_rel
     common = ["--variant", variant, "--data-dir", str(tiny_mnist), "--device", "cpu",
               "--backend", "reference", "--steps", "4", "--log-every", "2",

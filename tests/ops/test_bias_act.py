@@ -117,10 +117,15 @@ def test_bias_act_dtypes(backend, device, dtype, slope, shape, dim, layout, seed
     elif layout == "channels_last":
         x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
     b = leaf(torch.randn(shape[dim]), dtype, device)
+
+    def bias_floor(refs, gy):
+        # db sums gy * act' over every other dim: signed terms that can cancel (seed
+        # 2051078351: 1.03e-5 in float32), held relative to the sum of their sizes
+        return {"bias": gy.abs().sum([d for d in range(gy.dim()) if d != dim]).norm().item()}
     run_pair(backend, lambda x, b: ops.bias_act(x, b, slope, dim),
              lambda x, b: R.bias_act(x, b, slope, dim),
              [x, b], dtype, device, seed, ["x", "bias"],
-             pre_act=lambda x, b: R.bias_act(x, b, None, dim))
+             pre_act=lambda x, b: R.bias_act(x, b, None, dim), grad_floors=bias_floor)
 
 
 @pytest.mark.parametrize("backend,device", CUDA)
