@@ -28,6 +28,8 @@ DEVICE = "cuda" if CUDA else "cpu"
 TINY = os.environ.get("FASTGAN_BENCH_TINY") == "1"
 CALLS = 20 if TINY else 200
 BACKENDS = [b for b in ops.available_backends(DEVICE) if CUDA or b != "triton"]
+# triton with direct launches of its compiled kernels (kernels/launch.py, off by default)
+BACKENDS += ["triton-cached"] if "triton" in BACKENDS else []
 
 
 def _cases():
@@ -66,14 +68,22 @@ def test_host_cost_per_call(benchmark, op, backend, mode):
         if CUDA:
             torch.cuda.synchronize()
 
-    with gpu_like_cpu_kernels(), ops.use_backend(backend):
-        loop()      # warm-up: JIT, autotune, first-call caches
-        if TINY:
-            benchmark.pedantic(loop, rounds=3, iterations=1)
-        else:
-            benchmark.pedantic(loop, rounds=20, iterations=1, warmup_rounds=1)
+    from fastgan.kernels import launch
+    cached = backend.endswith("-cached")
+    backend = backend.split("-")[0]
+    old = launch.set_enabled(cached)
+    try:
+        with gpu_like_cpu_kernels(), ops.use_backend(backend):
+            loop()      # warm-up: JIT, autotune, first-call caches
+            if TINY:
+                benchmark.pedantic(loop, rounds=3, iterations=1)
+            else:
+                benchmark.pedantic(loop, rounds=20, iterations=1, warmup_rounds=1)
+    finally:
+        launch.set_enabled(old)
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update(op=op, backend=backend, mode=mode, device=DEVICE, calls=CALLS,
+    benchmark.extra_info.update(op=op, backend=backend + ("-cached" if cached else ""), mode=mode,
+                                device=DEVICE, calls=CALLS,
                                 host_us_per_call=median / CALLS * 1e6)
     # What was timed computes the op: the same output as the reference's.
     with torch.no_grad(), gpu_like_cpu_kernels():

@@ -27,7 +27,8 @@ the working directory the folder is importable a second time as plain ``kernels`
 :mod:`.config` holds the precision setting of fp32 matmuls (``DOT_PRECISION``: "tf32" by default
 on CUDA, "ieee" under ``TRITON_INTERPRET=1``; environment ``FASTGAN_TRITON_DOT_PRECISION``).
 :mod:`.compile_check` compiles every kernel for sm_90 on any machine (the cases:
-:mod:`.compile_cases`).
+:mod:`.compile_cases`). :mod:`.launch` wraps every launched kernel: with
+``FASTGAN_TRITON_LAUNCH=cached`` a call signature seen before is launched directly.
 
 Notes: the matmul kernel is autotuned on first use per shape, so run one step before capturing a
 CUDA graph (the trainers' warm-up does). Reductions are two-level with a fixed order, never

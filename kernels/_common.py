@@ -9,6 +9,7 @@ import triton
 import triton.language as tl
 
 from . import config
+from .launch import cached
 
 
 def next_pow2(n: int) -> int:
@@ -148,6 +149,7 @@ def split_for(n_outer_blocks: int, n_inner_blocks: int, device: torch.device,
     return s
 
 
+@cached
 @triton.jit
 def _sum_dim0_kernel(p_ptr, out_ptr, S, L, s_p, BLOCK_S: tl.constexpr, BLOCK_L: tl.constexpr,
                      ACC: tl.constexpr):

@@ -29,6 +29,7 @@ import triton.language as tl
 
 from . import config
 from ._common import acc_type
+from .launch import cached
 
 # The interpreter runs programs one by one: few big blocks there.
 BLOCK = 1 << 16 if config.INTERPRET else 1024
@@ -38,6 +39,7 @@ _TL = {torch.float32: tl.float32, torch.float64: tl.float64, torch.bfloat16: tl.
        torch.float16: tl.float16}
 
 
+@cached
 @triton.jit(do_not_specialize=["T"])
 def _adam_kernel(tab_ptr, T, step_ptr, cnt_ptr, lr_ptr, hp_ptr, TORCH_FORM: tl.constexpr,
                  DT: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr, SB: tl.constexpr):

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ._common import acc_torch, acc_type, is_dense, prepare3, split_for, sum_dim0, tile3
+from .launch import cached
 
 Tensor = torch.Tensor
 
@@ -96,6 +97,7 @@ def act_grad_torch(g: Tensor, y: Tensor, code: int, s: float) -> Tensor:
     return torch.where(y > 0, g, g * s) if code else g
 
 
+@cached
 @triton.jit
 def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, A, C, B, sA, sC, sB, slope,
                          HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ACC: tl.constexpr,
@@ -118,6 +120,7 @@ def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, A, C, B, sA, sC, sB, slope,
     tl.store(y_ptr + off, v.to(y_ptr.dtype.element_ty), mask=m)
 
 
+@cached
 @triton.jit
 def _bias_act_bwd_kernel(g_ptr, y_ptr, dx_ptr, pdb_ptr, A, C, B, sA, sC, sB, a_per_split, slope,
                          ACT: tl.constexpr, WRITE_DX: tl.constexpr, NEED_DB: tl.constexpr,

@@ -32,6 +32,7 @@ from ._common import acc_torch, acc_type, is_dense, next_pow2, prepare3, sweep_b
 
 from .bn_act_backward import _bn_bwd_dx_kernel, _bn_bwd_kernel  # noqa: F401 (compile_check)
 from .bn_act_backward import bn_act_backward as _backward
+from .launch import cached
 
 Tensor = torch.Tensor
 
@@ -109,6 +110,7 @@ def _apply_chunk(x_ptr, y_ptr, w_ptr, b_ptr, oc, mc, mean, rstd, a_lo, a_hi, B, 
             tl.store(y_ptr + off, v.to(y_ptr.dtype.element_ty), mask=m)
 
 
+@cached
 @triton.jit
 def _bn_fwd_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_ptr, ps1_ptr, ps2_ptr,
                    A, C, B, sA, sC, sB, a_per_split, count, eps, momentum, slope, groups,
@@ -173,6 +175,7 @@ def _bn_fwd_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_pt
         tl.store(ps2_ptr + pid_s * C + oc, s2, mask=mc)
 
 
+@cached
 @triton.jit
 def _bn_apply_kernel(x_ptr, y_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, mean_ptr, rstd_ptr, ps1_ptr,
                      ps2_ptr, A, C, B, sA, sC, sB, a_per_split, count, eps, momentum, slope,

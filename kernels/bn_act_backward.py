@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from ._common import acc_torch, acc_type, is_dense, next_pow2, prepare3, sweep_blocks
+from .launch import cached
 
 Tensor = torch.Tensor
 
@@ -74,6 +75,7 @@ def _load_affine(w_ptr, b_ptr, oc, mc, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
     return gamma, beta
 
 
+@cached
 @triton.jit
 def _bn_bwd_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw_ptr, db_ptr,
                    ps1_ptr, ps2_ptr, A, C, B, sA, sC, sB, a_per_split, count, slope, groups,
@@ -129,6 +131,7 @@ def _bn_bwd_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw_pt
         tl.store(ps2_ptr + pid_s * C + oc, s2, mask=mc)
 
 
+@cached
 @triton.jit
 def _bn_bwd_dx_kernel(x_ptr, g_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, dw_ptr, db_ptr,
                       ps1_ptr, ps2_ptr, A, C, B, sA, sC, sB, a_per_split, count, slope,

@@ -19,8 +19,9 @@ class Case:
 
 
 def _jit(obj):
-    """The JITFunction under an Autotuner (or the function itself)."""
-    while hasattr(obj, "configs") and hasattr(obj, "fn"):   # triton.runtime.Autotuner
+    """The JITFunction under an Autotuner or a launch.CachedKernel (or the function itself)."""
+    from triton.runtime.jit import JITFunction
+    while not isinstance(obj, JITFunction):
         obj = obj.fn
     return obj
 

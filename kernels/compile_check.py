@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
-from .compile_cases import Case, cases  # noqa: F401 (the cases, also for the test)
+from .compile_cases import Case, _jit, cases  # noqa: F401 (the cases, also for the test)
 
 _FLOAT_ARGS = {"slope", "eps", "bn_eps", "momentum", "count", "scale", "t_val"}
 
@@ -105,7 +105,7 @@ def compile_case(case: Case, arch: int = 90) -> Result:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = case.fn
+    fn = _jit(case.fn)
     t0 = time.time()
     res = Result(case.name, ok=False, expect_wgmma=case.expect_wgmma)
     try:

@@ -32,12 +32,14 @@ import triton.language as tl
 from . import config
 from ._common import acc_type, next_pow2
 from .gan_stats import add_stats, gan_stats_into, stats_args
+from .launch import cached
 
 Tensor = torch.Tensor
 
 _KINDS = {"bce": 0, "lsgan": 1, "hinge": 2, "linear": 3}   # kind and reduction are checked by fastgan.ops.checks
 
 
+@cached
 @triton.jit
 def _gan_loss_kernel(z_ptr, g_ptr, part_ptr, loss_ptr, t_ptr, t_val, n, scale,
                      stats_ptr, ld_ptr, real_ptr, fake_ptr, n_real, n_fake,
@@ -96,6 +98,7 @@ def _gan_loss_kernel(z_ptr, g_ptr, part_ptr, loss_ptr, t_ptr, t_val, n, scale,
         tl.store(part_ptr + pid, total)
 
 
+@cached
 @triton.jit
 def _gan_loss_finalize_kernel(part_ptr, loss_ptr, n_parts, scale,
                               stats_ptr, ld_ptr, real_ptr, fake_ptr, n_real, n_fake,

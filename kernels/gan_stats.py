@@ -19,6 +19,7 @@ import triton.language as tl
 
 from . import config
 from ._common import acc_type, next_pow2
+from .launch import cached
 
 
 @triton.jit
@@ -47,6 +48,7 @@ def add_stats(stats_ptr, ld_ptr, lg, real_ptr, fake_ptr, n_real, n_fake, ACC: tl
     tl.store(stats_ptr + 4, tl.load(stats_ptr + 4) + 1.0)
 
 
+@cached
 @triton.jit
 def _gan_stats_kernel(stats_ptr, ld_ptr, lg_ptr, real_ptr, fake_ptr, n_real, n_fake,
                       ACC: tl.constexpr, BLOCK: tl.constexpr):

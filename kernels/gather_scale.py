@@ -16,8 +16,10 @@ import triton.language as tl
 
 from . import config
 from ._common import next_pow2
+from .launch import cached
 
 
+@cached
 @triton.jit
 def _gather_scale_kernel(img_ptr, idx_ptr, out_ptr, px, s_row, scale, shift,
                          HAS_SHIFT: tl.constexpr, BLOCK: tl.constexpr):

@@ -17,12 +17,14 @@ import triton.language as tl
 from . import config
 from ._common import acc_torch, acc_type, next_pow2, sum_dim0
 from .bias_act import act_fwd, act_grad
+from .launch import cached
 
 Tensor = torch.Tensor
 
 SMALL_M = 4
 
 
+@cached
 @triton.jit
 def _gemv_fwd_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, M, K,
                      s_xn, s_xk, s_wm, s_wk, s_yn, s_ym, slope,
@@ -52,6 +54,7 @@ def _gemv_fwd_kernel(x_ptr, w_ptr, bias_ptr, y_ptr, N, M, K,
              out.to(y_ptr.dtype.element_ty), mask=mn[:, None] & mm[None, :])
 
 
+@cached
 @triton.jit
 def _gemv_bwd_kernel(g_ptr, y_ptr, x_ptr, w_ptr, dx_ptr, pdw_ptr, pdb_ptr,
                      N, M, K,

@@ -24,6 +24,7 @@ import triton.language as tl
 from . import config
 from ._common import acc_torch, acc_type, next_pow2
 from .bias_act import act_fwd, act_grad
+from .launch import cached
 
 Tensor = torch.Tensor
 
@@ -40,6 +41,7 @@ def _blocks(N: int, M: int, K: int) -> Tuple[int, int, int, int]:
     return bp, bq, bk, 4 if bp * bq <= 4096 else 8
 
 
+@cached
 @triton.jit
 def _fwd_kernel(x_ptr, w_ptr, bias_ptr, g_ptr, b_ptr, h_ptr, y_ptr, mean_ptr, invstd_ptr,
                 rm_ptr, rv_ptr, N, M, K, s_xn, s_xk, s_wm, s_wk,
@@ -129,6 +131,7 @@ def _grad_z(gy_ptr, h_ptr, g_ptr, b_ptr, mean_ptr, invstd_ptr, N, M, s_gn, s_gm,
     return gz, sg, sgx * invstd
 
 
+@cached
 @triton.jit
 def _bwd_kernel(gy_ptr, h_ptr, x_ptr, w_ptr, g_ptr, b_ptr, mean_ptr, invstd_ptr,
                 dx_ptr, dw_ptr, db_ptr, dg_ptr, dbeta_ptr, N, M, K,

@@ -28,6 +28,7 @@ import triton.language as tl
 from . import config
 from ._common import acc_type, next_pow2
 from .bias_act import act_fwd, act_grad, bn_eval_tile
+from .launch import cached
 
 Tensor = torch.Tensor
 
@@ -290,18 +291,18 @@ def _mm_pair_kernel(a_x_ptr, b_x_ptr, c_x_ptr, a_w_ptr, b_w_ptr, c_w_ptr, y_ptr,
                  BLOCK_K, GROUP_P)
 
 
-mm_kernel = triton.autotune(
+mm_kernel = cached(triton.autotune(
     configs=_ACTIVE_MM_CONFIGS,
     key=["P", "Q", "K", "ACT", "BIAS_MODE", "GRAD", "DB", "BN", "HEAD"],
     prune_configs_by={"early_config_prune": _prune},
-)(_mm_kernel)
+)(_mm_kernel))
 # Launched without the autotuner under the interpreter (the tile is picked per call, so no
 # cache outlives a change of config.INTERPRET_BIG_WORK).
-mm_pair_kernel = triton.autotune(
+mm_pair_kernel = cached(triton.autotune(
     configs=MM_CONFIGS,
     key=["P_x", "Q_x", "K_x", "P_w", "Q_w", "K_w", "ACT", "GRAD_X", "GRAD_W", "DB", "HEAD"],
     prune_configs_by={"early_config_prune": _prune_pair},
-)(_mm_pair_kernel)
+)(_mm_pair_kernel))
 
 
 class Problem(NamedTuple):

@@ -98,6 +98,11 @@ def _count_triton(counter: Counter, mode: _Counter):
         from fastgan.kernels import adam
     except Exception:
         adam = None
+    try:   # direct (cached) launches bypass JITFunction.run: none while counting
+        from fastgan.kernels import launch
+        suspend = launch.suspended()
+    except Exception:
+        suspend = contextlib.nullcontext()
     if adam is not None:
         host = adam._host_table
 
@@ -111,7 +116,8 @@ def _count_triton(counter: Counter, mode: _Counter):
         adam._host_table = host_table
         patched.append((adam, "_host_table", host))
     try:
-        yield
+        with suspend:
+            yield
     finally:
         for owner, name, orig in patched:
             setattr(owner, name, orig)
