@@ -82,7 +82,10 @@ def test_equals_its_two_ops_and_the_reference(backend, kind, reduction, n, form,
         per = ((1 - 2 * t) * zr.detach()).abs().expand_as(zr)
         scale = 0.5 * (per.mean() if reduction == "mean" else per.sum()).item()
     check("loss", loss, lr, tol, seed, scale=scale)
-    check("dlogits", grad, zr.grad, tol, seed)
+    # a gradient element near zero (s ~ t) is a difference of O(weight * go / n) terms: held
+    # relative to that size (seed 4233655483: lsgan, one logit, 1.4e-3 of a tiny gradient)
+    gsize = 0.5 * go.item() * (1.0 / n if reduction == "mean" else 1.0) * n ** 0.5
+    check("dlogits", grad, zr.grad, tol, seed, scale=gsize)
     sig = torch.sigmoid(torch.cat([real, fake], 1).double()).mean(0)
     want = stats0.double() + torch.cat([loss_d.double().view(1), lr.detach().view(1), sig,
                                         torch.ones(1, dtype=torch.float64)])
