@@ -37,7 +37,8 @@ def override(loss: str, generator: bool) -> Iterator[None]:
 class StatsSink:
     """The iteration's metrics, ``stats += [loss_d, loss_g, D(x), D(G(z)), 1]``, added by the G
     step's loss (``ops.gan_loss_stats``: in the loss's own kernel where the backend can) when the
-    variant's G loss is that one call (``enabled``: Variant.g_loss_single), else by ``close``."""
+    variant's G loss is that one call (``enabled``: Variant.g_loss_single), else by ``close``.
+    The D step's tensors are held detached."""
     stats: torch.Tensor
     loss_d: torch.Tensor
     real: torch.Tensor
@@ -45,11 +46,14 @@ class StatsSink:
     enabled: bool = True
     loss: Optional[torch.Tensor] = None     # the loss that added the metrics
 
+    def __post_init__(self):
+        self.loss_d, self.real, self.fake = (t.detach() for t in (self.loss_d, self.real,
+                                                                  self.fake))
+
     def close(self, loss_g: torch.Tensor) -> None:
         if self.loss is None:
             with torch.no_grad():
-                ops.gan_stats(self.stats, self.loss_d.detach(), loss_g.detach(),
-                              self.real.detach(), self.fake.detach())
+                ops.gan_stats(self.stats, self.loss_d, loss_g.detach(), self.real, self.fake)
         elif self.loss is not loss_g:
             raise RuntimeError("the variant's G loss is not its one loss call, but the metrics "
                                "were added with that call: set g_loss_single = False")
@@ -74,7 +78,7 @@ def _loss(logits: torch.Tensor, target, kind: str, reduction: str, weight: float
     if sink is None or sink.loss is not None:
         return ops.gan_loss(logits, target, kind, reduction, weight)
     sink.loss = ops.gan_loss_stats(logits, target, kind, reduction, weight, sink.stats,
-                                   sink.loss_d.detach(), sink.real.detach(), sink.fake.detach())
+                                   sink.loss_d, sink.real, sink.fake)
     return sink.loss
 
 
