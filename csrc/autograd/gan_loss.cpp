@@ -92,43 +92,87 @@ bool is_unit_grad(const Tensor& g) {
   return false;
 }
 
+// What both losses' forwards keep for the backward.
+void save_loss(AutogradContext* ctx, const Tensor& logits, const OptTensor& target,
+               double target_value, c10::string_view kind, c10::string_view reduction,
+               double weight, const Tensor& grad) {
+  ctx->mark_non_differentiable({grad});
+  ctx->set_materialize_grads(false);   // no zero-filled gradient for the unused grad output
+  ctx->saved_data["target_value"] = target_value;
+  ctx->saved_data["kind"] = std::string(kind);
+  ctx->saved_data["reduction"] = std::string(reduction);
+  ctx->saved_data["weight"] = weight;
+  ctx->save_for_backward({grad, logits, target.has_value() ? *target : Tensor()});
+}
+
+// d(loss)/d(logits) first, then `n_inputs - 1` undefined gradients.
+variable_list loss_backward(AutogradContext* ctx, const variable_list& grads, size_t n_inputs);
+
 class GanLoss : public torch::autograd::Function<GanLoss> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const OptTensor& target,
                                double target_value, c10::string_view kind,
                                c10::string_view reduction, double weight) {
     auto [loss, grad] = gan_loss_below(logits, target, target_value, kind, reduction, weight);
-    ctx->mark_non_differentiable({grad});
-    ctx->set_materialize_grads(false);   // no zero-filled gradient for the unused grad output
-    ctx->saved_data["target_value"] = target_value;
-    ctx->saved_data["kind"] = std::string(kind);
-    ctx->saved_data["reduction"] = std::string(reduction);
-    ctx->saved_data["weight"] = weight;
-    ctx->save_for_backward({grad, logits, target.has_value() ? *target : Tensor()});
+    save_loss(ctx, logits, target, target_value, kind, reduction, weight, grad);
     return {loss, grad};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const Tensor& gloss = grads[0];
-    variable_list out(6);
-    if (!gloss.defined()) return out;
-    auto saved = ctx->get_saved_variables();
-    const Tensor& grad = saved[0];
-    const Tensor& logits = saved[1];
-    if (at::GradMode::is_enabled()) {
-      Tensor g = grad_expr(logits, saved[2], ctx->saved_data["target_value"].toDouble(),
-                           ctx->saved_data["kind"].toStringRef(),
-                           ctx->saved_data["reduction"].toStringRef(),
-                           ctx->saved_data["weight"].toDouble());
-      out[0] = (gloss * g).to(logits.scalar_type());
-    } else {
-      // grad is kept in float32 (float64): one rounding to the logits' dtype, here
-      out[0] = is_unit_grad(gloss) ? grad.to(logits.scalar_type())
-                                   : (gloss.to(grad.scalar_type()) * grad).to(logits.scalar_type());
-    }
-    return out;
+    return loss_backward(ctx, grads, 6);
   }
 };
+
+// gan_loss_stats: gan_loss's formula; stats is written in place and gets no gradient, nor do
+// the metrics' inputs.
+class GanLossStats : public torch::autograd::Function<GanLossStats> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const OptTensor& target,
+                               double target_value, c10::string_view kind,
+                               c10::string_view reduction, double weight, const Tensor& stats,
+                               const Tensor& loss_d, const Tensor& real, const Tensor& fake) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("fastgan::gan_loss_stats", "")
+                         .typed<std::tuple<Tensor, Tensor>(
+                             const Tensor&, const OptTensor&, double, c10::string_view,
+                             c10::string_view, double, const Tensor&, const Tensor&,
+                             const Tensor&, const Tensor&)>();
+    std::tuple<Tensor, Tensor> r;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      r = op.call(logits, target, target_value, kind, reduction, weight, stats, loss_d, real,
+                  fake);
+    }
+    stats.unsafeGetTensorImpl()->bump_version();   // written in place below the version key
+    save_loss(ctx, logits, target, target_value, kind, reduction, weight, std::get<1>(r));
+    return {std::get<0>(r), std::get<1>(r)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return loss_backward(ctx, grads, 10);
+  }
+};
+
+variable_list loss_backward(AutogradContext* ctx, const variable_list& grads, size_t n_inputs) {
+  const Tensor& gloss = grads[0];
+  variable_list out(n_inputs);
+  if (!gloss.defined()) return out;
+  auto saved = ctx->get_saved_variables();
+  const Tensor& grad = saved[0];
+  const Tensor& logits = saved[1];
+  if (at::GradMode::is_enabled()) {
+    Tensor g = grad_expr(logits, saved[2], ctx->saved_data["target_value"].toDouble(),
+                         ctx->saved_data["kind"].toStringRef(),
+                         ctx->saved_data["reduction"].toStringRef(),
+                         ctx->saved_data["weight"].toDouble());
+    out[0] = (gloss * g).to(logits.scalar_type());
+  } else {
+    // grad is kept in float32 (float64): one rounding to the logits' dtype, here
+    out[0] = is_unit_grad(gloss) ? grad.to(logits.scalar_type())
+                                 : (gloss.to(grad.scalar_type()) * grad).to(logits.scalar_type());
+  }
+  return out;
+}
 
 std::tuple<Tensor, Tensor> gan_loss_autograd(const Tensor& logits, const OptTensor& target,
                                              double target_value, c10::string_view kind,
@@ -137,7 +181,20 @@ std::tuple<Tensor, Tensor> gan_loss_autograd(const Tensor& logits, const OptTens
   return {r[0], r[1]};
 }
 
-TORCH_LIBRARY_IMPL(fastgan, Autograd, m) { m.impl("gan_loss", &gan_loss_autograd); }
+std::tuple<Tensor, Tensor> gan_loss_stats_autograd(const Tensor& logits, const OptTensor& target,
+                                                   double target_value, c10::string_view kind,
+                                                   c10::string_view reduction, double weight,
+                                                   const Tensor& stats, const Tensor& loss_d,
+                                                   const Tensor& real, const Tensor& fake) {
+  auto r = GanLossStats::apply(logits, target, target_value, kind, reduction, weight, stats,
+                               loss_d, real, fake);
+  return {r[0], r[1]};
+}
+
+TORCH_LIBRARY_IMPL(fastgan, Autograd, m) {
+  m.impl("gan_loss", &gan_loss_autograd);
+  m.impl("gan_loss_stats", &gan_loss_stats_autograd);
+}
 
 TORCH_LIBRARY_FRAGMENT(fastgan, m) { m.def("mark_unit_grad(Tensor t) -> ()", &mark_unit_grad); }
 

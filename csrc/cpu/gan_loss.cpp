@@ -70,6 +70,7 @@ void gan_loss_t(const GanLossParams& p) {
 
 void cpu_gan_loss(const GanLossParams& p) {
   dispatch_dtype(p.dtype, [&](auto t) { gan_loss_t<decltype(t)>(p); });
+  if (p.stats) cpu_gan_stats(*p.stats);   // gan_loss_stats: the metrics, with the loss just written
 }
 
 }  // namespace fastgan

@@ -1,6 +1,8 @@
 // GAN loss on logits: one block reads every logit once, writes d(loss)/d(logit) for each and the
 // reduced loss (deterministic block reduction). GAN logits are small (one per sample, or a patch
 // map), so a single block is enough and saves a second kernel. Torch-free.
+#include <type_traits>
+
 #include "cuda_common.cuh"
 #include "gan_loss.h"
 
@@ -9,7 +11,7 @@ namespace {
 
 using namespace cu;
 
-constexpr int kThreads = 512;
+constexpr int kThreads = kGanStatsThreads;   // gan_loss_stats: the gan_stats block's tree
 
 
 // Loss and gradient of one logit (before the reduction scale), in double whatever the input
@@ -46,7 +48,8 @@ template <typename T, int VEC>
 __global__ void gan_loss_kernel(const T* __restrict__ logits, int64_t n,
                                 const acc_t<T>* __restrict__ target, bool per_element,
                                 double target_value, int kind, double scale,
-                                T* __restrict__ loss_out, acc_t<T>* __restrict__ grad) {
+                                T* loss_out, acc_t<T>* __restrict__ grad,
+                                GanStatsParams stats) {   // loss_out not restrict: stats reads it
   using A = acc_t<T>;
   __shared__ double sh[32];
   const double tscalar = (target && !per_element) ? (double)target[0] : (double)target_value;
@@ -76,6 +79,9 @@ __global__ void gan_loss_kernel(const T* __restrict__ logits, int64_t n,
   }
   sum = block_sum(sum, sh);
   if (threadIdx.x == 0) *loss_out = from_acc<T>(sum * scale);
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    if (stats.stats != nullptr) gan_stats_block_of<T>(stats);   // loss_g = loss_out (thread 0)
+  }
 }
 
 template <typename T>
@@ -85,14 +91,15 @@ int impl(const GanLossParams& p, cudaStream_t stream) {
   A* grad = static_cast<A*>(p.grad);
   const A* target = static_cast<const A*>(p.target);
   constexpr int VEC = vec_width<T>();
+  const GanStatsParams stats = p.stats ? *p.stats : GanStatsParams{};   // stats null: none
   if (aligned16(logits) && aligned16(grad)) {
     gan_loss_kernel<T, VEC><<<1, kThreads, 0, stream>>>(logits, p.n, target, p.target_per_element,
                                                         p.target_value, (int)p.kind, p.scale,
-                                                        static_cast<T*>(p.loss), grad);
+                                                        static_cast<T*>(p.loss), grad, stats);
   } else {
     gan_loss_kernel<T, 1><<<1, kThreads, 0, stream>>>(logits, p.n, target, p.target_per_element,
                                                       p.target_value, (int)p.kind, p.scale,
-                                                      static_cast<T*>(p.loss), grad);
+                                                      static_cast<T*>(p.loss), grad, stats);
   }
   return launch_status();
 }

@@ -4,8 +4,11 @@
 //   hinge: t relu(1 - l) + (1 - t) relu(1 + l)          grad: -t [l < 1] + (1 - t) [l > -1]
 //   linear: (1 - 2t) l                                  grad: 1 - 2t
 // both multiplied by `scale` (weight/n for mean, weight for sum: the op's constant weight).
+// With `stats` (gan_loss_stats), the same kernel then adds the iteration's metrics, the loss it
+// wrote as loss_g (gan_stats.h: logits in stats' dtype, float32 or float64).
 #pragma once
 #include "common.h"
+#include "gan_stats.h"
 
 namespace fastgan {
 
@@ -22,6 +25,7 @@ struct GanLossParams {
   double scale = 1.0;             // weight / n (mean) or weight (sum)
   void* loss = nullptr;           // T, one element
   void* grad = nullptr;           // acc [n] (float32 for bfloat16 logits: one rounding, later)
+  const GanStatsParams* stats = nullptr;   // gan_loss_stats: its loss_g is `loss`
 };
 
 // CUDA (cuda/gan_loss.cu): one block-reduction kernel. Returns 0 or a cudaError_t value.

@@ -1,5 +1,7 @@
 // fastgan::gan_stats: schema, argument checks and the launch of the CPU (cpu/gan_stats.cpp) or
 // CUDA (cuda/gan_stats.cu) kernel. In place on `stats`.
+#include <vector>
+
 #include "gan_stats.h"
 #include "op_common.h"
 
@@ -20,31 +22,10 @@ Tensor loss_as_stats(const Tensor& t, const Tensor& stats, const char* arg) {
 template <Dev dev>
 void gan_stats_impl(const Tensor& stats, const Tensor& loss_d, const Tensor& loss_g,
                     const Tensor& real, const Tensor& fake) {
-  const char* op = "gan_stats";
-  TORCH_CHECK(stats.dim() == 1 && stats.numel() == 5 && stats.is_contiguous() &&
-                  (stats.scalar_type() == at::kFloat || stats.scalar_type() == at::kDouble),
-              "fastgan::gan_stats: stats must be a contiguous 1-D float32 or float64 tensor of 5 "
-              "elements, got ", dtype_str(stats.scalar_type()), " of shape ", shape_str(stats.sizes()));
-  const DType dt = dtype_of(real, op, "real_logits");
-  check_device(real, stats, op, "real_logits");
-  check_device(fake, stats, op, "fake_logits");
+  std::vector<Tensor> keep;
+  GanStatsParams p = gan_stats_params(stats, loss_d, &loss_g, real, fake, keep, "gan_stats");
   const DeviceGuard guard(stats, dev);
-  const Tensor ld = loss_as_stats(loss_d, stats, "loss_d");
-  const Tensor lg = loss_as_stats(loss_g, stats, "loss_g");
-  const Tensor r = real.contiguous();
-  const Tensor f = fake.scalar_type() == real.scalar_type() ? fake.contiguous()
-                                                           : fake.to(real.scalar_type()).contiguous();
-  GanStatsParams p;
-  p.stats_dtype = stats.scalar_type() == at::kDouble ? DType::kFloat64 : DType::kFloat32;
-  p.stats = stats.data_ptr();
-  p.loss_d = ld.data_ptr();
-  p.loss_g = lg.data_ptr();
-  p.logit_dtype = dt;
-  p.real = r.data_ptr();
-  p.n_real = r.numel();
-  p.fake = f.data_ptr();
-  p.n_fake = f.numel();
-  run_kernel(dev, op, stats, [&] { cpu_gan_stats(p); },
+  run_kernel(dev, "gan_stats", stats, [&] { cpu_gan_stats(p); },
              [&](cudaStream_t s) { return launch_gan_stats(p, s); });
 }
 
@@ -55,5 +36,37 @@ TORCH_LIBRARY_FRAGMENT(fastgan, m) {
 FASTGAN_IMPLS(m.impl("gan_stats", &gan_stats_impl<D>);)
 
 }  // namespace
+
+GanStatsParams gan_stats_params(const Tensor& stats, const Tensor& loss_d, const Tensor* loss_g,
+                                const Tensor& real, const Tensor& fake, std::vector<Tensor>& keep,
+                                const char* op) {
+  TORCH_CHECK(stats.dim() == 1 && stats.numel() == 5 && stats.is_contiguous() &&
+                  (stats.scalar_type() == at::kFloat || stats.scalar_type() == at::kDouble),
+              "fastgan::", op, ": stats must be a contiguous 1-D float32 or float64 tensor of 5 "
+              "elements, got ", dtype_str(stats.scalar_type()), " of shape ",
+              shape_str(stats.sizes()));
+  const DType dt = dtype_of(real, op, "real_logits");
+  check_device(real, stats, op, "real_logits");
+  check_device(fake, stats, op, "fake_logits");
+  keep.push_back(loss_as_stats(loss_d, stats, "loss_d"));
+  if (loss_g) keep.push_back(loss_as_stats(*loss_g, stats, "loss_g"));
+  keep.push_back(real.contiguous());
+  keep.push_back(fake.scalar_type() == real.scalar_type()
+                     ? fake.contiguous() : fake.to(real.scalar_type()).contiguous());
+  const Tensor& r = keep[keep.size() - 2];
+  const Tensor& f = keep.back();
+  GanStatsParams p;
+  p.stats_dtype = stats.scalar_type() == at::kDouble ? DType::kFloat64 : DType::kFloat32;
+  p.stats = stats.data_ptr();
+  p.loss_d = keep[0].data_ptr();
+  p.loss_g = loss_g ? keep[1].data_ptr() : nullptr;
+  p.logit_dtype = dt;
+  p.real = r.data_ptr();
+  p.n_real = r.numel();
+  p.fake = f.data_ptr();
+  p.n_fake = f.numel();
+  return p;
+}
+
 }  // namespace detail
 }  // namespace fastgan

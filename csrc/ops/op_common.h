@@ -15,6 +15,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <vector>
 
 #ifdef FASTGAN_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -23,6 +24,7 @@
 
 #include "bias_act.h"
 #include "common.h"
+#include "gan_stats.h"
 
 namespace fastgan {
 namespace detail {
@@ -77,6 +79,12 @@ Geom geom_of(const Tensor& t, int64_t dim);
 
 // A byte workspace of the kernels, allocated like `like` (device, through fresh()).
 Tensor workspace(size_t bytes, const Tensor& like);
+
+// gan_stats' argument checks and raw parameters (ops/gan_stats.cpp), for gan_stats and
+// gan_loss_stats (loss_g null: the caller sets it); `keep` holds the converted copies alive.
+GanStatsParams gan_stats_params(const Tensor& stats, const Tensor& loss_d, const Tensor* loss_g,
+                                const Tensor& real, const Tensor& fake, std::vector<Tensor>& keep,
+                                const char* op);
 
 #ifdef FASTGAN_WITH_CUDA
 cudaStream_t stream_for(const Tensor& t);

@@ -70,7 +70,7 @@ class BiGAN(Variant):
     g_loss_single = True   # g_loss: one loss call
     # seed 000: TensorFlow BiGAN/ALI on MNIST
     bench = BenchSettings(tiny_batch=8, gpu_batches=(32, 128, 512),
-                          kernel_budget=37, kernel_budget_reference=64,
+                          kernel_budget=36, kernel_budget_reference=64,
                           kernel_budget_triton=24)
     hyper = Hyper(batch_size=32, lr_d=1e-3, lr_g=1e-3, z_dim=64, data_range="sigmoid",
                   adam="eps_hat", adam_eps=1e-8)   # tf.train.AdamOptimizer

@@ -123,7 +123,7 @@ class DCGAN(Variant):
         tiny_batch=4, tiny_overrides={"image_size": 32, "ngf": 8, "ndf": 8},
         gpu_batches=(128, 512, 2048), heavy=True, bf16_batches=(512,), bf16_quick=True,
         check_batches=(128, 512), top_kernels=True,
-        kernel_budget=74, kernel_budget_reference=101, kernel_budget_triton=52)
+        kernel_budget=73, kernel_budget_reference=101, kernel_budget_triton=52)
     hyper = Hyper(batch_size=128, lr_d=2e-4, lr_g=2e-4, betas=(0.5, 0.999), z_dim=100,
                   image_size=64, channels=3,
                   extra={"ngf": 64, "ndf": 64, "kernel": 4, "final": "conv"})

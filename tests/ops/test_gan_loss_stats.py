@@ -6,6 +6,8 @@ and several blocks, empty logits; NaN; bad arguments; the traced (torch.compile)
 engine's use of it (the same training and metrics as the two ops)."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -154,7 +156,7 @@ def test_bad_arguments(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_launches(backend):
     """Triton: the loss kernel adds the metrics (one launch; the finalize kernel adds them when
-    the logits take several blocks). The others run their two ops."""
+    the logits take several blocks); cuda: its one operator; the reference: its two ops."""
     one = torch.ones(())
     for n, want_triton in ((64, {"triton._gan_loss_kernel": 1}),
                            (3000, {"triton._gan_loss_kernel": 1,
@@ -170,12 +172,38 @@ def test_launches(backend):
         by_op.pop("aten.fill_", None)   # the harness's NaN poison of allocations
         if backend == "triton":
             assert by_op == want_triton
+        elif backend == "cuda":   # the loss kernel adds the metrics (csrc/cuda/gan_loss.cu)
+            assert by_op == {"fastgan.gan_loss_stats.default": 1}
         else:
             with ops.use_backend(backend):
                 two = count_work(lambda: _two_ops(z, 1.0, "bce", "mean", 1.0, s, one,
                                                   z[:8].detach(), z[8:].detach()))["by_op"]
             two.pop("aten.fill_", None)
             assert by_op == two
+
+
+def test_cuda_operator_schema_and_fallbacks(seed):
+    """fastgan::gan_loss_stats: schema, fake, autograd; logits in another dtype than stats, and
+    a target that needs grad, run the two ops."""
+    if not HAS_EXT:
+        pytest.skip("fastgan._C is not available")
+    from torch.library import opcheck
+    gen = torch.Generator().manual_seed(seed)
+    z, real, fake, loss_d, stats = _inputs(12, gen)
+    opcheck(torch.ops.fastgan.gan_loss_stats.default,
+            (z.requires_grad_(), None, 1.0, "bce", "mean", 1.0, stats, loss_d, real, fake),
+            test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    with pytest.raises(RuntimeError, match="must have stats' dtype"):
+        torch.ops.fastgan.gan_loss_stats(z.double(), None, 1.0, "bce", "mean", 1.0, stats,
+                                         loss_d, real, fake)
+    for logits, target in ((z.detach().double(), 1.0),
+                           (z.detach(), torch.full((12, 1), 0.5, requires_grad=True))):
+        a, b = stats.clone(), stats.clone()
+        with ops.use_backend("cuda"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # gan_loss's one note on a target with grad
+            loss = ops.gan_loss_stats(logits, target, "bce", "mean", 1.0, a, loss_d, real, fake)
+            want = _two_ops(logits, target, "bce", "mean", 1.0, b, loss_d, real, fake)
+        assert torch.equal(loss.detach(), want.detach()) and torch.equal(a, b)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -18,6 +18,7 @@ from ._cpu_policy import CPU_MIN_NUMEL, doctor_line  # noqa: I001
 from .bias_act import bias_act, bias_act_cpu
 from .bn_act import bn_act, bn_act_cpu
 from .gan_loss import gan_loss, gan_loss_cpu
+from .gan_loss_stats import gan_loss_stats, gan_loss_stats_cpu
 from .gan_stats import gan_stats, gan_stats_cpu
 from .gather_scale import gather_scale, gather_scale_cpu
 from .linear_act import linear_act, linear_act_cpu
@@ -26,4 +27,4 @@ from .linear_bn_act import linear_bn_act, linear_bn_act_cpu
 __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "build_info", "HAS_CUDA_KERNELS",
            "CPU_MIN_NUMEL", "doctor_line", "linear_act_cpu", "bias_act_cpu", "bn_act_cpu",
            "gan_loss_cpu", "gather_scale", "gather_scale_cpu", "gan_stats", "gan_stats_cpu",
-           "linear_bn_act", "linear_bn_act_cpu"]
+           "linear_bn_act", "linear_bn_act_cpu", "gan_loss_stats", "gan_loss_stats_cpu"]

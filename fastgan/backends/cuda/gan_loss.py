@@ -28,26 +28,36 @@ def _gan_loss_fake(logits, target, target_value, kind, reduction, weight=1.0):
 _warned_target_grad = False
 
 
+def target_args(logits: torch.Tensor, target: Union[float, torch.Tensor]):
+    """(target tensor or None, target value): the operator's two forms of a target (a CPU
+    scalar next to CUDA logits as a value)."""
+    if not isinstance(target, torch.Tensor):
+        return None, float(target)
+    if target.device != logits.device:
+        if target.numel() == 1 and target.device.type == "cpu":
+            return None, float(target)
+        target = target.to(logits.device)
+    if not target.is_floating_point():
+        target = target.to(logits.dtype)
+    return target, 0.0
+
+
+def target_needs_grad(target) -> bool:
+    return isinstance(target, torch.Tensor) and target.requires_grad and torch.is_grad_enabled()
+
+
 def gan_loss(logits: torch.Tensor, target: Union[float, torch.Tensor], kind: str = "bce",
              reduction: str = "mean", weight: float = 1.0) -> torch.Tensor:
     global _warned_target_grad
     weight = float(weight)   # folded into the kernel's reduction scale (csrc/ops/gan_loss.cpp)
     gan_loss_args(kind, reduction)
-    if isinstance(target, torch.Tensor):
-        if target.requires_grad and torch.is_grad_enabled():
-            if not _warned_target_grad:
-                _warned_target_grad = True
-                warnings.warn("fastgan: gan_loss with a target that requires grad uses the "
-                              "reference implementation", RuntimeWarning, stacklevel=2)
-            return _reference(logits, target, kind, reduction, weight)
-        if target.device != logits.device:
-            if target.numel() == 1 and target.device.type == "cpu":
-                return _ops.gan_loss(logits, None, float(target), kind, reduction, weight)[0]
-            target = target.to(logits.device)
-        if not target.is_floating_point():
-            target = target.to(logits.dtype)
-        return _ops.gan_loss(logits, target, 0.0, kind, reduction, weight)[0]
-    return _ops.gan_loss(logits, None, float(target), kind, reduction, weight)[0]
+    if target_needs_grad(target):
+        if not _warned_target_grad:
+            _warned_target_grad = True
+            warnings.warn("fastgan: gan_loss with a target that requires grad uses the "
+                          "reference implementation", RuntimeWarning, stacklevel=2)
+        return _reference(logits, target, kind, reduction, weight)
+    return _ops.gan_loss(logits, *target_args(logits, target), kind, reduction, weight)[0]
 
 
 # The engine's unit backward seeds (fastgan/ops/units.py), told to the C++ formula, which
