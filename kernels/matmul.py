@@ -118,6 +118,20 @@ def _head_dy(v, f_ptr, y_ptr, offs_0, offs_1, m0, m1, s_f0, s_f1, s_y0, s_y1, sl
 
 
 @triton.jit
+def _dy_operand(v, f_ptr, y_ptr, offs_0, offs_1, m0, m1, s_f0, s_f1, s_y0, s_y1, slope,
+                ACT: tl.constexpr, HEAD: tl.constexpr, ACC: tl.constexpr):
+    """The dY operand tile ``v`` as read, as the product needs it (times act'(y), or a head's
+    rank-1 dY: :func:`_head_dy`), and g * y (HEAD only; else a placeholder)."""
+    if HEAD != 0:
+        vf, gy = _head_dy(v, f_ptr, y_ptr, offs_0, offs_1, m0, m1, s_f0, s_f1, s_y0, s_y1,
+                          slope, ACT, ACC)
+    else:
+        vf = _masked_dy(v, y_ptr, offs_0, offs_1, m0, m1, s_y0, s_y1, slope, ACT, ACC)
+        gy = vf
+    return vf, gy
+
+
+@triton.jit
 def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
              P, Q, K,
              s_ap, s_ak, s_bk, s_bq, s_cp, s_cq, s_y0, s_y1,
@@ -156,18 +170,17 @@ def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
     mp = offs_p < P
     mq = offs_q < Q
     acc = tl.full((BLOCK_P, BLOCK_Q), 0.0, ACC)
+    # The dY operand's own axis (p for GRAD 1, q for 2): db and the head's sums run along it,
+    # stored by the programs of the other axis' first block.
+    if GRAD == 1:
+        offs_r, m_r, own_r, first_r = offs_p, mp, pid_q == 0, pid_p == 0
+    else:
+        offs_r, m_r, own_r, first_r = offs_q, mq, pid_p == 0, pid_q == 0
     if DB:
-        if GRAD == 1:
-            dbacc = tl.full((BLOCK_P,), 0.0, ACC)
-        else:
-            dbacc = tl.full((BLOCK_Q,), 0.0, ACC)
+        dbacc = tl.zeros(offs_r.shape, ACC)
     if HEAD == 2:
-        if GRAD == 1:
-            hwacc = tl.full((BLOCK_P,), 0.0, ACC)
-            hbacc = tl.full((BLOCK_P,), 0.0, ACC)
-        else:
-            hwacc = tl.full((BLOCK_Q,), 0.0, ACC)
-            hbacc = tl.full((BLOCK_Q,), 0.0, ACC)
+        hwacc = tl.zeros(offs_r.shape, ACC)
+        hbacc = tl.zeros(offs_r.shape, ACC)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
         mk = kk < K
@@ -175,32 +188,24 @@ def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
                     mask=mp[:, None] & mk[None, :], other=0.0)
         b = tl.load(b_ptr + kk[:, None] * s_bk + offs_q[None, :] * s_bq,
                     mask=mk[:, None] & mq[None, :], other=0.0)
-        if GRAD == 1:
-            if HEAD != 0:
-                af, gy = _head_dy(a, f_ptr, y_ptr, offs_p, kk, mp, mk, s_f0, s_f1, s_y0, s_y1,
-                                  slope, ACT, ACC)
-                if HEAD == 2:
-                    hwacc += tl.sum(gy, axis=1)
-                    hbacc += tl.sum(a.to(ACC), axis=1)
+        if GRAD != 0:
+            v = a if GRAD == 1 else b
+            if GRAD == 1:
+                vf, gy = _dy_operand(a, f_ptr, y_ptr, offs_p, kk, mp, mk, s_f0, s_f1, s_y0, s_y1,
+                                     slope, ACT, HEAD, ACC)
             else:
-                af = _masked_dy(a, y_ptr, offs_p, kk, mp, mk, s_y0, s_y1, slope, ACT, ACC)
+                vf, gy = _dy_operand(b, f_ptr, y_ptr, kk, offs_q, mk, mq, s_f0, s_f1, s_y0, s_y1,
+                                     slope, ACT, HEAD, ACC)
+            if HEAD == 2:
+                hwacc += tl.sum(gy, axis=2 - GRAD)
+                hbacc += tl.sum(v.to(ACC), axis=2 - GRAD)
             if ACT != 0 or HEAD != 0:
-                a = af.to(a_ptr.dtype.element_ty)
+                if GRAD == 1:
+                    a = vf.to(a_ptr.dtype.element_ty)
+                else:
+                    b = vf.to(b_ptr.dtype.element_ty)
             if DB:
-                dbacc += tl.sum(af, axis=1)
-        if GRAD == 2:
-            if HEAD != 0:
-                bf, gy = _head_dy(b, f_ptr, y_ptr, kk, offs_q, mk, mq, s_f0, s_f1, s_y0, s_y1,
-                                  slope, ACT, ACC)
-                if HEAD == 2:
-                    hwacc += tl.sum(gy, axis=0)
-                    hbacc += tl.sum(b.to(ACC), axis=0)
-            else:
-                bf = _masked_dy(b, y_ptr, kk, offs_q, mk, mq, s_y0, s_y1, slope, ACT, ACC)
-            if ACT != 0 or HEAD != 0:
-                b = bf.to(b_ptr.dtype.element_ty)
-            if DB:
-                dbacc += tl.sum(bf, axis=0)
+                dbacc += tl.sum(vf, axis=2 - GRAD)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -219,25 +224,13 @@ def _mm_tile(pid, a_ptr, b_ptr, c_ptr, y_ptr, bias_ptr, db_ptr,
     tl.store(c_ptr + offs_p[:, None] * s_cp + offs_q[None, :] * s_cq,
              acc.to(c_ptr.dtype.element_ty), mask=mp[:, None] & mq[None, :])
     if DB:
-        if GRAD == 1:
-            if pid_q == 0:
-                tl.store(db_ptr + offs_p, dbacc.to(db_ptr.dtype.element_ty), mask=mp)
-        else:
-            if pid_p == 0:
-                tl.store(db_ptr + offs_q, dbacc.to(db_ptr.dtype.element_ty), mask=mq)
+        if own_r:
+            tl.store(db_ptr + offs_r, dbacc.to(db_ptr.dtype.element_ty), mask=m_r)
     if HEAD == 2:   # every row of hbacc holds sum g: the first program stores one
-        if GRAD == 1:
-            if pid_q == 0:
-                tl.store(hw_ptr + offs_p, hwacc.to(hw_ptr.dtype.element_ty), mask=mp)
-                if pid_p == 0:
-                    tl.store(hb_ptr + offs_p, hbacc.to(hb_ptr.dtype.element_ty),
-                             mask=offs_p == 0)
-        else:
-            if pid_p == 0:
-                tl.store(hw_ptr + offs_q, hwacc.to(hw_ptr.dtype.element_ty), mask=mq)
-                if pid_q == 0:
-                    tl.store(hb_ptr + offs_q, hbacc.to(hb_ptr.dtype.element_ty),
-                             mask=offs_q == 0)
+        if own_r:
+            tl.store(hw_ptr + offs_r, hwacc.to(hw_ptr.dtype.element_ty), mask=m_r)
+            if first_r:
+                tl.store(hb_ptr + offs_r, hbacc.to(hb_ptr.dtype.element_ty), mask=offs_r == 0)
 
 
 @triton.jit
