@@ -30,6 +30,8 @@ import os
 
 import torch
 
+from fastgan.env_choices import word
+
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # Interpreter-only: cost-based tile sizes. The interpreter's cost is per program instance and
@@ -69,10 +71,7 @@ _VALID = ("tf32", "ieee", "tf32x3")
 def default_dot_precision() -> str:
     """The fp32 dot precision when TF32 is allowed: the environment's, else tf32 (ieee under the
     interpreter)."""
-    p = os.environ.get("FASTGAN_TRITON_DOT_PRECISION", "ieee" if INTERPRET else "tf32")
-    if p not in _VALID:
-        raise ValueError(f"FASTGAN_TRITON_DOT_PRECISION must be one of {_VALID}, not {p!r}")
-    return p
+    return word("FASTGAN_TRITON_DOT_PRECISION", "ieee" if INTERPRET else "tf32")
 
 
 DOT_PRECISION: str = default_dot_precision()

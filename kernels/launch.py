@@ -17,11 +17,12 @@ test tests/backends/test_triton_cached_launch.py checks it against the plain lau
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from typing import Iterator
 
 import torch
+
+from fastgan.env_choices import word
 
 from . import config
 
@@ -40,10 +41,7 @@ WRAPPED: list = []         # every CachedKernel, for the GPU test's coverage che
 
 
 def _from_env() -> bool:
-    v = os.environ.get(ENV, "jit").strip().lower()
-    if v not in ("jit", "cached"):
-        raise ValueError(f"{ENV}={v!r}: set it to cached (direct launches) or jit (the default)")
-    return v == "cached" and not config.INTERPRET
+    return word(ENV, "jit") == "cached" and not config.INTERPRET
 
 
 STATE.on = _from_env()

@@ -82,13 +82,23 @@ def test_bad_input_one_line_exit_2_nothing_written(data_dir, tmp_path, capsys, e
     assert not out.exists()
 
 
-def test_bad_adam_kernel_env_is_one_line(data_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("FASTGAN_ADAM_KERNEL", "cuda")
+@pytest.mark.parametrize("name,words", [
+    ("FASTGAN_ADAM_KERNEL", "auto, torch"), ("FASTGAN_CPU_KERNELS", "auto, always, never"),
+    ("FASTGAN_TRITON_DOT_PRECISION", "tf32, ieee, tf32x3"),
+    ("FASTGAN_TRITON_LAUNCH", "jit, cached")])
+def test_bad_env_setting_is_one_line(name, words, data_dir, tmp_path, capsys, monkeypatch):
+    """A typo in a FASTGAN_* word setting stops every command before any work (not a default
+    taken silently, not the triton backend reported missing and another one picked)."""
+    monkeypatch.setenv(name, "Bogus")
     out = tmp_path / "run"
-    rc, _, err = run_cli(train_args(data_dir, out), capsys)
-    assert rc == 2
-    assert "FASTGAN_ADAM_KERNEL='cuda': unset it (auto) or set it to torch" in one_error_line(err)
+    for args in (train_args(data_dir, out), ["doctor"]):
+        rc, _, err = run_cli(args, capsys)
+        assert rc == 2
+        assert f"{name}='Bogus': set it to one of {words} or unset it" in one_error_line(err)
     assert not out.exists()
+    monkeypatch.setenv(name, words.split(", ")[-1].upper() + " ")   # case and spaces: fine
+    from fastgan.env_choices import env_problem
+    assert env_problem() is None
 
 
 def test_missing_dataset(tmp_path, capsys):

@@ -13,7 +13,9 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import bench, classifier, data, doctor, eval, sample, train
+from fastgan.env_choices import env_problem
+
+from . import bench, classifier, data, doctor, errors, eval, sample, train
 
 COMMANDS = (train, sample, eval, classifier, doctor, bench, data)   # the order of `fastgan -h`
 
@@ -38,6 +40,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not getattr(a, "fn", None):
             p.print_help()
             return 2
+        problem = env_problem()
+        if problem:   # before any work: a typo never runs on a default or without a backend
+            return errors.fail(problem)
         return a.fn(a)
     except KeyboardInterrupt:   # Ctrl-C while importing or loading: one line, not a traceback
         print("fastgan: interrupted", file=sys.stderr)

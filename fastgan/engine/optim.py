@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple
 
 import torch
 import torch.nn as nn
 from torch.optim.adam import adam as torch_adam
+
+from fastgan.env_choices import word
 
 if TYPE_CHECKING:
     from fastgan.variants import Variant
@@ -297,9 +298,7 @@ def _torch_fused_step(group, ps, gs, ms, vs, steps, t: int) -> None:
 def triton_adam(device: torch.device) -> bool:
     """The Triton kernel by default on ``device``: on CUDA where Triton is, unless
     FASTGAN_ADAM_KERNEL=torch (torch's own kernels: the way around a Triton problem)."""
-    choice = os.environ.get("FASTGAN_ADAM_KERNEL", "auto").strip().lower()
-    if choice not in ("auto", "torch"):
-        raise ValueError(f"FASTGAN_ADAM_KERNEL={choice!r}: unset it (auto) or set it to torch")
+    choice = word("FASTGAN_ADAM_KERNEL", "auto")
     return device.type == "cuda" and choice == "auto" and _triton_kernel() is not None
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from fastgan.env_choices import word
+
 CPU_MIN_NUMEL = {"linear_act": 4_000_000, "bias_act": 1_000_000, "bn_act": 100_000,
                  "gan_loss": 1_000_000,
                  # not measured on its own: bn_act's, the op it mostly replaces
@@ -22,8 +24,7 @@ ALWAYS_CPP = ("gather_scale", "gan_stats")
 
 
 def _cpu_policy() -> str:
-    v = os.environ.get("FASTGAN_CPU_KERNELS", "auto").strip().lower()
-    return v if v in ("auto", "always", "never") else "auto"
+    return word("FASTGAN_CPU_KERNELS", "auto")
 
 
 def _cpu_pick(op: str, fast, ref, numel_of):
