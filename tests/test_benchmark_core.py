@@ -96,6 +96,28 @@ def test_counter_runs_for_every_variant_and_scales_with_batch(name):
     assert c4.bytes_parts["optimizer"] == c1.bytes_parts["optimizer"]
 
 
+def test_counting_leaves_real_training_as_it_was(monkeypatch):
+    """The count runs an iteration on fake tensors: none of them may be kept (a fake unit
+    gradient, cached, seeded every later real backward, and training in the same process then
+    changed no weight)."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    from fastgan.ops import units
+    monkeypatch.setattr(units, "_UNITS", {})      # as in a fresh process: no unit made yet
+    count_iteration("mlp", 8)
+    assert not any(is_fake(t) for t in units._UNITS.values())
+    assert not is_fake(units.unit_grad("cpu"))
+    from fastgan import ops
+    from fastgan.benchmark.paths import make_runner
+    with ops.use_backend("reference"):
+        r = make_runner("fastgan-reference", "mlp", 8, "fp32", {}, torch.device("cpu"))
+        r.build()
+        before = [p.detach().clone() for p in r.engine.nets["G"].parameters()]
+        r.run(1)
+        assert all(not torch.equal(a, p) for a, p in zip(before, r.engine.nets["G"].parameters()))
+        r.close()
+
+
 def test_peaks_and_floor(monkeypatch):
     monkeypatch.delenv("FASTGAN_PEAK_TFLOPS", raising=False)
     monkeypatch.delenv("FASTGAN_PEAK_TBPS", raising=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Tuple
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 _UNITS: Dict[Tuple[torch.device, torch.dtype], torch.Tensor] = {}
 _HOOKS: List[Callable[[torch.Tensor], None]] = []
@@ -18,7 +19,8 @@ _HOOKS: List[Callable[[torch.Tensor], None]] = []
 
 def unit_grad(device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The 0-d constant 1 on ``device`` (made outside any CUDA-graph capture: a fill inside one
-    would run only on replay, so none is cached from there)."""
+    would run only on replay, so none is cached from there; nor a fake one: a later real
+    backward seeded with it would train nothing)."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -28,7 +30,7 @@ def unit_grad(device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
         with torch.inference_mode():
             t = torch.ones((), device=device, dtype=dtype)
-        if capturing:
+        if capturing or is_fake(t):   # under FakeTensorMode (the FLOP count): a fake, not kept
             return t
         _UNITS[key] = t
         for hook in _HOOKS:
