@@ -65,12 +65,16 @@ def target_args(logits: Tensor, target: Union[float, Tensor]) -> Tuple[Optional[
     return None, float(target)
 
 
+def check_gan_loss(logits: Tensor, kind: str, reduction: str) -> None:
+    check_float("gan_loss", logits)
+    gan_loss_args(kind, reduction)
+
+
 def gan_loss(logits: Tensor, target: Union[float, Tensor], kind: str = "bce",
              reduction: str = "mean", weight: float = 1.0) -> Tensor:
     """Registry entry: ``weight`` times the mean/sum of BCE-with-logits, LSGAN, hinge or linear
     against ``target`` (the weight folded into the kernel's scale)."""
-    check_float("gan_loss", logits)
-    gan_loss_args(kind, reduction)
+    check_gan_loss(logits, kind, reduction)
     need_grad = logits.requires_grad and torch.is_grad_enabled()
     fn = gan_loss_op if use_custom_op() else _GanLossFn.apply
     loss, _ = fn(logits, *target_args(logits, target), kind, reduction, need_grad, float(weight))

@@ -8,15 +8,12 @@ from typing import Union
 
 import torch
 
-from fastgan.kernels._common import check_float
 from fastgan.kernels.gan_loss import gan_loss_forward
-from fastgan.ops.checks import gan_loss_args
-from fastgan.ops.iteration_checks import gan_stats_args
 from fastgan.ops.registry import register
 
 from ._policy import DEVICE_TYPES, use_custom_op
-from .gan_loss import _backward, _setup_context, gan_loss, target_args
-from .gan_stats import gan_stats
+from .gan_loss import _backward, _setup_context, check_gan_loss, gan_loss, target_args
+from .gan_stats import check_gan_stats, gan_stats
 
 Tensor = torch.Tensor
 
@@ -45,14 +42,11 @@ def gan_loss_stats(logits: Tensor, target: Union[float, Tensor], kind: str, redu
         loss = gan_loss(logits, target, kind, reduction, weight)
         gan_stats(stats, loss_d, loss, real_logits, fake_logits)
         return loss
-    check_float("gan_loss", logits)
-    gan_loss_args(kind, reduction)
-    gan_stats_args(stats, loss_d, loss_d, real_logits, fake_logits)
+    check_gan_loss(logits, kind, reduction)
+    check_gan_stats(stats, loss_d, loss_d, real_logits, fake_logits)
     if logits.device != stats.device:
         raise ValueError(f"gan_loss_stats: logits are on {logits.device}, stats on "
                          f"{stats.device}")
-    for t in (loss_d, real_logits, fake_logits):
-        check_float("gan_stats", t)
     need_grad = logits.requires_grad and torch.is_grad_enabled()
     loss, _ = _GanLossStatsFn.apply(logits, *target_args(logits, target), kind, reduction,
                                     need_grad, float(weight), stats, loss_d.detach(),

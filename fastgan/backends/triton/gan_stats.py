@@ -25,11 +25,17 @@ def _(stats, loss_d, loss_g, real_logits, fake_logits):
     return None
 
 
-def gan_stats(stats: Tensor, loss_d: Tensor, loss_g: Tensor, real_logits: Tensor,
-              fake_logits: Tensor) -> Tensor:
+def check_gan_stats(stats: Tensor, loss_d: Tensor, loss_g: Tensor, real_logits: Tensor,
+                    fake_logits: Tensor) -> None:
+    """gan_stats' argument checks (gan_loss_stats passes loss_d as loss_g: its loss is made)."""
     gan_stats_args(stats, loss_d, loss_g, real_logits, fake_logits)
     for t in (loss_d, loss_g, real_logits, fake_logits):
         check_float("gan_stats", t)
+
+
+def gan_stats(stats: Tensor, loss_d: Tensor, loss_g: Tensor, real_logits: Tensor,
+              fake_logits: Tensor) -> Tensor:
+    check_gan_stats(stats, loss_d, loss_g, real_logits, fake_logits)
     args = [t.detach() for t in (loss_d, loss_g, real_logits, fake_logits)]
     (gan_stats_op if use_custom_op() else gan_stats_into)(stats, *args)
     return stats
