@@ -144,6 +144,25 @@ def check(name, out, ref, tol, seed, scale=None):
     assert e < tol, f"{name}: relative error {e:.3g} >= {tol:g} (seed {seed})"
 
 
+def gan_loss_scale(kind, zr, tr, reduction, weight):
+    """The size a gan_loss's fp32 rounding is set by, where its result can be far smaller (for
+    ``check``'s scale): linear's signed terms (+-z) can cancel in the sum; lsgan's (s - t)^2
+    with s = sigmoid(z) ~ t rounds with |s| + |t| (seed 1786188517: s ~ 0.9, 5e-5); None for
+    the others, whose terms are positive and rounded relative to themselves."""
+    if kind not in ("linear", "lsgan"):
+        return None
+    z = zr.detach()
+    t = tr if torch.is_tensor(tr) else torch.tensor(float(tr), dtype=torch.float64)
+    t = t.to(z.device, torch.float64)
+    if kind == "linear":
+        per = ((1 - 2 * t) * z).abs()
+    else:
+        s = torch.sigmoid(z)
+        per = (s - t).abs() * (s.abs() + t.abs()) + (s - t) ** 2
+    per = per.expand_as(z)
+    return abs(weight) * (per.mean() if reduction == "mean" else per.sum()).item()
+
+
 def check_floored(name, out, ref, tol, seed, floor=None):
     """Relative error below tol. The data are O(1): a reference whose RMS is below 1e-6 is
     rounding noise around an exact zero, and is compared against that floor instead."""

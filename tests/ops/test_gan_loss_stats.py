@@ -13,7 +13,8 @@ import torch
 
 from fastgan import ops
 from fastgan.benchmark.kernel_count import count_work
-from ops_harness import HAS_EXT, R, available, check, leaf, need_gpu_backend, tolerance
+from ops_harness import (HAS_EXT, R, available, check, gan_loss_scale, leaf, need_gpu_backend,
+                         tolerance)
 
 BACKENDS = [pytest.param("reference", id="reference"),
             pytest.param("triton", id="triton", marks=pytest.mark.skipif(
@@ -78,11 +79,7 @@ def test_equals_its_two_ops_and_the_reference(backend, kind, reduction, n, form,
     lr = R.gan_loss(zr, tr, kind, reduction, 0.5)
     lr.backward(go.double())
     tol = tolerance(backend, "cpu", torch.float32)
-    scale = None
-    if kind == "linear":   # signed terms: held relative to the sum of their sizes
-        t = tr if torch.is_tensor(tr) else torch.tensor(tr, dtype=torch.float64)
-        per = ((1 - 2 * t) * zr.detach()).abs().expand_as(zr)
-        scale = 0.5 * (per.mean() if reduction == "mean" else per.sum()).item()
+    scale = gan_loss_scale(kind, zr, tr, reduction, 0.5)
     check("loss", loss, lr, tol, seed, scale=scale)
     # a gradient element near zero (s ~ t) is a difference of O(weight * go / n) terms: held
     # relative to that size (seed 4233655483: lsgan, one logit, 1.4e-3 of a tiny gradient)
