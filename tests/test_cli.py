@@ -325,3 +325,26 @@ def test_ctrl_c_saves_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     from fastgan.engine import checkpoint as ckpt
     st = ckpt.load_checkpoint(str(out))
     assert st["step"] > 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--backend", "nonsense"],
+     "argument --backend: invalid choice: 'nonsense' (choose from 'auto'"),
+    (["train", "--steps", "x"], "argument --steps: invalid int value: 'x'; see 'fastgan train -h'"),
+    (["nope"], "argument COMMAND: invalid choice: 'nope'"),
+    (["sample"], "the following arguments are required: --checkpoint; see 'fastgan sample -h'"),
+    (["data", "download", "foo"], "argument name: invalid choice: 'foo'"),
+])
+def test_argparse_errors_are_one_line(args, needle, capsys):
+    """argparse's own errors (a bad choice or value, an unknown option) as one line naming the
+    command's help, not its usage block."""
+    with pytest.raises(SystemExit) as e:   # argparse's exit, with its code
+        main(args)
+    assert e.value.code == 2
+    assert needle in one_error_line(capsys.readouterr().err)
+
+
+def test_unknown_option_names_the_commands_help(capsys):
+    rc, _, err = run_cli(["train", "--bogus", "3"], capsys)
+    assert rc == 2
+    assert "unrecognized arguments: --bogus 3; see 'fastgan train -h'" in one_error_line(err)

@@ -21,8 +21,8 @@ COMMANDS = (train, sample, eval, classifier, doctor, bench, data)   # the order 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastgan", description="Train GANs fast on NVIDIA GPUs.")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    p = errors.OneLineParser(prog="fastgan", description="Train GANs fast on NVIDIA GPUs.")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=errors.OneLineParser)
     for cmd in COMMANDS:
         cmd.add_parser(sub).set_defaults(fn=cmd.run)
     return p
@@ -36,7 +36,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return data.main(argv[1:])
     try:
         p = build_parser()
-        a = p.parse_args(argv)
+        a, extra = p.parse_known_args(argv)   # -h and bad input: SystemExit, as argparse's
+        if extra:   # named by the command's own options (argparse would name `fastgan -h`)
+            where = f"fastgan {a.cmd} -h" if getattr(a, "cmd", None) else "fastgan -h"
+            return errors.fail(f"unrecognized arguments: {' '.join(extra)}; see '{where}'")
         if not getattr(a, "fn", None):
             p.print_help()
             return 2

@@ -25,8 +25,9 @@ def run(args) -> int:   # reached only through build_parser() without main's han
 
 
 def build_parser(prog: str = "fastgan data") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="fastgan data sets")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    from .errors import OneLineParser
+    p = OneLineParser(prog=prog, description="fastgan data sets")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=OneLineParser)
     d = sub.add_parser("download", help="download mnist or fashion-mnist (needs a network)")
     d.add_argument("name", choices=["mnist", "fashion-mnist"])
     d.add_argument("--data-dir", default=None,

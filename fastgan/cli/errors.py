@@ -2,6 +2,7 @@
 ``fastgan.cli``, so command modules and libraries can use it without a cycle."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Optional
@@ -26,3 +27,11 @@ def fail(msg: str, detail: Optional[str] = None, verbose: bool = False) -> int:
 
 def fail_from(e: BaseException, a) -> int:
     return fail(str(e), getattr(e, "detail", None), bool(getattr(a, "verbose", False)))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as :func:`fail`'s one line (its usage block would bury them): what is
+    wrong and where the options are listed; exit code 2 as argparse's."""
+
+    def error(self, message: str):
+        self.exit(2, f"fastgan: error: {message}; see '{self.prog} -h'\n")

@@ -6,7 +6,7 @@ import sys
 
 from fastgan import backends
 
-from .errors import fail
+from .errors import OneLineParser, fail
 
 NAME = "train"
 HELP = "train a variant"
@@ -14,7 +14,7 @@ HELP = "train a variant"
 _UNSET = object()
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(OneLineParser):
     """Also records the options the command line gave (``a.given``, argparse dests): --config's
     values yield to those only, never to argparse defaults."""
 
