@@ -242,8 +242,10 @@ def test_doctor(capsys):
                    "CPU threads"):
         assert needle in out
     from fastgan import ops
-    assert (f"train on cpu  eager (CUDA graphs need a GPU), backend {ops.auto_backend('cpu')} "
-            "(auto: the first complete one of") in out
+    assert (f"train on cpu  eager (CUDA graphs need a GPU), backend auto by variant: mlp "
+            f"{ops.auto_backend('cpu', variant='mlp')}, bigan "
+            f"{ops.auto_backend('cpu', variant='bigan')}, ") in out
+    assert ops.auto_choice("cpu", False, "mlp")[1] in out
 
 
 def test_doctor_says_which_quality_metrics_apply(monkeypatch):
@@ -262,18 +264,22 @@ def test_doctor_says_which_quality_metrics_apply(monkeypatch):
 
 
 def test_doctor_says_the_path_and_backend_on_cuda(monkeypatch):
-    """On a GPU (faked: the lines are the trainer's own decision and the catalogue's orders):
+    """On a GPU (faked: the lines are the trainer's own decision and auto's measured picks):
     the graph by default with the graph-mode auto backend, and the eager alternative's."""
     from fastgan import backends, ops
     from fastgan.cli.doctor import path_lines
+    from fastgan.variants import VARIANTS
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     lines = path_lines("cuda")
+    picks = lambda graph: ", ".join(  # noqa: E731
+        f"{v} {ops.auto_backend('cuda', graph=graph, variant=v)}" for v in VARIANTS)
     assert lines[0].startswith(f"train on cuda CUDA graph (the default on a CUDA device), "
-                               f"backend {ops.auto_backend('cuda', graph=True)} (auto: the first "
-                               f"complete one of {', '.join(backends.auto_order('cuda'))})")
+                               f"backend auto by variant: {picks(True)} (measured on ")
     assert lines[1].strip().startswith("eager (--no-cuda-graphs, or where the graph cannot "
-                                       "apply): backend reference (auto: the first complete "
-                                       "one of reference, cuda, triton)")
+                                       f"apply): backend auto by variant: {picks(False)} (")
+    # no GPU name here: the newest GPU measured, said so
+    assert "not this device" in lines[0]
+    assert backends.auto_order("cuda")   # the catalogue's order remains the fallback
 
 
 def test_train_help_names_both_graph_flags(capsys):

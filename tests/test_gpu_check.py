@@ -46,7 +46,11 @@ def test_dry_run_runs_every_step_and_writes_as_it_goes(dry_run):
     assert recs[0]["step"] == "start" and recs[-1]["step"] == "summary"
     # the steps are written in priority order, each when it ends
     order = [r["step"] for r in step_records(recs)]
-    assert order == ["machine", "build", "tests", "warm", "peaks", "bench"]
+    assert order == ["machine", "build", "tests", "warm", "peaks", "bench", "overhead"]
+    # host µs per op call, per backend, the fused ops and the reference they replace
+    over = [r for r in recs if r["step"] == "overhead" and "host_us_per_call" in r]
+    assert {"reference", "cuda"} <= {r["backend"] for r in over}
+    assert {"linear_act_head", "gan_loss_stats", "gather_scale"} <= {r["op"] for r in over}
     assert done["tests"]["collected"] > 100          # the GPU subset still exists
     assert "sm_90" in done["build"]["want_arch"]
     rows = [r for r in recs if r["step"] == "bench" and "path" in r]
@@ -81,7 +85,9 @@ def test_publish_writes_results_and_the_readme_block(dry_run, tmp_path):
     with open(jp) as f:
         doc = json.load(f)
     assert validate(doc) == [] and {s["step"] for s in doc["gpu_check"]} >= set(STEPS)
-    assert "The run's checks" in open(mp).read()
+    md = open(mp).read()
+    assert "The run's checks" in md
+    assert "Host µs per op call" in md and "| linear_act_head | " in md   # the overhead step
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="markers"):
         publish(str(out), str(tmp_path / "results"), str(readme))
@@ -111,6 +117,7 @@ def test_gpu_check_plan_order():
     for v in VARIANTS:
         got = {i.path for i in first if i.variant == v}
         assert "eager-reference" in got, v
+        assert {"fastgan-cuda", "fastgan-cuda-graph", "fastgan-reference"} <= got, (v, got)
         assert all(i.batch == seed[i.variant] and i.precision == "fp32" for i in first)
     assert not any(i.path.startswith("compile-") for i in first)
     comp = [i for i in items if i.priority // 100 == T_COMPILE]
@@ -124,7 +131,8 @@ def test_gpu_check_plan_order():
 def test_check_tier_rules():
     ref = parse_path("eager-reference")
     assert check_tier("mlp", 64, "fp32", ref, True, "triton") == T_SEED
-    assert check_tier("mlp", 64, "fp32", parse_path("fastgan-cuda"), True, "triton") != T_SEED
+    # every backend eagerly too: auto's table (fastgan/backends/measured.py) needs them
+    assert check_tier("mlp", 64, "fp32", parse_path("fastgan-cuda"), True, "triton") == T_SEED
     assert check_tier("mlp", 64, "fp32", parse_path("fastgan-cuda-graph"), True,
                       "triton") == T_SEED
     assert check_tier("mlp", 64, "fp32", parse_path("compile-max-autotune"), True,

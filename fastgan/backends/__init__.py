@@ -40,8 +40,8 @@ class Backend:
 
 
 # Listing order: argparse choices and messages ("reference, triton, cuda").
-# The CUDA orders are measured (bench/results/2026-11-23-h100-prelim.md, the one GPU run, H100):
-# in a CUDA graph triton was fastest, then cuda, then reference (mlp 64: 0.401, 0.452, 0.477 ms);
+# auto's orders where no measurement of the variant and device applies (auto_choice), from mlp 64
+# in bench/results/2026-11-23-h100-prelim.md (H100): in a CUDA graph triton was fastest, then cuda, then reference (mlp 64: 0.401, 0.452, 0.477 ms);
 # eagerly every fused backend was slower than plain PyTorch (triton 0.38-0.55x, cuda 0.72-0.92x:
 # launcher and Python overhead per op), so eager auto on CUDA is the reference.
 BACKENDS: Tuple[Backend, ...] = (
@@ -80,6 +80,19 @@ def auto_order(device_type: str, graph: bool = True) -> Tuple[str, ...]:
     return tuple(b.name for b in ranked)
 
 
+def auto_choice(device_type: str, graph: bool = True, variant: Optional[str] = None,
+                device_name: Optional[str] = None) -> Tuple[Tuple[str, ...], str]:
+    """(the order ``auto`` tries, best first; where it comes from): measured for the variant on
+    this device (a GPU's name) in this mode (fastgan/backends/measured.py), else the catalogue's
+    :func:`auto_order`."""
+    from . import measured
+    m = measured.lookup(device_type, graph, variant, device_name)
+    if m is not None:
+        return tuple(m[0]), m[1]
+    why = "no measurement of " + (f"{variant} on {device_type}" if variant else "a variant")
+    return auto_order(device_type, graph), f"the catalogue's order ({why})"
+
+
 def prepare(name: str, device_type: str) -> None:
     """Set what backend ``name`` needs in the environment on ``device_type`` before it is loaded
     (the triton backend on CPU: TRITON_INTERPRET=1). Values already set are kept."""
@@ -115,5 +128,5 @@ def tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-__all__ = ["Backend", "BACKENDS", "REFERENCE", "names", "get", "auto_order", "prepare", "hook",
-           "tf32"]
+__all__ = ["Backend", "BACKENDS", "REFERENCE", "names", "get", "auto_order", "auto_choice",
+           "prepare", "hook", "tf32"]

@@ -244,7 +244,7 @@ def plan(cfg: BenchConfig) -> List[Item]:
     dev_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
     backends, why = backend_rows(dev_type)
     all_paths = select_paths(path_names(backends), cfg.paths)
-    auto = ops.auto_backend(dev_type)
+    autos = {v: ops.auto_backend(dev_type, variant=v) for v in cfg.variants}   # graph mode
     cases: List[Tuple[str, int, str, dict, bool]] = []   # variant, batch, precision, ovr, seed?
     for v in cfg.variants:
         seed_b = get_variant(v).hyper.batch_size
@@ -279,7 +279,7 @@ def plan(cfg: BenchConfig) -> List[Item]:
 
     items: List[Item] = []
     for (v, b, prec, ovr, seed) in cases:
-        heavy = v in heavy_names
+        heavy, auto = v in heavy_names, autos[v]
         sizes = sorted(c[1] for c in cases if c[0] == v and c[2] == prec)
         largest = b == sizes[-1]
         # Larger-batch tiers: 16x the seed (and mlp's 8192) before 4x.
@@ -356,7 +356,7 @@ def plan(cfg: BenchConfig) -> List[Item]:
 
 
 # make gpu-check's tiers (the order of its questions): (1) every variant at its seed batch,
-# eager-reference, the auto backend eager and every backend graphed; (2) torch.compile default
+# eager-reference and every backend eager and graphed; (2) torch.compile default
 # and reduce-overhead there; (3) the check batches (dcgan at 128 and 512) in fp32 and bf16;
 # (4) the rest of --quick.
 (T_SEED, T_COMPILE, T_DCGAN, T_REST) = range(1, 5)
@@ -368,7 +368,8 @@ def check_tier(variant: str, batch: int, precision: str, p: dict, seed: bool,
     main = kind == "eager-reference" or (kind == "fastgan" and (p["graph"]
                                                                  or p["backend"] == auto))
     if seed and precision == "fp32":
-        if main:
+        # every backend in both modes: what auto's table needs (fastgan/backends/measured.py)
+        if kind in ("eager-reference", "fastgan"):
             return T_SEED
         if kind == "compile" and p["mode"] in ("default", "reduce-overhead"):
             return T_COMPILE

@@ -73,9 +73,12 @@ def report() -> str:
 
 
 def _auto(dev: str, graph: bool) -> str:
-    from fastgan import backends, ops
-    order = ", ".join(backends.auto_order(dev, graph=graph))
-    return f"{ops.auto_backend(dev, graph=graph)} (auto: the first complete one of {order})"
+    """What auto picks for each variant on ``dev`` in this mode, and where its order is from."""
+    from fastgan import ops
+    from fastgan.variants import VARIANTS
+    picks = ", ".join(f"{v} {ops.auto_backend(dev, graph=graph, variant=v)}" for v in VARIANTS)
+    wheres = "; ".join(sorted({ops.auto_choice(dev, graph, v)[1] for v in VARIANTS}))
+    return f"auto by variant: {picks} ({wheres})"
 
 
 def path_lines(dev: str) -> list:
@@ -91,9 +94,10 @@ def path_lines(dev: str) -> list:
              f"{_auto(dev, graph)}; complete here: {', '.join(ops.available_backends(dev))}"]
     if graph:
         lines.append(f"             eager (--no-cuda-graphs, or where the graph cannot apply): "
-                     f"backend {_auto(dev, False)}, as measured: eagerly the fused backends' "
-                     "per-call host cost outweighed their fusion")
-    if dev == "cpu" and ops.auto_backend(dev, graph=False) == "cuda":
+                     f"backend {_auto(dev, False)}")
+    from fastgan.variants import VARIANTS
+    if dev == "cpu" and any(ops.auto_backend(dev, graph=False, variant=v) == "cuda"
+                            for v in VARIANTS):
         lines.append("             " + _cpu_policy_line())
     return lines
 

@@ -244,7 +244,7 @@ def _place(r: SimpleNamespace, cfg: TrainConfig) -> None:
     # auto in the mode the run asks for; resolved again if the graph cannot apply (_engine).
     with user_errors():
         r.backend = ops.resolve_backend(cfg.backend, r.device.type,
-                                        graph=cfg.cuda_graphs is not False)
+                                        graph=cfg.cuda_graphs is not False, variant=cfg.variant)
     if cfg.tensorboard:     # ---- --tensorboard (issue 23): rank 0 writes, so needs the package
         main_check(r, check_tensorboard)
 
@@ -341,8 +341,8 @@ def decide_graphs(r, cfg: TrainConfig, host_resident: bool, d_steps: int) -> Non
 
 def eager_backend(r, cfg: TrainConfig) -> str:
     """The backend of an eager run: --backend auto's choice for eager mode, else the one given."""
-    return (ops.resolve_backend("auto", r.device.type, graph=False) if cfg.backend == "auto"
-            else r.backend)
+    return (ops.resolve_backend("auto", r.device.type, graph=False, variant=cfg.variant)
+            if cfg.backend == "auto" else r.backend)
 
 
 def build_engine(r, resident: bool, capturable: Optional[bool] = None) -> None:

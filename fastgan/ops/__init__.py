@@ -34,11 +34,13 @@ register themselves when the registry first asks for them.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .activation import act
 from .registry import (OPS, OPTIONAL_OPS, BackendUnavailable, active_backend, add_loader,
-                       auto_backend, available_backends, ensure_loaded, has_impl, known_backends,
+                       auto_backend, auto_choice, available_backends, ensure_loaded, has_impl, known_backends,
                        load_error, lookup, register, set_backend, unregister_backend,
                        use_backend)
 from .units import is_unit_grad, on_new_unit, unit_grad
@@ -123,11 +125,12 @@ def sync_bn_act(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e
                                                 unbiased_running_var)
 
 
-def resolve_backend(name: str, device_type: str, graph: bool = True) -> str:
+def resolve_backend(name: str, device_type: str, graph: bool = True,
+                    variant: Optional[str] = None) -> str:
     """Turn ``auto`` into a concrete backend name for ``device_type`` in graph mode or eagerly
-    (``graph``, see auto_backend); check others exist."""
+    (``graph``) for ``variant`` (see auto_backend); check others exist."""
     if name == "auto":
-        return auto_backend(device_type, graph=graph)
+        return auto_backend(device_type, graph=graph, variant=variant)
     known = known_backends()
     if name not in known:
         raise ValueError(f"unknown backend {name!r}; choose auto, {', '.join(known)}")
@@ -166,6 +169,7 @@ def linear_bn_act(x, weight, bias, bn_weight, bn_bias, running_mean, running_var
 
 __all__ = ["linear_act", "bias_act", "bn_act", "gan_loss", "sync_bn_act", "register", "lookup",
            "use_backend", "set_backend", "active_backend", "available_backends", "auto_backend",
+           "auto_choice",
            "resolve_backend", "BACKENDS", "OPS", "OPTIONAL_OPS", "BackendUnavailable",
            "has_impl", "unregister_backend", "load_error", "ensure_loaded", "add_loader", "act",
            "known_backends", "gather_scale", "gan_stats", "linear_act_head", "gan_loss_stats",

@@ -171,6 +171,18 @@ def lookup(op: str, device_type: str, backend: Optional[str] = None) -> Callable
     return _impls[(op, "reference", device_type if (op, "reference", device_type) in _impls else "cpu")]
 
 
+def auto_choice(device_type: str, graph: bool = True, variant: Optional[str] = None):
+    """:func:`fastgan.backends.auto_choice` with this machine's GPU name."""
+    name = None
+    if device_type == "cuda":
+        import torch
+        try:
+            name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        except (RuntimeError, AssertionError):   # no usable GPU: the newest GPU measured
+            name = None
+    return _catalog().auto_choice(device_type, graph, variant, name)
+
+
 def available_backends(device_type: str) -> list:
     """Backends that implement every op on ``device_type``, in preference order (optional ops
     not required)."""
@@ -183,18 +195,13 @@ def available_backends(device_type: str) -> list:
     return out
 
 
-def auto_backend(device_type: str, graph: bool = True) -> str:
-    """The backend ``--backend auto`` picks: the fastest measured on the device type in the mode
-    the run has (``graph``: the iteration replayed from a CUDA graph; False: eager). The default
-    is graph mode, ``fastgan train``'s default on CUDA (on CPU both modes have one order).
-
-    On CUDA in a graph: triton (fused matmul epilogues and one-pass BN/loss kernels), then cuda,
-    then reference; eagerly: the reference (the fused backends' per-call host cost outweighed
-    their fusion there). On CPU: the C++ extension when built (its kernels are the fast CPU
-    path), else the reference; Triton on CPU is the interpreter, for tests only. The orders and
-    their measurements are in the catalogue (fastgan/backends/__init__.py).
-    """
-    order = _catalog().auto_order(device_type, graph=graph)
+def auto_backend(device_type: str, graph: bool = True, variant: Optional[str] = None) -> str:
+    """The backend ``--backend auto`` picks: the first complete one of
+    :func:`fastgan.backends.auto_choice`'s order, the fastest measured for ``variant`` on this
+    device in the run's mode (``graph``: the iteration replayed from a CUDA graph, the default
+    of ``fastgan train`` on CUDA; False: eager), else the catalogue's order for the device type.
+    On CPU both modes have one order; Triton on CPU is the interpreter, for tests only."""
+    order, _ = auto_choice(device_type, graph, variant)
     avail = available_backends(device_type)
     for b in order:
         if b in avail:
