@@ -19,6 +19,7 @@ goes (a timeout or crash in a late step keeps everything before it):
             auto backend eager, every backend graphed), then torch.compile default and
             reduce-overhead there, then dcgan 128/512 in fp32 and bf16, then the rest of the
             quick matrix, each row a JSON line, until the budget ends
+  overhead  host µs per op call per backend (bench/test_op_overhead.py), the last 40 s
 
 and last a short table. Files in $FASTGAN_RESULTS (default bench/results/run): gpu-check.jsonl,
 build.log, pytest.log, bench.log, <date>-<gpu>.json and .md. ``python -m
@@ -54,7 +55,8 @@ T0 = time.monotonic()
 # Seconds per step on a GPU, estimated from the 2026-11-23 H100 run (build ~30 s on 16 cores,
 # 240 GPU tests in 6.6 s before its first failure, compile rows 36-41 s cold, Triton's first use
 # of a shape 5-30 s, other rows ~1.2 s): caps, not targets.
-CAPS = {"machine": 20, "build": 180, "tests": 90, "peaks": 30, "warm": 200, "summary": 12}
+CAPS = {"machine": 20, "build": 180, "tests": 90, "peaks": 30, "warm": 200, "summary": 12,
+        "overhead": 40}
 
 # The GPU test subset: every op on CUDA tensors for both fast backends (fp32/bf16/fp64 and
 # Triton's tf32), graph replay vs eager, the custom-op path and torch.compile over Triton ops.
@@ -331,7 +333,7 @@ def step_bench(c: Check) -> None:
                           env=c.env, cwd=ROOT).stdout.strip() or "gpu"
     c.json_path = os.path.join(c.results, f"{date}-{slug}.json")
     c.md_path = os.path.join(c.results, f"{date}-{slug}.md")
-    budget = max(20.0, c.left() - CAPS["summary"])
+    budget = max(20.0, c.left() - CAPS["summary"] - CAPS["overhead"])
     env = dict(c.env, FASTGAN_BENCH_BUDGET_S=f"{budget:.0f}")
     if getattr(c, "peaks_file", None):
         env["FASTGAN_PEAKS_FILE"] = c.peaks_file
@@ -347,6 +349,26 @@ def step_bench(c: Check) -> None:
     c.done("bench", "ok" if rc == 0 else ("timeout" if rc == 124 else "failed"), t0,
            f"{n['ok']} rows measured, {n['error']} errors, {n['skipped']} skipped for the "
            f"budget (budget {budget:.0f} s)", rc=rc, rows=n)
+
+
+def step_overhead(c: Check) -> None:
+    """Host µs per op call per backend (bench/test_op_overhead.py, its tiny loop): the eager
+    fused ops against the PyTorch ops they replace; one JSON line per row."""
+    t0 = elapsed()
+    path = os.path.join(c.tmp, "op-overhead.json")   # its rows go to gpu-check.jsonl
+    args = [c.py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_op_overhead.py",
+            f"--benchmark-json={path}"]
+    env = dict(c.env, FASTGAN_BENCH_TINY="1")
+    rc, tail = c.run(args, "overhead.log", max(10.0, min(CAPS["overhead"], c.left() - 5)),
+                     env=env)
+    rows = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            rows = [b["extra_info"] for b in json.load(f).get("benchmarks", [])]
+    for r in rows:
+        c.record("overhead", **r)
+    status = "ok" if rc == 0 else ("timeout" if rc == 124 else "failed")
+    c.done("overhead", status, t0, f"{len(rows)} rows of host us per op call", rc=rc)
 
 
 def summary(c: Check) -> int:
@@ -393,6 +415,7 @@ def main(argv=None) -> int:
     stop_warm(c, warm)
     step_peaks(c)
     step_bench(c)
+    step_overhead(c)
     return summary(c)
 
 
