@@ -174,12 +174,13 @@ def test_failed_capture_switches_auto_to_the_eager_backend(make_idx_dataset, tmp
     run.cfg.backend, run.backend = "auto", "cuda"        # as auto in a graph on CUDA would
     seen = []
     monkeypatch.setattr(fast_path.ops, "resolve_backend",
-                        lambda name, dev, graph=True: seen.append((name, dev, graph))
-                        or "reference")
+                        lambda name, dev, graph=True, variant=None:
+                        seen.append((name, dev, graph, variant)) or "reference")
     with ops.use_backend("reference"):
         fast_path.runner(run, capture=WarmsUpThenFails)
         assert ops.active_backend() == "reference"
-    assert seen == [("auto", "cpu", False)] and run.backend == "reference"
+    # eager auto for the run's own variant (its measured order)
+    assert seen == [("auto", "cpu", False, run.cfg.variant)] and run.backend == "reference"
     assert "training eagerly with backend reference (auto, eager)" in capsys.readouterr().err
 
 
