@@ -158,25 +158,6 @@ def step_machine(c: Check) -> None:
            f"triton {info.get('triton')}", nvidia_smi=smi, **info)
 
 
-def find_cuobjdump(py: str):
-    cands = [shutil.which("cuobjdump")] + [os.path.join(home, "bin", "cuobjdump") for home in
-                                           (os.environ.get("CUDA_HOME"), "/usr/local/cuda") if home]
-    r = subprocess.run([py, "-c", "import os, triton; print(os.path.dirname(triton.__file__))"],
-                       capture_output=True, text=True)
-    if r.returncode == 0:   # triton's wheel carries one
-        cands.append(os.path.join(r.stdout.strip(), "backends", "nvidia", "bin", "cuobjdump"))
-    return next((p for p in cands if p and os.path.isfile(p) and os.access(p, os.X_OK)), None)
-
-
-def extension_archs(so: str, cuobjdump: str) -> dict:
-    """{elf: [sm_90, ...], ptx: [...]} embedded in the extension."""
-    out = {}
-    for kind, flag in (("elf", "--list-elf"), ("ptx", "--list-ptx")):
-        r = subprocess.run([cuobjdump, flag, so], capture_output=True, text=True)
-        out[kind] = sorted(set(re.findall(r"\.(sm_\d+a?)\.(?:cubin|ptx)", r.stdout)))
-    return out
-
-
 def step_build(c: Check) -> None:
     t0 = elapsed()
     if c.tiny:
@@ -195,6 +176,7 @@ def step_build(c: Check) -> None:
     cap = (c.info or {}).get("capability")
     want = f"sm_{cap[0]}{cap[1]}" if cap else "sm_90"
     archs, ok = {}, False
+    from fastgan.benchmark.cuobjdump import extension_archs, find_cuobjdump
     tool = find_cuobjdump(c.py)
     if not sos:
         detail += "; no fastgan/_C*.so: the cuda backend is unavailable"
@@ -352,21 +334,15 @@ def step_bench(c: Check) -> None:
 
 
 def step_overhead(c: Check) -> None:
-    """Host µs per op call per backend (bench/test_op_overhead.py, its tiny loop): the eager
-    fused ops against the PyTorch ops they replace; one JSON line per row."""
-    t0 = elapsed()
-    path = os.path.join(c.tmp, "op-overhead.json")   # its rows go to gpu-check.jsonl
+    """Host µs per op call per backend (bench/test_op_overhead.py's tiny loop), a line each."""
+    t0, path = elapsed(), os.path.join(c.tmp, "op-overhead.json")   # rows: gpu-check.jsonl
     args = [c.py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_op_overhead.py",
             f"--benchmark-json={path}"]
-    env = dict(c.env, FASTGAN_BENCH_TINY="1")
-    rc, tail = c.run(args, "overhead.log", max(10.0, min(CAPS["overhead"], c.left() - 5)),
-                     env=env)
-    rows = []
-    if os.path.isfile(path):
-        with open(path) as f:
-            rows = [b["extra_info"] for b in json.load(f).get("benchmarks", [])]
-    for r in rows:
-        c.record("overhead", **r)
+    rc, _ = c.run(args, "overhead.log", max(10.0, min(CAPS["overhead"], c.left() - 5)),
+                  env=dict(c.env, FASTGAN_BENCH_TINY="1"))
+    rows = json.load(open(path)).get("benchmarks", []) if os.path.isfile(path) else []
+    for b in rows:
+        c.record("overhead", **b["extra_info"])
     status = "ok" if rc == 0 else ("timeout" if rc == 124 else "failed")
     c.done("overhead", status, t0, f"{len(rows)} rows of host us per op call", rc=rc)
 

@@ -53,6 +53,9 @@ def environment(device: str, threads: Optional[int] = None) -> dict:
     dt = dev.type
     env["backends"] = ops.available_backends(dt)
     env["auto_backend"] = ops.auto_backend(dt)
+    from fastgan.variants import VARIANTS   # auto per variant and mode (backends/measured.py)
+    env["auto"] = {v: {"graph": ops.auto_backend(dt, graph=True, variant=v),
+                       "eager": ops.auto_backend(dt, graph=False, variant=v)} for v in VARIANTS}
     env["backend_errors"] = {b: ops.load_error(b) for b in ops.BACKENDS if ops.load_error(b)}
     env["tf32"] = dt == "cuda"
     from .paths import cudnn_benchmark
