@@ -114,7 +114,10 @@ def test_bench_rows_state_the_budget_where_they_count_the_same():
         s.kernel_budget_reference
     assert _budget(row("fastgan-triton", dict(s.tiny_overrides))) == s.kernel_budget_triton
     assert _budget(row("fastgan-cuda", {})) is None            # 64x64: more layers
-    assert _budget(row("fastgan-cuda-graph", dict(s.tiny_overrides))) is None
+    # a graph row replays the same iteration: the same budget (GPU rows carry it beside the
+    # profiler's count)
+    assert _budget(row("fastgan-cuda-graph", dict(s.tiny_overrides))) == s.kernel_budget
+    assert _budget(row("compile-default", dict(s.tiny_overrides))) is None
 
 
 def test_readme_states_the_budgets():

@@ -277,6 +277,8 @@ def measure_path(spec: dict, data=None, nvml: Optional[Nvml] = None) -> dict:
                             row["gpu_busy_pct"] = min(100.0, pb["gpu_us_per_it"] / 1e3 / med
                                                       * 100.0)
                             row["kernels_per_it"] = pb["kernels_per_it"]
+                            # the CPU proxy's budget, beside the profiler's count
+                            row["kernel_budget"] = _budget(runner)
                             row["top_kernels"] = pb["top_kernels"]
                     except Exception as e:  # the profiler is optional
                         row["profile_error"] = first_line(e)
@@ -311,11 +313,12 @@ def proxy_kernels(runner) -> dict:
 
 def _budget(runner) -> Optional[int]:
     """The variant's stated proxy budget for this row (BenchSettings.kernel_budget*), where
-    the row counts what the budget counts: the fastgan-cuda, -reference or -triton path at the
-    tiny architecture (the count does not depend on the batch)."""
+    the row counts what the budget counts: the fastgan-cuda, -reference or -triton path (eager
+    or graphed) at the tiny architecture (the count does not depend on the batch)."""
     from fastgan.variants import bench_settings
+    name = getattr(runner, "name", "")   # a graph replays the eager iteration's kernels
     field = {"fastgan-cuda": "kernel_budget", "fastgan-reference": "kernel_budget_reference",
-             "fastgan-triton": "kernel_budget_triton"}.get(getattr(runner, "name", ""))
+             "fastgan-triton": "kernel_budget_triton"}.get(name.removesuffix("-graph"))
     try:
         s = bench_settings(runner.variant_name)
     except KeyError:
