@@ -101,6 +101,13 @@ def test_bad_env_setting_is_one_line(name, words, data_dir, tmp_path, capsys, mo
     assert env_problem() is None
 
 
+def test_cuda_graphs_on_cpu_is_refused_before_the_data_loads(tmp_path, capsys):
+    """The device's problem first: a missing data set would otherwise be fixed in vain."""
+    rc, _, err = run_cli(train_args(str(tmp_path / "nowhere"), tmp_path / "run",
+                                    "--cuda-graphs"), capsys)
+    assert rc == 2 and "--cuda-graphs needs a CUDA GPU" in one_error_line(err)
+
+
 def test_missing_dataset(tmp_path, capsys):
     rc, _, err = run_cli(train_args(str(tmp_path / "nowhere"), tmp_path / "run"), capsys)
     assert rc == 2

@@ -240,6 +240,8 @@ def _place(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.main = r.dist is None or r.dist.is_main
     r.device = r.dist.device if r.dist is not None else pick_device(cfg.device)
     check_precision(cfg.precision)
+    if cfg.cuda_graphs and r.device.type != "cuda":   # refused before the data set loads
+        choose_graphs(True, r.device, unroll=cfg.graph_unroll)
     backends.prepare(cfg.backend, r.device.type)   # e.g. Triton on CPU = its interpreter
     # auto in the mode the run asks for; resolved again if the graph cannot apply (_engine).
     with user_errors():
