@@ -335,14 +335,12 @@ def step_bench(c: Check) -> None:
 
 def step_overhead(c: Check) -> None:
     """Host µs per op call per backend (bench/test_op_overhead.py's tiny loop), a line each."""
-    t0, path = elapsed(), os.path.join(c.tmp, "op-overhead.json")   # rows: gpu-check.jsonl
-    args = [c.py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_op_overhead.py",
-            f"--benchmark-json={path}"]
+    t0 = elapsed()   # each row goes to gpu-check.jsonl as it is measured: a timeout keeps them
+    args = [c.py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_op_overhead.py"]
     rc, _ = c.run(args, "overhead.log", max(10.0, min(CAPS["overhead"], c.left() - 5)),
-                  env=dict(c.env, FASTGAN_BENCH_TINY="1"))
-    rows = json.load(open(path)).get("benchmarks", []) if os.path.isfile(path) else []
-    for b in rows:
-        c.record("overhead", **b["extra_info"])
+                  env=dict(c.env, FASTGAN_BENCH_TINY="1", FASTGAN_OVERHEAD_JSONL=c.jsonl))
+    with open(c.jsonl) as f:
+        rows = [ln for ln in f if '"step": "overhead"' in ln and "host_us_per_call" in ln]
     status = "ok" if rc == 0 else ("timeout" if rc == 124 else "failed")
     c.done("overhead", status, t0, f"{len(rows)} rows of host us per op call", rc=rc)
 

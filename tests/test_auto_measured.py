@@ -54,6 +54,24 @@ def test_ranking_fastest_first_ties_and_failures():
     assert measured.derive(_results(wide), {"mlp": 64})["graph"]["mlp"][:2] == ["cuda", "triton"]
 
 
+def test_ties_are_clusters_around_the_fastest():
+    """3 % apart is not a tie at 2 % even through a backend between them (a pairwise sort with
+    a tolerance would keep the catalogue's triton-last order here)."""
+    rows = [_row("cuda", 100.0, True), _row("reference", 101.5, True), _row("triton", 103.0, True)]
+    assert measured.derive(_results(rows), {"mlp": 64})["graph"]["mlp"] == \
+        ["triton", "reference", "cuda"]
+
+
+def test_a_cpu_needs_ten_percent():
+    """A CPU's runs vary by about 10 %: 8 % apart keeps the catalogue's order (cuda first)."""
+    rows = [_row("reference", 108.0), _row("cuda", 100.0)]
+    cpu = lambda rs: measured.derive(_results(rs, device="cpu", name="CPU"),  # noqa: E731
+                                     {"mlp": 64})["eager"]["mlp"]
+    assert cpu(rows) == ["cuda", "reference"]
+    rows[0]["it_s"] = 111.0
+    assert cpu(rows) == ["reference", "cuda"]
+
+
 def test_cpu_has_no_graph_order_and_never_picks_the_interpreter():
     rows = [_row("reference", 10.0), _row("cuda", 20.0), _row("triton", 99.0)]
     e = measured.derive(_results(rows, device="cpu", name="CPU"), {"mlp": 64})

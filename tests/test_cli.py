@@ -277,6 +277,7 @@ def test_doctor_says_the_path_and_backend_on_cuda(monkeypatch):
     from fastgan.cli.doctor import path_lines
     from fastgan.variants import VARIANTS
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA Unmeasured GPU")
     lines = path_lines("cuda")
     picks = lambda graph: ", ".join(  # noqa: E731
         f"{v} {ops.auto_backend('cuda', graph=graph, variant=v)}" for v in VARIANTS)
@@ -284,9 +285,8 @@ def test_doctor_says_the_path_and_backend_on_cuda(monkeypatch):
                                f"backend auto by variant: {picks(True)} (measured on ")
     assert lines[1].strip().startswith("eager (--no-cuda-graphs, or where the graph cannot "
                                        f"apply): backend auto by variant: {picks(False)} (")
-    # no GPU name here: the newest GPU measured, said so
+    # a GPU never measured: the newest GPU measured, said so
     assert "not this device" in lines[0]
-    assert backends.auto_order("cuda")   # the catalogue's order remains the fallback
 
 
 def test_train_help_names_both_graph_flags(capsys):
@@ -361,3 +361,20 @@ def test_unknown_option_names_the_commands_help(capsys):
     rc, _, err = run_cli(["train", "--bogus", "3"], capsys)
     assert rc == 2
     assert "unrecognized arguments: --bogus 3; see 'fastgan train -h'" in one_error_line(err)
+    rc, _, err = run_cli(["--bogus", "train"], capsys)      # before the command: the top level
+    assert rc == 2 and "see 'fastgan -h'" in one_error_line(err)
+
+
+def test_train_resolves_auto_for_its_variant(data_dir, tmp_path, capsys, monkeypatch):
+    """The run's variant reaches auto (its measured order), in _place as in the eager fallback."""
+    import fastgan.ops as O
+    seen, real = [], O.resolve_backend
+
+    def spy(name, dev, graph=True, variant=None):
+        seen.append((name, variant))
+        return real(name, dev, graph=graph, variant=variant)
+    monkeypatch.setattr(O, "resolve_backend", spy)
+    args = [a if a != "reference" else "auto" for a in train_args(data_dir, tmp_path / "r")]
+    rc, _, err = run_cli(args + ["--variant", "bigan", "--steps", "1"], capsys)
+    assert rc == 0, err
+    assert ("auto", "bigan") in seen

@@ -10,9 +10,11 @@ and held equal to them by tests/test_auto_measured.py, so it cannot drift from t
 quotes. A device is a GPU's name (``torch.cuda.get_device_name``) or ``cpu``. A GPU that was
 never measured takes the measurements of the newest GPU that was (said as such by `fastgan
 doctor`); a backend that failed or was not run in the measurement comes after those that ran,
-in the catalogue's order. Two backends within the measurement's spread (at least 2 %) keep the
-catalogue's order. Without a variant, or without any measurement of the device type, auto uses
-the catalogue's order (fastgan/backends/__init__.py).
+in the catalogue's order. Backends within the measurement's spread of the fastest among them (at
+least 2 % on a GPU, 10 % on a CPU, whose runs vary by that much) keep the catalogue's order.
+Without a variant, or without any measurement of the device type, auto uses the catalogue's
+order (fastgan/backends/__init__.py). Every CPU shares the one ``cpu`` entry, named by the
+machine that measured it.
 
 This module imports neither torch nor a backend.
 """
@@ -25,7 +27,9 @@ import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "measured.json")
-MIN_TIE = 2.0   # percent: closer than this (or the rows' spread) is a tie
+# percent: closer than this (or the rows' spread) is a tie. A CPU's rows vary by about 10 %
+# between runs (README), a GPU's by a few percent.
+MIN_TIE = {"cuda": 2.0, "cpu": 10.0}
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,28 +68,31 @@ def lookup(device_type: str, graph: bool, variant: Optional[str],
     order = e.get("graph" if graph and device_type != "cpu" else "eager", {}).get(variant)
     if not order:
         return None
-    here = k == ("cpu" if device_type == "cpu" else device_name)
-    where = f"measured on {k}" + ("" if here else ", not this device") + f" ({e['source']})"
+    # every CPU shares one entry: its name says which machine measured it
+    here = device_type != "cpu" and k == device_name
+    where = (f"measured on {e.get('name', k)}" + ("" if here else ", not this device")
+             + f" ({e['source']})")
     return list(order), where
 
 
 # ------------------------------------------------------------------------- writing the table
 
-def _ranked(rows: Sequence[dict], catalogue: Sequence[str]) -> List[str]:
-    """Backends of ``rows`` (one per backend, status ok) fastest first; ties keep the
-    catalogue's order; the catalogue's others after them."""
-    by = {r["backend"]: r for r in rows}
-    order = [b for b in catalogue if b in by]
-    moved = True
-    while moved:   # a stable sort whose comparison has a tolerance
-        moved = False
-        for i in range(len(order) - 1):
-            a, b = by[order[i]], by[order[i + 1]]
-            tie = max(MIN_TIE, a.get("spread_pct") or 0.0, b.get("spread_pct") or 0.0)
-            if b["it_s"] > a["it_s"] * (1 + tie / 100):
-                order[i], order[i + 1] = order[i + 1], order[i]
-                moved = True
-    return order + [b for b in catalogue if b not in by]
+def _ranked(rows: Sequence[dict], catalogue: Sequence[str], min_tie: float) -> List[str]:
+    """Backends of ``rows`` (one per backend, status ok) fastest first, in clusters: a backend
+    within the tie (``min_tie`` percent, or the rows' spread if larger) of its cluster's
+    fastest joins that cluster, whose members keep the catalogue's order; the catalogue's
+    backends not in ``rows`` come after them."""
+    fastest = sorted(rows, key=lambda r: -r["it_s"])
+    order: List[str] = []
+    while fastest:
+        head = fastest[0]
+        def close(r):
+            tie = max(min_tie, head.get("spread_pct") or 0.0, r.get("spread_pct") or 0.0)
+            return r["it_s"] * (1 + tie / 100) >= head["it_s"]
+        cluster = [r for r in fastest if close(r)]
+        order += sorted((r["backend"] for r in cluster), key=list(catalogue).index)
+        fastest = [r for r in fastest if r not in cluster]
+    return order + [b for b in catalogue if b not in order]
 
 
 def derive(results: dict, seed_batch: Dict[str, int]) -> dict:
@@ -93,7 +100,8 @@ def derive(results: dict, seed_batch: Dict[str, int]) -> dict:
     seed batch), among the backends the catalogue lets auto pick on the device in each mode."""
     from fastgan import backends
     dev_type = results["env"]["device"]
-    out = {"type": dev_type, "date": results["date"], "graph": {}, "eager": {}}
+    out = {"type": dev_type, "date": results["date"], "graph": {}, "eager": {},
+           "name": results["env"].get("device_name") or dev_type}
     for variant, batch in seed_batch.items():
         rows = [r for r in results["results"] if r["variant"] == variant and r["batch"] == batch
                 and r.get("precision", "fp32") == "fp32" and r["kind"].startswith("fastgan")
@@ -104,7 +112,7 @@ def derive(results: dict, seed_batch: Dict[str, int]) -> dict:
             catalogue = backends.auto_order(dev_type, graph=graph)
             ok = [r for r in rows if bool(r.get("graph")) == graph and r["backend"] in catalogue]
             if ok:
-                out[mode][variant] = _ranked(ok, catalogue)
+                out[mode][variant] = _ranked(ok, catalogue, MIN_TIE.get(dev_type, 2.0))
     return out
 
 

@@ -2,8 +2,8 @@
 measured, with the number behind it (never a number the document does not hold). Printed by
 ``fastgan.benchmark.publish`` into the run's .md and the README's Latest results.
 
-The graph row of a variant is its auto backend's (``env["auto"]``, the measured pick for the
-variant in a CUDA graph), else its fastest graph row; the eager row likewise the eager pick's.
+The graph row of a variant is its auto backend's (:func:`auto_pick`, the measured pick for the
+variant in a CUDA graph), else its fastest graph row; the eager row is the eager pick's.
 """
 from __future__ import annotations
 
@@ -23,8 +23,21 @@ def _rows(doc: dict, variant: str, batch: int) -> List[dict]:
             and r["status"] == "ok" and r.get("it_s")]
 
 
+def auto_pick(doc: dict, variant: str, graph: bool) -> Optional[str]:
+    """The backend auto runs for ``variant`` in this mode on the document's device: as the run
+    recorded it (``env["auto"]``), else (documents older than that record) the first of the
+    run's complete backends in auto's order for that device (fastgan/backends/measured.py)."""
+    env = doc.get("env") or {}
+    got = ((env.get("auto") or {}).get(variant) or {}).get("graph" if graph else "eager")
+    if got or not env.get("device"):
+        return got
+    from fastgan import backends
+    order, _ = backends.auto_choice(env["device"], graph, variant, env.get("device_name"))
+    return next((b for b in order if b in (env.get("backends") or order)), None)
+
+
 def _pick(doc: dict, rows: List[dict], variant: str, graph: bool) -> Optional[dict]:
-    auto = ((doc["env"].get("auto") or {}).get(variant) or {}).get("graph" if graph else "eager")
+    auto = auto_pick(doc, variant, graph)
     path = f"fastgan-{auto}" + ("-graph" if graph else "") if auto else None
     mine = [r for r in rows if r["path"] == path]
     if mine:
@@ -84,9 +97,9 @@ def target_lines(doc: dict) -> List[str]:
         out.append(f"- {v} {b} ({g['path']}): {x:.1f}x eager PyTorch (target >= {want:g}): "
                    f"{_verdict(x >= want)}; " + _x_compile(doc, rows, v, g))
     eager: Dict[str, str] = {}
-    for v in sorted({r["variant"] for r in doc["results"]}):
-        seed = min((r["batch"] for r in doc["results"] if r["variant"] == v), default=None)
-        rows = _rows(doc, v, seed)
+    from fastgan.variants import VARIANTS
+    for v in sorted({r["variant"] for r in doc["results"]} & set(VARIANTS)):
+        rows = _rows(doc, v, VARIANTS[v].hyper.batch_size)
         e, ref = _pick(doc, rows, v, False), _best(rows, lambda r: r["path"] == "eager-reference")
         if e is not None and ref is not None:
             x = e["it_s"] / ref["it_s"]

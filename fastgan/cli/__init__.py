@@ -38,7 +38,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         p = build_parser()
         a, extra = p.parse_known_args(argv)   # -h and bad input: SystemExit, as argparse's
         if extra:   # named by the command's own options (argparse would name `fastgan -h`)
-            where = f"fastgan {a.cmd} -h" if getattr(a, "cmd", None) else "fastgan -h"
+            cmd = getattr(a, "cmd", None)
+            after = cmd in argv and extra[0] in argv and argv.index(cmd) < argv.index(extra[0])
+            where = f"fastgan {cmd} -h" if cmd and after else "fastgan -h"
             return errors.fail(f"unrecognized arguments: {' '.join(extra)}; see '{where}'")
         if not getattr(a, "fn", None):
             p.print_help()

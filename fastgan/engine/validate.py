@@ -111,8 +111,7 @@ def make_out_dir(out: str) -> None:
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, f".write-test-{os.getpid()}")
-        with open(probe, "w"):
-            pass
+        open(probe, "w").close()
         os.unlink(probe)
     except OSError as e:
         raise UserError(f"cannot write the run directory {out!r} ({e.strerror}); pass --out "
@@ -241,10 +240,9 @@ def _place(r: SimpleNamespace, cfg: TrainConfig) -> None:
     r.device = r.dist.device if r.dist is not None else pick_device(cfg.device)
     check_precision(cfg.precision)
     if cfg.cuda_graphs and r.device.type != "cuda":   # refused before the data set loads
-        choose_graphs(True, r.device, unroll=cfg.graph_unroll)
+        choose_graphs(True, r.device)
     backends.prepare(cfg.backend, r.device.type)   # e.g. Triton on CPU = its interpreter
-    # auto in the mode the run asks for; resolved again if the graph cannot apply (_engine).
-    with user_errors():
+    with user_errors():   # auto for the run's mode and variant; again if no graph (_engine)
         r.backend = ops.resolve_backend(cfg.backend, r.device.type,
                                         graph=cfg.cuda_graphs is not False, variant=cfg.variant)
     if cfg.tensorboard:     # ---- --tensorboard (issue 23): rank 0 writes, so needs the package
@@ -343,8 +341,8 @@ def decide_graphs(r, cfg: TrainConfig, host_resident: bool, d_steps: int) -> Non
 
 def eager_backend(r, cfg: TrainConfig) -> str:
     """The backend of an eager run: --backend auto's choice for eager mode, else the one given."""
-    return (ops.resolve_backend("auto", r.device.type, graph=False, variant=cfg.variant)
-            if cfg.backend == "auto" else r.backend)
+    auto = cfg.backend == "auto"
+    return ops.resolve_backend("auto", r.device.type, False, cfg.variant) if auto else r.backend
 
 
 def build_engine(r, resident: bool, capturable: Optional[bool] = None) -> None:
