@@ -340,7 +340,8 @@ def step_overhead(c: Check) -> None:
     rc, _ = c.run(args, "overhead.log", max(10.0, min(CAPS["overhead"], c.left() - 5)),
                   env=dict(c.env, FASTGAN_BENCH_TINY="1", FASTGAN_OVERHEAD_JSONL=c.jsonl))
     with open(c.jsonl) as f:
-        rows = [ln for ln in f if '"step": "overhead"' in ln and "host_us_per_call" in ln]
+        rows = [r for r in map(json.loads, f)
+                if r.get("step") == "overhead" and "host_us_per_call" in r]
     status = "ok" if rc == 0 else ("timeout" if rc == 124 else "failed")
     c.done("overhead", status, t0, f"{len(rows)} rows of host us per op call", rc=rc)
 

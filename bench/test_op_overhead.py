@@ -54,10 +54,10 @@ def _cases():
                           lambda x, w, b, g, c: ops.linear_bn_act(
                               x, w, b, g, c, None, None, True, 0.1, 1e-5, 0.2, None, True)),
         "gan_loss_stats": (lambda: (leaf(4, 1),),
-                           lambda z: ops.gan_loss_stats(z, 1.0, "bce", "mean", 1.0, _STATS[d],
-                                                        _ONE[d], z.detach(), z.detach())),
+                           lambda z: ops.gan_loss_stats(z, 1.0, "bce", "mean", 1.0, _STATS,
+                                                        _ONE, z.detach(), z.detach())),
         "gan_stats": (lambda: (torch.randn(4, 1, device=d),),   # no grad: forward only
-                      lambda z: ops.gan_stats(_STATS[d], _ONE[d], _ONE[d], z, z)),
+                      lambda z: ops.gan_stats(_STATS, _ONE, _ONE, z, z)),
         "gather_scale": (lambda: (torch.randint(0, 255, (16, 1, 4, 4), dtype=torch.uint8,
                                                 device=d),
                                   torch.randint(0, 16, (4,), device=d),
@@ -66,8 +66,8 @@ def _cases():
     }
 
 
-_STATS = {DEVICE: torch.zeros(5, device=DEVICE)}
-_ONE = {DEVICE: torch.ones((), device=DEVICE)}
+_STATS = torch.zeros(5, device=DEVICE)   # gan_stats' accumulator, and its loss scalars
+_ONE = torch.ones((), device=DEVICE)
 NO_GRAD = ("gan_stats", "gather_scale")   # in-place ops of the engine, never differentiated
 
 
@@ -114,10 +114,10 @@ def test_host_cost_per_call(benchmark, op, backend, mode):
             f.write(json.dumps({"step": "overhead", **benchmark.extra_info}) + "\n")
     # What was timed computes the op: the same output as the reference's.
     with torch.no_grad(), gpu_like_cpu_kernels():
-        _STATS[DEVICE].zero_()    # gan_stats accumulates into it: one call from zero each
+        _STATS.zero_()    # gan_stats accumulates into it: one call from zero each
         with ops.use_backend(backend):
             y = call(*inputs).clone()   # gather_scale writes into its input's buffer
-        _STATS[DEVICE].zero_()
+        _STATS.zero_()
         with ops.use_backend("reference"):
             want = call(*inputs)
     torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-5)

@@ -41,7 +41,8 @@ class Backend:
 
 # Listing order: argparse choices and messages ("reference, triton, cuda").
 # auto's orders where no measurement of the variant and device applies (auto_choice), from mlp 64
-# in bench/results/2026-11-23-h100-prelim.md (H100): in a CUDA graph triton was fastest, then cuda, then reference (mlp 64: 0.401, 0.452, 0.477 ms);
+# in bench/results/2026-11-23-h100-prelim.md (H100): in a CUDA graph triton was fastest, then
+# cuda, then reference (0.401, 0.452, 0.477 ms);
 # eagerly every fused backend was slower than plain PyTorch (triton 0.38-0.55x, cuda 0.72-0.92x:
 # launcher and Python overhead per op), so eager auto on CUDA is the reference.
 BACKENDS: Tuple[Backend, ...] = (

@@ -57,7 +57,7 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def _x_compile(doc, rows, variant, graph) -> str:
+def _x_compile(rows: List[dict], graph: Optional[dict]) -> str:
     comp = _best(rows, lambda r: r["kind"] == "compile")
     if graph is None or comp is None:
         return f"x best torch.compile >= {X_COMPILE:g}: not measured"
@@ -81,7 +81,7 @@ def target_lines(doc: dict) -> List[str]:
         state = ("met" if us <= US_GOAL else "milestone met, goal MISSED" if us <= US_MILESTONE
                  else "MISSED")
         out.append(f"- mlp 64 ({g['path']}): {us:.0f} us per iteration (goal <= {US_GOAL:g}, "
-                   f"milestone <= {US_MILESTONE:g}): {state}; " + _x_compile(doc, rows, "mlp", g))
+                   f"milestone <= {US_MILESTONE:g}): {state}; " + _x_compile(rows, g))
         k = g.get("kernels_per_it")
         out.append(f"- mlp 64 kernels per iteration ({g.get('kernels_source', 'profiler')}): "
                    + (f"{k:.0f} (target <= {MLP_KERNELS}): {_verdict(k <= MLP_KERNELS)}"
@@ -95,7 +95,7 @@ def target_lines(doc: dict) -> List[str]:
             continue
         x = g["it_s"] / ref["it_s"]
         out.append(f"- {v} {b} ({g['path']}): {x:.1f}x eager PyTorch (target >= {want:g}): "
-                   f"{_verdict(x >= want)}; " + _x_compile(doc, rows, v, g))
+                   f"{_verdict(x >= want)}; " + _x_compile(rows, g))
     eager: Dict[str, str] = {}
     from fastgan.variants import VARIANTS
     for v in sorted({r["variant"] for r in doc["results"]} & set(VARIANTS)):

@@ -40,7 +40,8 @@ import torch
 
 from .activation import act
 from .registry import (OPS, OPTIONAL_OPS, BackendUnavailable, active_backend, add_loader,
-                       auto_backend, auto_choice, available_backends, ensure_loaded, has_impl, known_backends,
+                       auto_backend, auto_choice, available_backends, ensure_loaded, has_impl,
+                       known_backends,
                        load_error, lookup, register, set_backend, unregister_backend,
                        use_backend)
 from .units import is_unit_grad, on_new_unit, unit_grad

@@ -173,13 +173,13 @@ def lookup(op: str, device_type: str, backend: Optional[str] = None) -> Callable
 
 def auto_choice(device_type: str, graph: bool = True, variant: Optional[str] = None):
     """:func:`fastgan.backends.auto_choice` with this machine's GPU name."""
-    name = None
+    name = None   # no usable GPU: the newest GPU measured
     if device_type == "cuda":
         import torch
         try:
             name = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-        except (RuntimeError, AssertionError):   # no usable GPU: the newest GPU measured
-            name = None
+        except (RuntimeError, AssertionError):
+            pass
     return _catalog().auto_choice(device_type, graph, variant, name)
 
 
